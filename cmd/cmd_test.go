@@ -1,0 +1,147 @@
+package cmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// run runs natpool with args and returns its exit status and output.
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = Execute(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "golden", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from its golden file; got:\n%s", name, got)
+	}
+}
+
+func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plan", "--private", "10.16.0.0/33", "--pool", "192.0.2.1"}, `"10.16.0.0/33"`},
+		{[]string{"plan", "--private", "10.16.0", "--pool", "192.0.2.1"}, `"10.16.0"`},
+		{[]string{"plan", "--private", "10.0.0.0/8", "--pool", "2001:db8::1"}, `"2001:db8::1" is IPv6`},
+		{[]string{"plan", "--private", "10.0.0.0/8", "--pool", "192.0.2.1", "--strategy", "rr"}, `"rr"`},
+		{[]string{"plan", "--private", "10.0.0.0/8", "--pool", "192.0.2.1", "--colour"}, "--colour"},
+		{[]string{"plan", "--private", "10.0.0.0/8", "--pool", "192.0.2.1", "-o", "xml"}, `"xml"`},
+		{[]string{"plan", "-f", "/nonexistent.yaml"}, "/nonexistent.yaml"},
+		{[]string{"plan"}, "--private"},
+		{[]string{"lookup", "-f", "../testdata/campus.yaml", "8.8.8.8"}, "8.8.8.8 is neither"},
+		{[]string{"lookup", "-f", "../testdata/campus.yaml", "192.76.8.0"}, "192.76.8.0"},
+		{[]string{"lookup", "-f", "../testdata/campus.yaml", "192.76.8.1:80"}, "need the block strategy"},
+		{[]string{"lookup", "-f", "../testdata/campus.yaml", "--egress", "nope", "10.16.0.1"}, `"nope"`},
+		{[]string{"lookup", "-f", "../testdata/cgnat.yaml", "198.18.0.1:0"}, `port "0"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, _, stderr := run(tt.args...)
+			if code != exitTrouble {
+				t.Errorf("exit status %d, want 2", code)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q: want one line naming %s", stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestPlanGolden(t *testing.T) {
+	for _, spec := range []string{"campus", "two-isp", "cgnat"} {
+		for _, output := range []string{"table", "json"} {
+			t.Run(spec+"."+output, func(t *testing.T) {
+				code, stdout, stderr := run("plan", "-f", "../testdata/"+spec+".yaml", "-o", output)
+				if code != 0 {
+					t.Fatalf("exit %d: %s", code, stderr)
+				}
+				golden(t, "plan-"+spec+"."+output, stdout)
+			})
+		}
+	}
+}
+
+func TestPlanJSONHasTheDocumentedFields(t *testing.T) {
+	_, stdout, _ := run("plan", "-f", "../testdata/campus.yaml", "-o", "json")
+	var got struct {
+		Egress []struct {
+			Name, Strategy string
+			Hosts          uint64
+			Imbalance      float64
+			Public         []map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	e := got.Egress[0]
+	if e.Name != "campus" || e.Strategy != "hash" || e.Hosts != 1<<20 || e.Imbalance < 1 || len(e.Public) != 63 {
+		t.Errorf("egress %+v", e)
+	}
+	for _, key := range []string{"addr", "hosts", "ports_per_host"} {
+		if _, ok := e.Public[0][key]; !ok {
+			t.Errorf("public entries lack %q", key)
+		}
+	}
+}
+
+func TestLookup(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // golden file
+	}{
+		{"forward and reverse", []string{"-f", "../testdata/two-isp.yaml", "192.168.1.9", "198.51.100.33"}, 0, "lookup-two-isp.txt"},
+		{"one egress", []string{"-f", "../testdata/two-isp.yaml", "--egress", "isp-a", "192.168.1.9", "-o", "json"}, 0, "lookup-isp-a.json"},
+		{"port owners", []string{"-f", "../testdata/cgnat.yaml", "100.64.0.1", "198.18.0.0:1087", "198.18.0.0:1023", "-o", "json"}, 1, "lookup-cgnat.json"},
+		{"every host", []string{"-f", "../testdata/cgnat.yaml", "--private", "100.64.0.0/24", "--pool", "198.18.0.0/30", "--hosts-per-ip", "64", "198.18.0.1", "--all"}, 0, "lookup-all.txt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := run(append([]string{"lookup"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d: %s", code, tt.code, stderr)
+			}
+			golden(t, tt.want, stdout)
+		})
+	}
+}
+
+func TestFlagsOverrideTheSpecFile(t *testing.T) {
+	_, stdout, stderr := run("plan", "-f", "../testdata/campus.yaml", "--strategy", "octet", "--buckets", "", "--table", "nat2", "-o", "json")
+	var got struct {
+		Table  string
+		Egress []struct{ Strategy string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	if got.Table != "nat2" || got.Egress[0].Strategy != "octet" {
+		t.Errorf("got %+v", got)
+	}
+}

@@ -1,0 +1,70 @@
+// Package cmd holds natpool's commands: one file per command, each with an
+// options struct and a run function that takes its inputs and writers.
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is natpool's version, printed by --version and stamped on output.
+var Version = "0.1.0-dev"
+
+// Exit statuses scripts can rely on.
+const (
+	exitOK      = 0
+	exitFound   = 1 // a difference, drift or an unanswered lookup: not an error
+	exitTrouble = 2 // bad input or a failure
+)
+
+// exitError carries an exit status other than exitTrouble; an empty message
+// prints nothing (the command has already said what it found).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Execute runs natpool with args and returns the exit status.
+func Execute(args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	code := exitTrouble
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if err.Error() != "" {
+		fmt.Fprintf(stderr, "natpool: %v\n", err)
+	}
+	return code
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "natpool",
+		Short: "Deterministic source NAT pools for Linux NAT boxes",
+		Long: `natpool maps private hosts onto a pool of public addresses so that every
+host always leaves through the same address, the load is spread evenly and
+each host has enough source ports. It plans the mapping, reports the load and
+answers who had which address.
+
+Exit status: 0 success, 1 a finding (an unowned port), 2 trouble (bad input).`,
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout))
+	return root
+}

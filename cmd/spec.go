@@ -1,0 +1,98 @@
+package cmd
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// specOptions are the flags that describe a plan, shared by every command
+// that takes one. Flags override the spec file, in every egress entry.
+type specOptions struct {
+	file   string
+	table  string
+	egress pool.EgressSpec
+	flags  *pflag.FlagSet
+}
+
+func addSpecFlags(cmd *cobra.Command, o *specOptions) {
+	f := cmd.Flags()
+	o.flags = f
+	f.StringVarP(&o.file, "file", "f", "", "YAML spec file (flags override it)")
+	f.StringVar(&o.table, "table", "", "nftables table natpool owns (default natpool)")
+	f.StringSliceVar(&o.egress.Private, "private", nil, "inside hosts: PREFIX or A-B (repeatable)")
+	f.StringSliceVar(&o.egress.Pool, "pool", nil, "public addresses: PREFIX, A-B or ADDR, each with an optional =WEIGHT (repeatable)")
+	f.StringSliceVar(&o.egress.Exclude, "exclude", nil, "inside hosts or public addresses never mapped or used: PREFIX or ADDR (repeatable)")
+	f.StringVar(&o.egress.Strategy, "strategy", "", "octet, hash, persistent or block (default hash)")
+	f.StringVar(&o.egress.OIF, "oif", "", "output interface of the egress")
+	f.StringVar(&o.egress.Ports, "ports", "", "source port range LO-HI (default 1024-65535)")
+	f.StringVar(&o.egress.Hosts, "hosts", "", "file of active inside hosts, ADDR or ADDR,COUNT per line (octet: balance them)")
+	f.StringVar(&o.egress.Bits, "bits", "", "octet: low bits of the inside address that select the public address (default 8)")
+	f.StringVar(&o.egress.Octets, "octets", "", "octet: value range LO-HI to use (default all values)")
+	f.StringVar(&o.egress.Buckets, "buckets", "", fmt.Sprintf("hash: number of jhash buckets (default %d)", pool.DefaultBuckets))
+	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
+	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address, a power of two")
+	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host")
+	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
+	_ = cmd.MarkFlagFilename("hosts")
+}
+
+// plan builds the plan from the spec file and the flags.
+func (o *specOptions) plan() (*pool.Plan, error) {
+	spec := pool.Spec{Egress: []pool.EgressSpec{{}}}
+	if o.file != "" {
+		var err error
+		if spec, err = pool.LoadSpec(o.file); err != nil {
+			return nil, err
+		}
+	}
+	if o.flags.Changed("table") {
+		spec.Table = o.table
+	}
+	for i := range spec.Egress {
+		e := &spec.Egress[i]
+		override(o.flags, "private", &e.Private, o.egress.Private)
+		override(o.flags, "pool", &e.Pool, o.egress.Pool)
+		override(o.flags, "exclude", &e.Exclude, o.egress.Exclude)
+		override(o.flags, "strategy", &e.Strategy, o.egress.Strategy)
+		override(o.flags, "oif", &e.OIF, o.egress.OIF)
+		override(o.flags, "ports", &e.Ports, o.egress.Ports)
+		flagOpts := o.egress.Options()
+		for j, opt := range e.Options() {
+			override(o.flags, opt.Name, opt.Value, *flagOpts[j].Value)
+		}
+	}
+	return pool.NewPlan(spec)
+}
+
+// override sets *dst to the flag's value when the flag was given.
+func override[T any](flags *pflag.FlagSet, name string, dst *T, value T) {
+	if flags.Changed(name) {
+		*dst = value
+	}
+}
+
+func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// outputFlag adds -o/--output with the formats given, the first the default.
+func outputFlag(cmd *cobra.Command, dst *string, formats ...string) {
+	cmd.Flags().StringVarP(dst, "output", "o", formats[0], fmt.Sprintf("output format: %v", formats))
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion(formats...))
+}
+
+func checkOutput(output string, formats ...string) error {
+	for _, f := range formats {
+		if output == f {
+			return nil
+		}
+	}
+	return fmt.Errorf("output %q: want one of %v", output, formats)
+}

@@ -1,0 +1,130 @@
+package pool
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
+)
+
+// BlockMapping gives every inside host one public address and a port block
+// of its own (RFC 7422 deterministic NAT). Hosts are numbered in address
+// order over the Private ranges as given, before exclusions; host n leaves
+// through Pool[n / HostsPerIP] with ports Block(n % HostsPerIP). Excluding a
+// host leaves its block unused rather than moving every later host.
+type BlockMapping struct {
+	HostsPerIP int
+	BlockSize  int
+	Ports      PortRange // the egress port range the blocks are cut from
+
+	private []span
+	starts  []uint64 // starts[i]: hosts numbered before private[i]
+}
+
+func (m *BlockMapping) owner(x uint32) int {
+	n, _ := m.number(x)
+	return int(n / uint64(m.HostsPerIP))
+}
+
+func (m *BlockMapping) describe(i int) string {
+	first := uint64(i) * uint64(m.HostsPerIP)
+	last := min(first+uint64(m.HostsPerIP), m.space()) - 1
+	if first > last {
+		return ""
+	}
+	return fmt.Sprintf("%s-%s", addrOf(m.host(first)), addrOf(m.host(last)))
+}
+
+// Block returns the ports of block b.
+func (m *BlockMapping) Block(b int) PortRange {
+	lo := int(m.Ports.Lo) + b*m.BlockSize
+	return PortRange{uint16(lo), uint16(lo + m.BlockSize - 1)}
+}
+
+// HostPorts returns the port block of inside host x.
+func (m *BlockMapping) HostPorts(x uint32) PortRange {
+	n, _ := m.number(x)
+	return m.Block(int(n % uint64(m.HostsPerIP)))
+}
+
+// number returns the number of host x, false if x lies outside Private.
+func (m *BlockMapping) number(x uint32) (uint64, bool) {
+	i, found := slices.BinarySearchFunc(m.private, x, func(s span, x uint32) int {
+		switch {
+		case s.hi < x:
+			return -1
+		case s.lo > x:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		return 0, false
+	}
+	return m.starts[i] + uint64(x-m.private[i].lo), true
+}
+
+// host returns the address of host number n (n < space()).
+func (m *BlockMapping) host(n uint64) uint32 {
+	i, found := slices.BinarySearch(m.starts, n)
+	if !found {
+		i--
+	}
+	return m.private[i].lo + uint32(n-m.starts[i])
+}
+
+func (m *BlockMapping) space() uint64 {
+	last := len(m.private) - 1
+	return m.starts[last] + m.private[last].size()
+}
+
+func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMapping, error) {
+	if e.weighted() {
+		return nil, fmt.Errorf("strategy block cannot weight addresses: every host gets the same block")
+	}
+	m := &BlockMapping{Ports: e.Ports}
+	var n uint64
+	for _, r := range e.Private {
+		s := spanOf(r)
+		m.private = append(m.private, s)
+		m.starts = append(m.starts, n)
+		n += s.size()
+	}
+	ports := e.Ports.Len()
+	switch {
+	case hostsPerIPOpt != "" && blockSizeOpt != "":
+		return nil, fmt.Errorf("give hosts-per-ip or block-size, not both")
+	case hostsPerIPOpt != "":
+		h, err := strconv.Atoi(hostsPerIPOpt)
+		if err != nil || h < 1 || h&(h-1) != 0 {
+			return nil, fmt.Errorf("hosts-per-ip %q must be a power of two", hostsPerIPOpt)
+		}
+		if h > ports {
+			return nil, fmt.Errorf("hosts-per-ip %d is more than the %d ports of %s", h, ports, e.Ports)
+		}
+		m.HostsPerIP = h
+	case blockSizeOpt != "":
+		s, err := strconv.Atoi(blockSizeOpt)
+		if err != nil || s < 1 {
+			return nil, fmt.Errorf("block-size %q must be a whole number of ports", blockSizeOpt)
+		}
+		if s > ports {
+			return nil, fmt.Errorf("block-size %d is larger than the port range %s (%d ports)", s, e.Ports, ports)
+		}
+		m.HostsPerIP = ports / s
+	default:
+		// The fewest hosts per address (so the largest blocks) that fit the
+		// pool, rounded up to a power of two.
+		need := (n + uint64(len(e.Pool)) - 1) / uint64(len(e.Pool))
+		m.HostsPerIP = 1 << bits.Len64(need-1)
+		if m.HostsPerIP > ports {
+			m.HostsPerIP = 1 << (bits.Len(uint(ports)) - 1)
+		}
+	}
+	m.BlockSize = ports / m.HostsPerIP
+	if need := (n + uint64(m.HostsPerIP) - 1) / uint64(m.HostsPerIP); need > uint64(len(e.Pool)) {
+		return nil, fmt.Errorf("a pool of %d addresses is too small for %d inside hosts at %d hosts per address (%d-port blocks): %d addresses are needed",
+			len(e.Pool), n, m.HostsPerIP, m.BlockSize, need)
+	}
+	return m, nil
+}

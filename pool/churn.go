@@ -1,0 +1,72 @@
+package pool
+
+import (
+	"cmp"
+	"slices"
+
+	"go4.org/netipx"
+)
+
+// ChurnReport is what a change from one egress plan to another does to the
+// inside hosts both of them map.
+type ChurnReport struct {
+	Hosts      uint64           // hosts mapped by both plans
+	Moved      uint64           // hosts whose public address changes
+	PortsMoved uint64           // hosts that keep their address but change port block
+	Ranges     []netipx.IPRange // the moved hosts (address or block), largest range first
+}
+
+// Churn compares the mapping of old with that of new over the hosts both map.
+func Churn(old, new *Egress) ChurnReport {
+	var r ChurnReport
+	oldBlock, _ := old.Mapping.(*BlockMapping)
+	newBlock, _ := new.Mapping.(*BlockMapping)
+	cur, open := span{}, false
+	each(intersect(old.inside, new.inside), func(x uint32) {
+		i, j := old.Mapping.owner(x), new.Mapping.owner(x)
+		if i < 0 || j < 0 {
+			return
+		}
+		r.Hosts++
+		switch {
+		case old.Pool[i].Addr != new.Pool[j].Addr:
+			r.Moved++
+		case oldBlock != nil && newBlock != nil && oldBlock.HostPorts(x) != newBlock.HostPorts(x):
+			r.PortsMoved++
+		default:
+			return
+		}
+		if open && x == cur.hi+1 {
+			cur.hi = x
+			return
+		}
+		if open {
+			r.Ranges = append(r.Ranges, cur.ipRange())
+		}
+		cur, open = span{x, x}, true
+	})
+	if open {
+		r.Ranges = append(r.Ranges, cur.ipRange())
+	}
+	slices.SortStableFunc(r.Ranges, func(a, b netipx.IPRange) int {
+		return cmp.Compare(spanOf(b).size(), spanOf(a).size())
+	})
+	return r
+}
+
+// intersect returns the addresses in both a and b (each ascending, disjoint).
+func intersect(a, b []span) []span {
+	var out []span
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo, hi := max(a[i].lo, b[j].lo), min(a[i].hi, b[j].hi)
+		if lo <= hi {
+			out = append(out, span{lo, hi})
+		}
+		if a[i].hi < b[j].hi {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}

@@ -1,0 +1,148 @@
+package pool
+
+import (
+	"fmt"
+	"net/netip"
+
+	"go4.org/netipx"
+)
+
+// AnswerKind tells which question an Answer answers.
+type AnswerKind int
+
+// The kinds of lookup.
+const (
+	Forward   AnswerKind = iota // inside host -> public address (and ports)
+	Reverse                     // public address -> the inside hosts it carries
+	PortOwner                   // public address and port -> the one inside host (block strategy)
+)
+
+// Answer is what one egress entry says about a looked-up address.
+type Answer struct {
+	Egress  string
+	Kind    AnswerKind
+	Private netip.Addr // Forward: the host asked; PortOwner: the owner, invalid if none
+	Public  netip.Addr
+	Ports   PortRange        // Forward: the ports the host's connections leave from
+	Port    uint16           // PortOwner: the port asked
+	Hosts   uint64           // Reverse: how many hosts
+	Ranges  []netipx.IPRange // Reverse: the hosts, as ascending ranges
+}
+
+// Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
+// the address, or only from the entry named egress when it is not empty.
+func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
+	addr, port, hasPort, err := ParseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	var answers []Answer
+	var firstErr error
+	found := false
+	for _, e := range p.Egress {
+		if egress != "" && e.Name != egress {
+			continue
+		}
+		found = true
+		a, ok, err := e.lookup(addr, port, hasPort)
+		switch {
+		case err != nil && firstErr == nil:
+			firstErr = err
+		case ok:
+			answers = append(answers, a)
+		}
+	}
+	switch {
+	case !found:
+		return nil, fmt.Errorf("no egress entry is named %q", egress)
+	case len(answers) > 0:
+		return answers, nil
+	case firstErr != nil:
+		return nil, firstErr
+	}
+	return nil, fmt.Errorf("%s is neither an inside host nor a public address of the plan", addr)
+}
+
+// lookup answers for addr (and port) if this entry knows addr; ok is false
+// when addr is none of its business.
+func (e *Egress) lookup(addr netip.Addr, port uint16, hasPort bool) (Answer, bool, error) {
+	x := u32(addr)
+	a := Answer{Egress: e.Name}
+	if i, public := e.index[x]; public {
+		a.Public = addr
+		if hasPort {
+			return e.portOwner(a, port)
+		}
+		a.Kind = Reverse
+		a.Ranges, a.Hosts = e.hostsOf(i)
+		return a, true, nil
+	}
+	if e.Inside.Contains(addr) {
+		if hasPort {
+			return a, false, fmt.Errorf("%s is an inside host: a port lookup takes a public address", addr)
+		}
+		i := e.Mapping.owner(x)
+		if i < 0 {
+			m := e.Mapping.(*OctetMapping)
+			return a, false, fmt.Errorf("%s is not mapped: its value %d lies outside octets %s", addr, x&m.Mask(), m.Span())
+		}
+		a.Kind, a.Private, a.Public, a.Ports = Forward, addr, e.Pool[i].Addr, e.Ports
+		if b, ok := e.Mapping.(*BlockMapping); ok {
+			a.Ports = b.HostPorts(x)
+		}
+		return a, true, nil
+	}
+	for _, r := range e.Private {
+		if r.Contains(addr) {
+			return a, false, fmt.Errorf("%s is an excluded inside host", addr)
+		}
+	}
+	return a, false, nil
+}
+
+func (e *Egress) portOwner(a Answer, port uint16) (Answer, bool, error) {
+	b, ok := e.Mapping.(*BlockMapping)
+	if !ok {
+		return a, false, fmt.Errorf("%s:%d: port lookups need the block strategy (egress %s uses %s)", a.Public, port, e.Name, e.Strategy)
+	}
+	a.Kind, a.Port = PortOwner, port
+	if !e.Ports.Contains(port) {
+		return a, true, nil
+	}
+	block := (int(port) - int(e.Ports.Lo)) / b.BlockSize
+	if block >= b.HostsPerIP {
+		return a, true, nil // in the ports left over after the last block
+	}
+	n := uint64(e.index[u32(a.Public)])*uint64(b.HostsPerIP) + uint64(block)
+	if n < b.space() {
+		if h := addrOf(b.host(n)); e.Inside.Contains(h) {
+			a.Private = h
+		}
+	}
+	return a, true, nil
+}
+
+// hostsOf returns the inside hosts carried by Pool[i], as ascending ranges.
+func (e *Egress) hostsOf(i int) ([]netipx.IPRange, uint64) {
+	var ranges []netipx.IPRange
+	var n uint64
+	cur, open := span{}, false
+	e.eachMapped(func(x uint32, owner int) {
+		if owner != i {
+			return
+		}
+		n++
+		if open && x == cur.hi+1 {
+			cur.hi = x
+			return
+		}
+		if open {
+			ranges = append(ranges, cur.ipRange())
+		}
+		cur, open = span{x, x}, true
+	})
+	if open {
+		ranges = append(ranges, cur.ipRange())
+	}
+	return ranges, n
+}

@@ -1,0 +1,184 @@
+package pool
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// OctetMapping is the eduroam u32 scheme, generalised: the low Bits bits of an
+// inside address are its value, and Pool[i] carries the hosts whose value
+// lies in Values[i]. The ranges are contiguous and ascending in pool order;
+// hosts whose value lies outside all of them are not mapped.
+type OctetMapping struct {
+	Bits   int
+	Values []ValueRange
+	owners []int32 // value -> Pool index, -1 outside every range
+}
+
+// ValueRange is an inclusive range of low-bit values.
+type ValueRange struct{ Lo, Hi uint32 }
+
+// Len returns the number of values in the range.
+func (v ValueRange) Len() uint32 { return v.Hi - v.Lo + 1 }
+
+// String formats the range as "LO-HI".
+func (v ValueRange) String() string { return fmt.Sprintf("%d-%d", v.Lo, v.Hi) }
+
+// Mask returns the mask that extracts the value from an address.
+func (m *OctetMapping) Mask() uint32 { return 1<<m.Bits - 1 }
+
+func (m *OctetMapping) owner(x uint32) int { return int(m.owners[x&m.Mask()]) }
+
+func (m *OctetMapping) describe(i int) string { return "values " + m.Values[i].String() }
+
+// Span returns the whole value range the mapping covers.
+func (m *OctetMapping) Span() ValueRange {
+	return ValueRange{m.Values[0].Lo, m.Values[len(m.Values)-1].Hi}
+}
+
+func newOctetMapping(e *Egress, bitsOpt, octetsOpt string) (*OctetMapping, error) {
+	m := &OctetMapping{Bits: 8}
+	if bitsOpt != "" {
+		n, err := strconv.Atoi(bitsOpt)
+		if err != nil || n < 1 || n > 16 {
+			return nil, fmt.Errorf("bits %q must be 1-16", bitsOpt)
+		}
+		m.Bits = n
+	}
+	span := ValueRange{0, m.Mask()}
+	if octetsOpt != "" {
+		lo, hi, ok := strings.Cut(octetsOpt, "-")
+		if !ok {
+			hi = lo
+		}
+		a, errA := strconv.ParseUint(lo, 10, 32)
+		b, errB := strconv.ParseUint(hi, 10, 32)
+		if errA != nil || errB != nil || a > b || b > uint64(span.Hi) {
+			return nil, fmt.Errorf("octets %q must be LO-HI within %s", octetsOpt, span)
+		}
+		span = ValueRange{uint32(a), uint32(b)}
+	}
+	if uint64(len(e.Pool)) > uint64(span.Len()) {
+		return nil, fmt.Errorf("a pool of %d addresses is larger than the %d values of octets %s", len(e.Pool), span.Len(), span)
+	}
+	weights := make([]uint64, len(e.Pool))
+	for i, p := range e.Pool {
+		weights[i] = uint64(p.Weight)
+	}
+	var sizes []uint64
+	if e.Active != nil {
+		loads := make([]uint64, span.Len())
+		for _, h := range e.Active {
+			if v := u32(h.Addr) & m.Mask(); span.Lo <= v && v <= span.Hi {
+				loads[v-span.Lo] += h.Count
+			}
+		}
+		sizes = balancedCuts(loads, weights)
+	} else {
+		sizes = apportion(uint64(span.Len()), weights)
+	}
+	m.owners = make([]int32, m.Mask()+1)
+	for i := range m.owners {
+		m.owners[i] = -1
+	}
+	lo := span.Lo
+	for i, n := range sizes {
+		v := ValueRange{lo, lo + uint32(n) - 1}
+		m.Values = append(m.Values, v)
+		for x := v.Lo; x <= v.Hi; x++ {
+			m.owners[x] = int32(i)
+		}
+		lo = v.Hi + 1
+	}
+	return m, nil
+}
+
+// apportion splits total into len(weights) parts proportional to the weights
+// by largest remainder (ties to the earlier part), every part at least 1:
+// with equal weights the parts differ by at most one. total >= len(weights).
+func apportion(total uint64, weights []uint64) []uint64 {
+	var sum uint64
+	for _, w := range weights {
+		sum += w
+	}
+	parts := make([]uint64, len(weights))
+	order := make([]int, len(weights))
+	given := uint64(0)
+	for i, w := range weights {
+		parts[i] = total * w / sum
+		given += parts[i]
+		order[i] = i
+	}
+	rem := func(i int) uint64 { return total * weights[i] % sum }
+	slices.SortStableFunc(order, func(a, b int) int {
+		ra, rb := rem(a), rem(b)
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		return 0
+	})
+	for _, i := range order[:total-given] {
+		parts[i]++
+	}
+	for i := range parts {
+		if parts[i] == 0 { // a tiny weight still gets one value
+			parts[slices.Index(parts, slices.Max(parts))]--
+			parts[i] = 1
+		}
+	}
+	return parts
+}
+
+// balancedCuts cuts loads, in order, into len(weights) non-empty contiguous
+// parts so that the largest load per unit of weight is as small as possible.
+func balancedCuts(loads, weights []uint64) []uint64 {
+	var total uint64
+	for _, l := range loads {
+		total += l
+	}
+	minW := slices.Min(weights)
+	lo, hi := 0.0, float64(total)/float64(minW)
+	for range 100 { // bisection on the largest load per weight
+		mid := (lo + hi) / 2
+		if cutAt(loads, weights, mid) != nil {
+			hi = mid
+		} else {
+			lo = mid
+		}
+		if hi-lo < 1e-9*hi {
+			break
+		}
+	}
+	return cutAt(loads, weights, hi)
+}
+
+// cutAt cuts greedily, each part as long as its load stays within limit times
+// its weight while leaving a value for every later part; nil if it cannot.
+func cutAt(loads, weights []uint64, limit float64) []uint64 {
+	sizes := make([]uint64, len(weights))
+	pos := 0
+	for i, w := range weights {
+		capacity := limit * float64(w)
+		last := len(loads) - (len(weights) - i - 1) // values this part may reach
+		load := float64(loads[pos])
+		if load > capacity {
+			return nil
+		}
+		end := pos + 1
+		for end < last && load+float64(loads[end]) <= capacity {
+			load += float64(loads[end])
+			end++
+		}
+		sizes[i] = uint64(end - pos)
+		pos = end
+	}
+	if pos != len(loads) {
+		return nil
+	}
+	return sizes
+}

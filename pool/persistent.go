@@ -1,0 +1,31 @@
+package pool
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// PersistentMapping is what the kernel does with `snat to First-Last
+// persistent`: the source address alone picks the public address, through
+// PersistentIndex. Modelled so that its load and churn can be reported.
+type PersistentMapping struct {
+	First, Last netip.Addr
+}
+
+func (m *PersistentMapping) size() uint32 { return u32(m.Last) - u32(m.First) + 1 }
+
+func (m *PersistentMapping) owner(x uint32) int { return int(PersistentIndex(x, m.size())) }
+
+func (m *PersistentMapping) describe(int) string { return "" }
+
+func newPersistentMapping(e *Egress) (*PersistentMapping, error) {
+	if e.weighted() {
+		return nil, fmt.Errorf("strategy persistent cannot weight addresses: the kernel spreads evenly")
+	}
+	for i := 1; i < len(e.Pool); i++ {
+		if e.Pool[i].Addr != e.Pool[i-1].Addr.Next() {
+			return nil, fmt.Errorf("strategy persistent needs one contiguous pool: %s and %s are not adjacent", e.Pool[i-1].Addr, e.Pool[i].Addr)
+		}
+	}
+	return &PersistentMapping{First: e.Pool[0].Addr, Last: e.Pool[len(e.Pool)-1].Addr}, nil
+}

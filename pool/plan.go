@@ -1,0 +1,311 @@
+package pool
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go4.org/netipx"
+)
+
+// Strategy names how an egress entry maps inside hosts to public addresses.
+type Strategy string
+
+// The strategies. Each is deterministic: the same spec gives the same mapping.
+const (
+	Octet      Strategy = "octet"      // low bits of the inside address select the public address
+	Hash       Strategy = "hash"       // nft's jhash buckets, spread by rendezvous hashing
+	Persistent Strategy = "persistent" // the kernel's own `snat to A-B persistent`
+	Block      Strategy = "block"      // RFC 7422 port blocks: an address and a port range per host
+)
+
+// DefaultStrategy is used when a spec names none: it keeps churn low when
+// the pool changes.
+const DefaultStrategy = Hash
+
+// Strategies lists the strategies with the options each accepts ("hosts",
+// the active-hosts file, applies to all of them).
+var Strategies = []struct {
+	Name    Strategy
+	Options []string
+}{
+	{Octet, []string{"hosts", "bits", "octets"}},
+	{Hash, []string{"hosts", "buckets", "seed"}},
+	{Persistent, []string{"hosts"}},
+	{Block, []string{"hosts", "hosts-per-ip", "block-size"}},
+}
+
+// MaxPool bounds the public addresses of one egress entry (a /16).
+const MaxPool = 1 << 16
+
+// Public is one usable public address of a pool.
+type Public struct {
+	Addr   netip.Addr
+	Weight int // relative share of the inside hosts; 1 unless given
+}
+
+// Plan is a checked spec with its computed mapping: what natpool reports,
+// renders and applies.
+type Plan struct {
+	Table    string
+	Egress   []*Egress
+	Spec     Spec     // the spec the plan was made from
+	Warnings []string // things worth telling a person that do not stop the plan
+}
+
+// Egress is one planned egress entry.
+type Egress struct {
+	Name     string
+	OIF      string
+	Strategy Strategy
+	Ports    PortRange
+	// Private holds the inside ranges as given, ascending; block mode numbers
+	// hosts over them, so excluding a host leaves a hole instead of
+	// renumbering every host after it.
+	Private []netipx.IPRange
+	// Inside is the set of mapped inside hosts: Private less the exclusions.
+	Inside *netipx.IPSet
+	// Pool holds the usable public addresses, ascending, exclusions removed.
+	Pool []Public
+	// Active holds the hosts actually seen (the hosts option), or nil.
+	Active []ActiveHost
+	// Mapping is the strategy's mapping: *OctetMapping, *HashMapping,
+	// *PersistentMapping or *BlockMapping.
+	Mapping Mapping
+
+	inside []span
+	index  map[uint32]int // public address -> index in Pool
+}
+
+// Mapping decides the public address of every inside host.
+type Mapping interface {
+	// owner returns the Pool index of inside host x, or -1 if x is not mapped.
+	owner(x uint32) int
+	// describe says briefly what Pool[i] carries, for the load report.
+	describe(i int) string
+}
+
+// NewPlan checks a spec and computes its mapping. Errors name the offending
+// value on one line.
+func NewPlan(spec Spec) (*Plan, error) {
+	p := &Plan{Table: spec.Table, Spec: spec}
+	if p.Table == "" {
+		p.Table = DefaultTable
+	}
+	if !validName.MatchString(p.Table) {
+		return nil, fmt.Errorf("table name %q: use letters, digits, '_' and '-'", p.Table)
+	}
+	if len(spec.Egress) == 0 {
+		return nil, fmt.Errorf("no egress entries: give --private and --pool, or a spec file with egress")
+	}
+	names := map[string]bool{}
+	for i, es := range spec.Egress {
+		if es.Name == "" {
+			es.Name = fmt.Sprintf("egress%d", i+1)
+			if len(spec.Egress) == 1 {
+				es.Name = "default"
+			}
+		}
+		if names[es.Name] {
+			return nil, fmt.Errorf("egress name %q is used twice", es.Name)
+		}
+		names[es.Name] = true
+		e, err := newEgress(es, &p.Warnings)
+		if err != nil {
+			if len(spec.Egress) > 1 {
+				err = fmt.Errorf("egress %s: %w", es.Name, err)
+			}
+			return nil, err
+		}
+		p.Egress = append(p.Egress, e)
+	}
+	return p, nil
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+
+func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
+	e := &Egress{Name: es.Name, OIF: es.OIF, Strategy: Strategy(es.Strategy), Ports: DefaultPorts}
+	if !validName.MatchString(e.Name) {
+		return nil, fmt.Errorf("egress name %q: use letters, digits, '_', '.' and '-'", e.Name)
+	}
+	if e.OIF != "" && (len(e.OIF) > 15 || strings.ContainsAny(e.OIF, " /\"\t")) {
+		return nil, fmt.Errorf("oif %q is not an interface name", e.OIF)
+	}
+	if e.Strategy == "" {
+		e.Strategy = DefaultStrategy
+	}
+	allowed := strategyOptions(e.Strategy)
+	if allowed == nil {
+		return nil, fmt.Errorf("unknown strategy %q (want octet, hash, persistent or block)", es.Strategy)
+	}
+	for _, o := range es.Options() {
+		if *o.Value != "" && !slices.Contains(allowed, o.Name) {
+			return nil, fmt.Errorf("option %s does not apply to strategy %s", o.Name, e.Strategy)
+		}
+	}
+	if es.Ports != "" {
+		var err error
+		if e.Ports, err = ParsePortRange(es.Ports); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.setAddresses(es, warnings); err != nil {
+		return nil, err
+	}
+	if es.Hosts != "" {
+		var err error
+		if e.Active, err = readActiveHosts(es.Hosts, e.Inside); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	switch e.Strategy {
+	case Octet:
+		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets)
+	case Hash:
+		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, warnings)
+	case Persistent:
+		e.Mapping, err = newPersistentMapping(e)
+	case Block:
+		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize)
+	}
+	return e, err
+}
+
+func strategyOptions(s Strategy) []string {
+	for _, st := range Strategies {
+		if st.Name == s {
+			return st.Options
+		}
+	}
+	return nil
+}
+
+// setAddresses parses the inside ranges, the pool and the exclusions.
+func (e *Egress) setAddresses(es EgressSpec, warnings *[]string) error {
+	if len(es.Private) == 0 {
+		return fmt.Errorf("no inside hosts: give --private")
+	}
+	if len(es.Pool) == 0 {
+		return fmt.Errorf("no public addresses: give --pool")
+	}
+	private, err := parseDisjoint("private", es.Private)
+	if err != nil {
+		return err
+	}
+	pool, err := parseDisjoint("pool", es.Pool)
+	if err != nil {
+		return err
+	}
+	for _, r := range pool {
+		if i := overlapping(private, r.IPRange); i >= 0 {
+			return fmt.Errorf("pool %q overlaps private %q", r.text, private[i].text)
+		}
+	}
+	var exclude netipx.IPSetBuilder
+	for _, s := range es.Exclude {
+		r, err := ParseRange(s)
+		if err != nil {
+			return fmt.Errorf("exclude %w", err)
+		}
+		if overlapping(private, r) < 0 && overlapping(pool, r) < 0 {
+			*warnings = append(*warnings, fmt.Sprintf("egress %s: exclude %q matches no inside or public address", e.Name, s))
+		}
+		exclude.AddRange(r)
+	}
+	excluded, _ := exclude.IPSet()
+
+	var inside netipx.IPSetBuilder
+	for _, r := range private {
+		inside.AddRange(r.IPRange)
+		e.Private = append(e.Private, r.IPRange)
+	}
+	inside.RemoveSet(excluded)
+	e.Inside, _ = inside.IPSet()
+	e.inside = spansOf(e.Inside)
+	if len(e.inside) == 0 {
+		return fmt.Errorf("every inside host is excluded")
+	}
+
+	e.index = map[uint32]int{}
+	for _, r := range pool {
+		for a := r.From(); r.Contains(a); a = a.Next() {
+			if excluded.Contains(a) {
+				continue
+			}
+			if len(e.Pool) == MaxPool {
+				return fmt.Errorf("the pool has more than %d addresses", MaxPool)
+			}
+			e.index[u32(a)] = len(e.Pool)
+			e.Pool = append(e.Pool, Public{a, r.weight})
+		}
+	}
+	if len(e.Pool) == 0 {
+		return fmt.Errorf("the pool is empty after exclusions")
+	}
+	return nil
+}
+
+// entry is a parsed range with the text it came from.
+type entry struct {
+	netipx.IPRange
+	text   string
+	weight int
+}
+
+// parseDisjoint parses the ranges of the spec key named key ("private" or
+// "pool", whose entries may carry =WEIGHT), sorts them and refuses any two
+// that overlap.
+func parseDisjoint(key string, in []string) ([]entry, error) {
+	out := make([]entry, 0, len(in))
+	for _, s := range in {
+		e := entry{text: s, weight: 1}
+		addrs, w, weighted := strings.Cut(s, "=")
+		if weighted && key != "pool" {
+			addrs = s // let the range parser name the bad value
+		}
+		r, err := ParseRange(addrs)
+		if err != nil {
+			return nil, fmt.Errorf("%s %w", key, err)
+		}
+		e.IPRange = r
+		if weighted && key == "pool" {
+			n, err := strconv.Atoi(w)
+			if err != nil || n <= 0 || n > 1000 {
+				return nil, fmt.Errorf("pool %q: weight %q must be a whole number 1-1000", s, w)
+			}
+			e.weight = n
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b entry) int { return a.From().Compare(b.From()) })
+	for i := 1; i < len(out); i++ {
+		if out[i-1].Overlaps(out[i].IPRange) {
+			return nil, fmt.Errorf("%s %q and %q overlap", key, out[i-1].text, out[i].text)
+		}
+	}
+	return out, nil
+}
+
+// overlapping returns the index of the first entry that overlaps r, or -1.
+func overlapping(entries []entry, r netipx.IPRange) int {
+	return slices.IndexFunc(entries, func(e entry) bool { return e.Overlaps(r) })
+}
+
+// eachMapped calls fn for every mapped inside host, ascending, with its Pool index.
+func (e *Egress) eachMapped(fn func(x uint32, owner int)) {
+	each(e.inside, func(x uint32) {
+		if i := e.Mapping.owner(x); i >= 0 {
+			fn(x, i)
+		}
+	})
+}
+
+// weighted reports whether any public address was given a weight.
+func (e *Egress) weighted() bool {
+	return slices.ContainsFunc(e.Pool, func(p Public) bool { return p.Weight != 1 })
+}

@@ -1,0 +1,131 @@
+package pool
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Report is the load a plan puts on each public address.
+type Report struct {
+	Table  string
+	Egress []EgressReport
+}
+
+// EgressReport is the load of one egress entry.
+type EgressReport struct {
+	Name     string
+	OIF      string
+	Strategy Strategy
+	Ports    PortRange
+	Settings []Setting // the strategy's settings, defaults included
+
+	Hosts     uint64 // mapped inside hosts
+	Unmapped  uint64 // inside hosts no public address carries (octet values outside the range)
+	HasActive bool   // a hosts file was given
+	Active    uint64 // active hosts (weighted by their counts)
+
+	// Imbalance is the largest load per unit of weight over the mean load
+	// per unit of weight: 1 is perfectly even. ActiveImbalance is the same
+	// for the active hosts.
+	Imbalance       float64
+	ActiveImbalance float64
+	Min, Max        uint64 // fewest and most hosts on one public address
+
+	Public []PublicLoad
+}
+
+// Setting is one strategy setting as it is in force.
+type Setting struct {
+	Name  string // the option's name, as in a spec file
+	Value string
+}
+
+// PublicLoad is what one public address carries.
+type PublicLoad struct {
+	Addr         netip.Addr
+	Weight       int
+	Hosts        uint64
+	Active       uint64
+	Share        float64 // of the egress entry's hosts
+	PortsPerHost int     // the block size, or the port range shared by the hosts
+	Detail       string  // what the strategy gives the address: values, buckets or hosts
+}
+
+// Report computes the load of every public address of the plan.
+func (p *Plan) Report() *Report {
+	r := &Report{Table: p.Table}
+	for _, e := range p.Egress {
+		r.Egress = append(r.Egress, e.report())
+	}
+	return r
+}
+
+func (e *Egress) report() EgressReport {
+	r := EgressReport{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports,
+		Settings: e.settings(), HasActive: e.Active != nil}
+	hosts := make([]uint64, len(e.Pool))
+	e.eachMapped(func(_ uint32, i int) { hosts[i]++ })
+	active := make([]uint64, len(e.Pool))
+	for _, h := range e.Active {
+		if i := e.Mapping.owner(u32(h.Addr)); i >= 0 {
+			active[i] += h.Count
+		}
+	}
+	for i, p := range e.Pool {
+		r.Hosts += hosts[i]
+		r.Active += active[i]
+		ports := e.Ports.Len()
+		if b, ok := e.Mapping.(*BlockMapping); ok {
+			ports = b.BlockSize
+		} else if hosts[i] > 0 {
+			ports /= int(min(hosts[i], uint64(ports)))
+		}
+		r.Public = append(r.Public, PublicLoad{Addr: p.Addr, Weight: p.Weight, Hosts: hosts[i],
+			Active: active[i], PortsPerHost: ports, Detail: e.Mapping.describe(i)})
+	}
+	r.Unmapped = countOf(e.inside) - r.Hosts
+	r.Min, r.Max = hosts[0], hosts[0]
+	for i := range r.Public {
+		r.Public[i].Share = ratio(hosts[i], r.Hosts)
+		r.Min, r.Max = min(r.Min, hosts[i]), max(r.Max, hosts[i])
+	}
+	r.Imbalance = e.imbalance(hosts)
+	if r.HasActive {
+		r.ActiveImbalance = e.imbalance(active)
+	}
+	return r
+}
+
+// imbalance is max(load_i / weight_i) over sum(load) / sum(weight).
+func (e *Egress) imbalance(load []uint64) float64 {
+	var total, weights uint64
+	worst := 0.0
+	for i, p := range e.Pool {
+		total += load[i]
+		weights += uint64(p.Weight)
+		worst = max(worst, float64(load[i])/float64(p.Weight))
+	}
+	if total == 0 {
+		return 0
+	}
+	return worst / (float64(total) / float64(weights))
+}
+
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func (e *Egress) settings() []Setting {
+	switch m := e.Mapping.(type) {
+	case *OctetMapping:
+		return []Setting{{"bits", fmt.Sprint(m.Bits)}, {"octets", m.Span().String()}}
+	case *HashMapping:
+		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}}
+	case *BlockMapping:
+		return []Setting{{"hosts-per-ip", fmt.Sprint(m.HostsPerIP)}, {"block-size", fmt.Sprint(m.BlockSize)}}
+	}
+	return nil
+}

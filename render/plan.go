@@ -1,0 +1,160 @@
+// Package render writes natpool's plans, reports and rulesets as text.
+package render
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// PlanTable writes the load report as one table per egress entry, each
+// followed by a summary line.
+func PlanTable(w io.Writer, r *pool.Report) error {
+	for i, e := range r.Egress {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "egress %s: %s\n", e.Name, egressSettings(e))
+		header := []string{"PUBLIC", "WEIGHT", "HOSTS", "ACTIVE", "SHARE", "PORTS/HOST", "CARRIES"}
+		var rows [][]string
+		for _, p := range e.Public {
+			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Weight), fmt.Sprint(p.Hosts),
+				fmt.Sprint(p.Active), percent(p.Share), fmt.Sprint(p.PortsPerHost), p.Detail})
+		}
+		drop := map[int]bool{1: !weighted(e), 3: !e.HasActive, 6: e.Public[0].Detail == ""}
+		header, rows = dropColumns(header, rows, drop)
+		right := []int{}
+		for i, h := range header {
+			if h != "PUBLIC" && h != "CARRIES" {
+				right = append(right, i)
+			}
+		}
+		if err := table(w, header, rows, right...); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, summary(e))
+	}
+	return nil
+}
+
+func egressSettings(e pool.EgressReport) string {
+	parts := []string{"strategy " + string(e.Strategy)}
+	if e.OIF != "" {
+		parts = append(parts, "oif "+e.OIF)
+	}
+	parts = append(parts, "ports "+e.Ports.String())
+	for _, s := range e.Settings {
+		parts = append(parts, s.Name+" "+s.Value)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func summary(e pool.EgressReport) string {
+	s := fmt.Sprintf("%d hosts on %d public addresses; imbalance %.3f (min %d, max %d hosts per address)",
+		e.Hosts, len(e.Public), e.Imbalance, e.Min, e.Max)
+	if e.HasActive {
+		s += fmt.Sprintf("; %d active hosts, imbalance %.3f", e.Active, e.ActiveImbalance)
+	}
+	if e.Unmapped > 0 {
+		s += fmt.Sprintf("; %d inside hosts unmapped (values outside the octet range)", e.Unmapped)
+	}
+	return s
+}
+
+func weighted(e pool.EgressReport) bool {
+	for _, p := range e.Public {
+		if p.Weight != 1 {
+			return true
+		}
+	}
+	return false
+}
+
+func percent(f float64) string { return fmt.Sprintf("%.2f%%", 100*f) }
+
+// dropColumns removes the columns marked in drop from header and rows.
+func dropColumns(header []string, rows [][]string, drop map[int]bool) ([]string, [][]string) {
+	keep := func(cells []string) []string {
+		var out []string
+		for i, c := range cells {
+			if !drop[i] {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	for i := range rows {
+		rows[i] = keep(rows[i])
+	}
+	return keep(header), rows
+}
+
+type planJSON struct {
+	Table  string       `json:"table"`
+	Egress []egressJSON `json:"egress"`
+}
+
+type egressJSON struct {
+	Name            string            `json:"name"`
+	OIF             string            `json:"oif,omitempty"`
+	Strategy        pool.Strategy     `json:"strategy"`
+	Ports           string            `json:"ports"`
+	Settings        map[string]string `json:"settings,omitempty"`
+	Hosts           uint64            `json:"hosts"`
+	Unmapped        uint64            `json:"unmapped"`
+	Active          *uint64           `json:"active,omitempty"`
+	PublicAddrs     int               `json:"public_addrs"`
+	Imbalance       float64           `json:"imbalance"`
+	ActiveImbalance *float64          `json:"active_imbalance,omitempty"`
+	Min             uint64            `json:"min"`
+	Max             uint64            `json:"max"`
+	Public          []publicJSON      `json:"public"`
+}
+
+type publicJSON struct {
+	Addr         string  `json:"addr"`
+	Weight       int     `json:"weight"`
+	Hosts        uint64  `json:"hosts"`
+	Active       *uint64 `json:"active,omitempty"`
+	Share        float64 `json:"share"`
+	PortsPerHost int     `json:"ports_per_host"`
+	Detail       string  `json:"detail,omitempty"`
+}
+
+// PlanJSON writes the load report as JSON.
+func PlanJSON(w io.Writer, r *pool.Report) error {
+	out := planJSON{Table: r.Table, Egress: []egressJSON{}}
+	for _, e := range r.Egress {
+		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
+			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),
+			Imbalance: e.Imbalance, Min: e.Min, Max: e.Max}
+		if len(e.Settings) > 0 {
+			ej.Settings = map[string]string{}
+			for _, s := range e.Settings {
+				ej.Settings[s.Name] = s.Value
+			}
+		}
+		if e.HasActive {
+			ej.Active, ej.ActiveImbalance = &e.Active, &e.ActiveImbalance
+		}
+		for _, p := range e.Public {
+			pj := publicJSON{Addr: p.Addr.String(), Weight: p.Weight, Hosts: p.Hosts, Share: p.Share,
+				PortsPerHost: p.PortsPerHost, Detail: p.Detail}
+			if e.HasActive {
+				pj.Active = &p.Active
+			}
+			ej.Public = append(ej.Public, pj)
+		}
+		out.Egress = append(out.Egress, ej)
+	}
+	return writeJSON(w, out)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
