@@ -46,7 +46,7 @@ With several egress entries each entry that knows the address answers, unless
 }
 
 func runLookup(o *lookupOptions, stdout io.Writer) error {
-	if err := checkOutput(o.output, "text", "json"); err != nil {
+	if err := checkChoice("output", o.output, "text", "json"); err != nil {
 		return err
 	}
 	plan, err := o.spec.plan()

@@ -46,7 +46,7 @@ Strategies:
 }
 
 func runPlan(o *planOptions, stdout, stderr io.Writer) error {
-	if err := checkOutput(o.output, "table", "json"); err != nil {
+	if err := checkChoice("output", o.output, "table", "json"); err != nil {
 		return err
 	}
 	plan, err := o.spec.plan()

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -88,11 +89,10 @@ func outputFlag(cmd *cobra.Command, dst *string, formats ...string) {
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion(formats...))
 }
 
-func checkOutput(output string, formats ...string) error {
-	for _, f := range formats {
-		if output == f {
-			return nil
-		}
+// checkChoice refuses a flag value that is not one of choices.
+func checkChoice(flag, value string, choices ...string) error {
+	if slices.Contains(choices, value) {
+		return nil
 	}
-	return fmt.Errorf("output %q: want one of %v", output, formats)
+	return fmt.Errorf("%s %q: want one of %v", flag, value, choices)
 }

@@ -42,6 +42,30 @@ func each(spans []span, fn func(x uint32)) {
 	}
 }
 
+// rangeList gathers ascending addresses into ranges of consecutive ones.
+type rangeList struct {
+	ranges []netipx.IPRange
+	cur    span
+	open   bool
+}
+
+func (l *rangeList) add(x uint32) {
+	if l.open && x == l.cur.hi+1 {
+		l.cur.hi = x
+		return
+	}
+	l.close()
+	l.cur, l.open = span{x, x}, true
+}
+
+// close ends the open range; call it before reading ranges.
+func (l *rangeList) close() {
+	if l.open {
+		l.ranges = append(l.ranges, l.cur.ipRange())
+		l.open = false
+	}
+}
+
 func countOf(spans []span) uint64 {
 	var n uint64
 	for _, s := range spans {

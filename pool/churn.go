@@ -21,7 +21,7 @@ func Churn(old, new *Egress) ChurnReport {
 	var r ChurnReport
 	oldBlock, _ := old.Mapping.(*BlockMapping)
 	newBlock, _ := new.Mapping.(*BlockMapping)
-	cur, open := span{}, false
+	var moved rangeList
 	each(intersect(old.inside, new.inside), func(x uint32) {
 		i, j := old.Mapping.owner(x), new.Mapping.owner(x)
 		if i < 0 || j < 0 {
@@ -36,18 +36,10 @@ func Churn(old, new *Egress) ChurnReport {
 		default:
 			return
 		}
-		if open && x == cur.hi+1 {
-			cur.hi = x
-			return
-		}
-		if open {
-			r.Ranges = append(r.Ranges, cur.ipRange())
-		}
-		cur, open = span{x, x}, true
+		moved.add(x)
 	})
-	if open {
-		r.Ranges = append(r.Ranges, cur.ipRange())
-	}
+	moved.close()
+	r.Ranges = moved.ranges
 	slices.SortStableFunc(r.Ranges, func(a, b netipx.IPRange) int {
 		return cmp.Compare(spanOf(b).size(), spanOf(a).size())
 	})

@@ -124,25 +124,46 @@ func (e *Egress) portOwner(a Answer, port uint16) (Answer, bool, error) {
 
 // hostsOf returns the inside hosts carried by Pool[i], as ascending ranges.
 func (e *Egress) hostsOf(i int) ([]netipx.IPRange, uint64) {
-	var ranges []netipx.IPRange
+	ranges, n := e.collect(i)
+	return ranges[i], n
+}
+
+// HostsByPublic returns, for every Pool index, the inside hosts it carries
+// as ascending ranges.
+func (e *Egress) HostsByPublic() [][]netipx.IPRange {
+	ranges, _ := e.collect(-1)
+	return ranges
+}
+
+// collect walks the mapped hosts once and gathers them as ranges per Pool
+// index: only for index only, or for all when only is -1. It also returns how
+// many hosts it gathered.
+func (e *Egress) collect(only int) ([][]netipx.IPRange, uint64) {
+	lists := make([]rangeList, len(e.Pool))
 	var n uint64
-	cur, open := span{}, false
-	e.eachMapped(func(x uint32, owner int) {
-		if owner != i {
-			return
+	e.eachMapped(func(x uint32, i int) {
+		if only < 0 || i == only {
+			n++
+			lists[i].add(x)
 		}
-		n++
-		if open && x == cur.hi+1 {
-			cur.hi = x
-			return
-		}
-		if open {
-			ranges = append(ranges, cur.ipRange())
-		}
-		cur, open = span{x, x}, true
 	})
-	if open {
-		ranges = append(ranges, cur.ipRange())
+	ranges := make([][]netipx.IPRange, len(e.Pool))
+	for i := range lists {
+		lists[i].close()
+		ranges[i] = lists[i].ranges
 	}
 	return ranges, n
+}
+
+// EachHost calls fn for every mapped inside host, ascending, with its public
+// address and the ports its connections leave from.
+func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
+	b, _ := e.Mapping.(*BlockMapping)
+	e.eachMapped(func(x uint32, i int) {
+		ports := e.Ports
+		if b != nil {
+			ports = b.HostPorts(x)
+		}
+		fn(addrOf(x), e.Pool[i].Addr, ports)
+	})
 }

@@ -9,6 +9,7 @@ import (
 type Report struct {
 	Table  string
 	Egress []EgressReport
+	Spec   Spec // the spec of the plan, so a saved report can be planned again
 }
 
 // EgressReport is the load of one egress entry.
@@ -53,7 +54,7 @@ type PublicLoad struct {
 
 // Report computes the load of every public address of the plan.
 func (p *Plan) Report() *Report {
-	r := &Report{Table: p.Table}
+	r := &Report{Table: p.Table, Spec: p.Spec}
 	for _, e := range p.Egress {
 		r.Egress = append(r.Egress, e.report())
 	}

@@ -112,7 +112,14 @@ var (
 )
 
 // ParseSpec parses a YAML (or JSON) spec strictly; its errors are *SpecError.
+// The JSON of `natpool plan -o json` is taken too: its "spec" is the spec.
 func ParseSpec(data []byte) (Spec, error) {
+	var saved struct {
+		Spec *Spec `yaml:"spec"`
+	}
+	if yaml.Unmarshal(data, &saved) == nil && saved.Spec != nil {
+		return *saved.Spec, nil
+	}
 	var spec Spec
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

@@ -64,15 +64,21 @@ func plural(n uint64, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// compact writes a range as a prefix when it is one.
+// compact writes a range as an address or prefix when it is one, as nft and
+// iptables take it.
 func compact(r netipx.IPRange) string {
 	if p, ok := r.Prefix(); ok {
-		if p.Bits() == 32 {
-			return p.Addr().String()
-		}
-		return p.String()
+		return prefixText(p)
 	}
 	return r.String()
+}
+
+// prefixText writes a prefix, or its address alone when it holds one.
+func prefixText(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
 }
 
 type answerJSON struct {

@@ -95,6 +95,7 @@ func dropColumns(header []string, rows [][]string, drop map[int]bool) ([]string,
 type planJSON struct {
 	Table  string       `json:"table"`
 	Egress []egressJSON `json:"egress"`
+	Spec   pool.Spec    `json:"spec"`
 }
 
 type egressJSON struct {
@@ -126,7 +127,7 @@ type publicJSON struct {
 
 // PlanJSON writes the load report as JSON.
 func PlanJSON(w io.Writer, r *pool.Report) error {
-	out := planJSON{Table: r.Table, Egress: []egressJSON{}}
+	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Spec: r.Spec}
 	for _, e := range r.Egress {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
 			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),

@@ -1,0 +1,76 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/render"
+)
+
+// formats are the ruleset formats render writes, the first the default.
+var formats = []string{"nft", "nft-json", "iptables", "ipset"}
+
+type renderOptions struct {
+	spec     specOptions
+	format   string
+	iptables render.IPTablesOptions
+}
+
+func newRenderCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &renderOptions{}
+	cmd := &cobra.Command{
+		Use:   "render",
+		Short: "Write the plan as an nftables or iptables ruleset",
+		Long: `Render compiles the plan into natpool's ruleset and writes it for the kernel's
+own tools. The output is byte-stable: the same spec gives the same bytes, and
+the first line names natpool's version and the plan's digest.
+
+Formats:
+  nft        a file for nft -f that atomically replaces natpool's table, and only it
+  nft-json   the same ruleset as nft JSON, for nft -j -f
+  iptables   iptables-restore --noflush input for the nat table: natpool's chain
+             is declared, flushed and refilled, and POSTROUTING jumps to it
+             (first in the chain); a restore file cannot add the jump only when
+             it is missing, so render reloads with --no-jump
+  ipset      ipset restore input: the hash strategy's per-address sets`,
+		Example: `  natpool render -f campus.yaml > natpool.nft && nft -c -f natpool.nft
+  natpool render -f campus.yaml --format iptables | iptables-restore --noflush`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },
+	}
+	addSpecFlags(cmd, &o.spec)
+	cmd.Flags().StringVar(&o.format, "format", formats[0], fmt.Sprintf("ruleset format: %v", formats))
+	cmd.Flags().BoolVar(&o.iptables.NoJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
+	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(formats...))
+	return cmd
+}
+
+func runRender(o *renderOptions, stdout, stderr io.Writer) error {
+	if err := checkChoice("format", o.format, formats...); err != nil {
+		return err
+	}
+	plan, err := o.spec.plan()
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Warnings {
+		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
+	}
+	return writeRuleset(stdout, stderr, compiler.Compile(plan), o.format, o.iptables)
+}
+
+// writeRuleset writes rs in format.
+func writeRuleset(w, stderr io.Writer, rs *compiler.Ruleset, format string, iptables render.IPTablesOptions) error {
+	switch format {
+	case "nft-json":
+		return render.NFTJSON(w, rs, Version)
+	case "iptables":
+		return render.IPTables(w, stderr, rs, Version, iptables)
+	case "ipset":
+		return render.IPSet(w, rs, Version)
+	}
+	return render.NFT(w, rs, Version)
+}

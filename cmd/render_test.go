@@ -1,0 +1,120 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/natpool/natpool/pool"
+)
+
+func TestRenderStampsVersionAndDigest(t *testing.T) {
+	for _, format := range formats {
+		code, stdout, stderr := run("render", "-f", "../testdata/campus.yaml", "--format", format)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+		}
+		// The stamp opens the file: after nft's #! line, or as JSON's first key.
+		head := strings.SplitN(stdout, "\n", 3)
+		if !strings.Contains(head[0]+head[1], "natpool "+Version+" plan ") {
+			t.Errorf("%s: the first lines %q name no version and digest", format, head[:2])
+		}
+	}
+}
+
+// writeSpec writes a one-entry spec and returns its path.
+func writeSpec(t *testing.T, name, strategy, pool string, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	text := fmt.Sprintf("egress:\n  - name: campus\n    private: [10.16.0.0/14]\n    pool: [%s]\n    strategy: %s\n%s", pool, strategy, extra)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDiffOfIdenticalSpecsSaysNothing(t *testing.T) {
+	a := writeSpec(t, "a.yaml", "hash", "192.76.8.0/26", "")
+	b := filepath.Join(t.TempDir(), "b.json")
+	_, planJSON, _ := run("plan", "-f", a, "-o", "json")
+	os.WriteFile(b, []byte(planJSON), 0o644)
+	for _, args := range [][]string{{"diff", a, a}, {"diff", a, b}, {"diff", "--format", "iptables", a, b}} {
+		if code, stdout, stderr := run(args...); code != 0 || stdout != "" || stderr != "" {
+			t.Errorf("%v: exit %d, output %q %q", args, code, stdout, stderr)
+		}
+	}
+}
+
+type diffResult struct {
+	Identical bool
+	Churn     []struct {
+		Egress        string
+		Hosts, Moved  uint64
+		MovedShare    float64  `json:"moved_share"`
+		PortsMoved    uint64   `json:"ports_moved"`
+		LargestRanges []string `json:"largest_ranges"`
+	}
+}
+
+func diffJSON(t *testing.T, a, b string) diffResult {
+	t.Helper()
+	code, stdout, stderr := run("diff", "-o", "json", a, b)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, stderr)
+	}
+	var d diffResult
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestDiffReportsChurn(t *testing.T) {
+	// One more address in a hash pool of 64 moves about 1/65 of the hosts.
+	d := diffJSON(t, writeSpec(t, "a", "hash", "192.76.8.0/26", ""), writeSpec(t, "b", "hash", "192.76.8.0-192.76.8.64", ""))
+	if c := d.Churn[0]; d.Identical || c.MovedShare >= 0.025 || c.Moved == 0 || c.Hosts != 1<<18 {
+		t.Errorf("hash 64 -> 65: %+v", c)
+	}
+	// The same under octet, 60 -> 61 addresses: the ranges of nearly every
+	// address shift. The figure must be the real one: count it host by host.
+	octA := writeSpec(t, "a", "octet", "192.76.8.0-192.76.8.59", "")
+	octB := writeSpec(t, "b", "octet", "192.76.8.0-192.76.8.60", "")
+	c := diffJSON(t, octA, octB).Churn[0]
+	if want := movedHostByHost(t, octA, octB); c.Moved != want || c.MovedShare < 0.5 {
+		t.Errorf("octet 60 -> 61: reported %d moved (share %v), counted %d", c.Moved, c.MovedShare, want)
+	}
+	// Block mode: a smaller block keeps hosts on their address but moves ports.
+	c = diffJSON(t, writeSpec(t, "a", "block", "192.76.8.0/26", "    hosts-per-ip: 4096\n"), writeSpec(t, "b", "block", "192.76.8.0/26", "    hosts-per-ip: 4096\n    ports: 1024-60000\n")).Churn[0]
+	if c.Moved != 0 || c.PortsMoved == 0 {
+		t.Errorf("block port change: %+v", c)
+	}
+}
+
+func movedHostByHost(t *testing.T, a, b string) uint64 {
+	t.Helper()
+	plan := func(path string) *pool.Plan {
+		spec, err := pool.LoadSpec(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := pool.NewPlan(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pa, pb := plan(a), plan(b)
+	var moved uint64
+	for h := netip.MustParseAddr("10.16.0.0"); h.Compare(netip.MustParseAddr("10.19.255.255")) <= 0; h = h.Next() {
+		x, errX := pa.Lookup(h.String(), "")
+		y, errY := pb.Lookup(h.String(), "")
+		if errX == nil && errY == nil && x[0].Public != y[0].Public {
+			moved++
+		}
+	}
+	return moved
+}

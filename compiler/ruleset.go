@@ -1,0 +1,213 @@
+// Package compiler turns a plan into one backend-neutral ruleset: natpool's
+// table, its maps and its rules. Every output format and the kernel path
+// work from this one representation.
+package compiler
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"regexp"
+
+	"go4.org/netipx"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// Chain is the name of natpool's source-NAT chain.
+const Chain = "postrouting"
+
+// Ruleset is natpool's table: named maps and the rules of one source-NAT
+// chain, in spec order.
+type Ruleset struct {
+	Table  string
+	Digest string // identifies the plan: the same spec gives the same digest
+	Maps   []Map
+	Rules  []Rule
+}
+
+// MapKind tells what a map's elements hold.
+type MapKind int
+
+// The kinds of map.
+const (
+	// AddrMap maps a key range (a masked value or an inside host) to a
+	// public address: `type ipv4_addr : ipv4_addr; flags interval`.
+	AddrMap MapKind = iota
+	// PortBlockMap maps an inside host to a public address and its port
+	// block: `type ipv4_addr : interval ipv4_addr . inet_service`.
+	PortBlockMap
+)
+
+// Map is a named map of natpool's table.
+type Map struct {
+	Name     string
+	Kind     MapKind
+	Elements []Element // ascending by key
+}
+
+// Element is one map element: keys From-To (equal for a single key) map to
+// Addr, and for a PortBlockMap to Ports.
+type Element struct {
+	From, To netip.Addr
+	Addr     netip.Addr
+	Ports    pool.PortRange
+}
+
+// Rule is one rule of natpool's chain: packets from Sources (leaving through
+// OIF, when set) are source-NATed as Target says.
+type Rule struct {
+	Egress  string
+	OIF     string
+	Sources []netipx.IPRange
+	// L4 restricts the rule to TCP and UDP, which have ports; a rule for
+	// the other protocols follows it.
+	L4     bool
+	Target Target
+	// Ports is the source port range; zero leaves ports to the kernel's
+	// default (1024-65535 for unprivileged source ports).
+	Ports pool.PortRange
+
+	egress *pool.Egress
+}
+
+// TargetKind tells how a rule picks the public address.
+type TargetKind int
+
+// The ways of picking the public address.
+const (
+	ByValue     TargetKind = iota // map lookup of ip saddr & Mask (octet)
+	ByJhash                       // jhash ip saddr mod len(Buckets) seed Seed (hash)
+	ByRange                       // First-Last persistent (persistent)
+	ByHost                        // map lookup of ip saddr (block, any protocol)
+	ByHostBlock                   // map lookup of ip saddr giving address and ports (block, TCP and UDP)
+)
+
+// Target says how a rule picks the public address (and ports).
+type Target struct {
+	Kind        TargetKind
+	Map         string       // ByValue, ByHost, ByHostBlock: the map's name
+	Mask        netip.Addr   // ByValue
+	Seed        uint32       // ByJhash
+	Buckets     []netip.Addr // ByJhash: bucket -> public address
+	First, Last netip.Addr   // ByRange
+}
+
+// HostSets returns, for a ByJhash rule, the inside hosts of each public
+// address as ranges (the per-address sets of the iptables and ipset
+// outputs); nil for other rules. It walks every inside host.
+func (r *Rule) HostSets() []HostSet {
+	if r.Target.Kind != ByJhash {
+		return nil
+	}
+	var sets []HostSet
+	for _, p := range r.egress.Pool {
+		sets = append(sets, HostSet{Addr: p.Addr})
+	}
+	for i, hosts := range r.egress.HostsByPublic() {
+		sets[i].Hosts = hosts
+	}
+	return sets
+}
+
+// HostSet is the inside hosts that leave through one public address.
+type HostSet struct {
+	Addr  netip.Addr
+	Hosts []netipx.IPRange
+}
+
+// Compile builds the ruleset of a plan.
+func Compile(p *pool.Plan) *Ruleset {
+	rs := &Ruleset{Table: p.Table}
+	for _, e := range p.Egress {
+		compileEgress(rs, e)
+	}
+	rs.Digest = digest(rs)
+	return rs
+}
+
+func compileEgress(rs *Ruleset, e *pool.Egress) {
+	r := Rule{Egress: e.Name, OIF: e.OIF, Sources: e.Inside.Ranges(), egress: e}
+	if e.Ports != pool.DefaultPorts {
+		r.Ports = e.Ports
+	}
+	name := mapName(e.Name)
+	switch m := e.Mapping.(type) {
+	case *pool.OctetMapping:
+		mp := Map{Name: name + "_octet", Kind: AddrMap}
+		for i, v := range m.Values {
+			mp.Elements = append(mp.Elements, Element{From: addr(v.Lo), To: addr(v.Hi), Addr: e.Pool[i].Addr})
+		}
+		rs.Maps = append(rs.Maps, mp)
+		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: addr(m.Mask())}
+	case *pool.HashMapping:
+		r.Target = Target{Kind: ByJhash, Seed: m.Seed}
+		for _, o := range m.Owners {
+			r.Target.Buckets = append(r.Target.Buckets, e.Pool[o].Addr)
+		}
+	case *pool.PersistentMapping:
+		r.Target = Target{Kind: ByRange, First: m.First, Last: m.Last}
+	case *pool.BlockMapping:
+		blocks := Map{Name: name + "_blocks", Kind: PortBlockMap}
+		addrs := Map{Name: name + "_addrs", Kind: AddrMap}
+		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
+			blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
+			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
+		})
+		rs.Maps = append(rs.Maps, blocks, addrs)
+		// The block map carries the ports for TCP and UDP; other protocols
+		// get the address alone.
+		r.Ports = pool.PortRange{}
+		l4 := r
+		l4.L4 = true
+		l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
+		r.Target = Target{Kind: ByHost, Map: addrs.Name}
+		rs.Rules = append(rs.Rules, l4, r)
+		return
+	}
+	if r.Ports != (pool.PortRange{}) {
+		// Ports exist only for TCP and UDP: one rule for them with the
+		// range, and the same choice of address for everything else.
+		l4 := r
+		l4.L4 = true
+		rs.Rules = append(rs.Rules, l4)
+		r.Ports = pool.PortRange{}
+	}
+	rs.Rules = append(rs.Rules, r)
+}
+
+var nonName = regexp.MustCompile(`[^A-Za-z0-9_]`)
+
+// mapName turns an egress name into the start of an nft identifier.
+func mapName(egress string) string { return nonName.ReplaceAllString(egress, "_") }
+
+func addr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// digest identifies a ruleset by everything that decides its behaviour:
+// output formats stamp it so that stale files and drift can be recognised.
+func digest(rs *Ruleset) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "table %s\n", rs.Table)
+	for _, m := range rs.Maps {
+		fmt.Fprintf(h, "map %s %d %d\n", m.Name, m.Kind, len(m.Elements))
+		var b [14]byte
+		for _, e := range m.Elements {
+			from, to, a := e.From.As4(), e.To.As4(), e.Addr.As4()
+			copy(b[0:], from[:])
+			copy(b[4:], to[:])
+			copy(b[8:], a[:])
+			binary.BigEndian.PutUint16(b[12:], e.Ports.Lo)
+			h.Write(b[:])
+			binary.BigEndian.PutUint16(b[:2], e.Ports.Hi)
+			h.Write(b[:2])
+		}
+	}
+	for _, r := range rs.Rules {
+		fmt.Fprintf(h, "rule %s %s %v %v %v %+v\n", r.Egress, r.OIF, r.Sources, r.L4, r.Ports, r.Target)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}

@@ -1,0 +1,93 @@
+package render
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// largestRanges bounds the moved ranges a churn report names.
+const largestRanges = 5
+
+// DiffReport is what changes from one plan to another: the rendered
+// ruleset's diff and, per egress entry, the hosts that move.
+type DiffReport struct {
+	Format string // the ruleset format diffed
+	Diff   string // unified diff, "" when the rulesets are identical
+	Churn  []EgressChurn
+}
+
+// EgressChurn is the churn of one egress entry; Change is "added" or
+// "removed" for an entry in only one of the plans, and then Report is empty.
+type EgressChurn struct {
+	Egress string
+	Change string
+	Report pool.ChurnReport
+}
+
+// DiffText writes the diff, then a churn line per egress entry.
+func DiffText(w io.Writer, d DiffReport) error {
+	if _, err := io.WriteString(w, d.Diff); err != nil {
+		return err
+	}
+	for _, c := range d.Churn {
+		if c.Change != "" {
+			fmt.Fprintf(w, "churn: egress %s is %s\n", c.Egress, c.Change)
+			continue
+		}
+		r := c.Report
+		fmt.Fprintf(w, "churn: egress %s: %d of %d hosts (%s) change public address", c.Egress, r.Moved, r.Hosts, percent(ratio(r.Moved, r.Hosts)))
+		if r.PortsMoved > 0 {
+			fmt.Fprintf(w, ", %d more change port block", r.PortsMoved)
+		}
+		fmt.Fprintln(w)
+		if len(r.Ranges) > 0 {
+			fmt.Fprintf(w, "  largest moved ranges:")
+			for _, rg := range r.Ranges[:min(largestRanges, len(r.Ranges))] {
+				fmt.Fprintf(w, " %s", compact(rg))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	return nil
+}
+
+type diffJSON struct {
+	Identical bool        `json:"identical"`
+	Format    string      `json:"format"`
+	Diff      string      `json:"diff"`
+	Churn     []churnJSON `json:"churn"`
+}
+
+type churnJSON struct {
+	Egress     string   `json:"egress"`
+	Change     string   `json:"change,omitempty"`
+	Hosts      uint64   `json:"hosts"`
+	Moved      uint64   `json:"moved"`
+	MovedShare float64  `json:"moved_share"`
+	PortsMoved uint64   `json:"ports_moved"`
+	Largest    []string `json:"largest_ranges"`
+}
+
+// DiffJSON writes the diff report as JSON, for CI bots.
+func DiffJSON(w io.Writer, d DiffReport) error {
+	out := diffJSON{Identical: d.Diff == "", Format: d.Format, Diff: d.Diff, Churn: []churnJSON{}}
+	for _, c := range d.Churn {
+		r := c.Report
+		cj := churnJSON{Egress: c.Egress, Change: c.Change, Hosts: r.Hosts, Moved: r.Moved,
+			MovedShare: ratio(r.Moved, r.Hosts), PortsMoved: r.PortsMoved, Largest: []string{}}
+		for _, rg := range r.Ranges[:min(largestRanges, len(r.Ranges))] {
+			cj.Largest = append(cj.Largest, compact(rg))
+		}
+		out.Churn = append(out.Churn, cj)
+	}
+	return writeJSON(w, out)
+}
+
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}

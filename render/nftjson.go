@@ -1,0 +1,122 @@
+package render
+
+import (
+	"fmt"
+	"io"
+
+	"go4.org/netipx"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
+)
+
+// obj is one JSON object; encoding/json sorts its keys, so output is stable.
+type obj = map[string]any
+
+// NFTJSON writes the ruleset as nft JSON for `nft -j -f`: the commands that
+// replace natpool's table in one transaction, built only from the shapes
+// `nft -j list ruleset` prints (nft 1.0.6 can crash on others). The "natpool"
+// key, which nft ignores, carries the version and digest.
+func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
+	for _, m := range rs.Maps {
+		if m.Kind == compiler.PortBlockMap {
+			return fmt.Errorf("nft-json cannot carry the per-host port block map %s: nft 1.0.6 rejects or crashes on its type; use --format nft", m.Name)
+		}
+	}
+	table := obj{"family": "ip", "name": rs.Table}
+	cmds := []any{
+		obj{"metainfo": obj{"json_schema_version": 1}},
+		obj{"add": obj{"table": table}},
+		obj{"delete": obj{"table": table}},
+		obj{"add": obj{"table": table}},
+	}
+	for _, m := range rs.Maps {
+		cmds = append(cmds, obj{"add": obj{"map": nftJSONMap(rs.Table, m)}})
+	}
+	cmds = append(cmds, obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.Chain,
+		"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
+	for _, r := range rs.Rules {
+		cmds = append(cmds, obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
+			"comment": "egress " + r.Egress, "expr": nftJSONExprs(r)}}})
+	}
+	return writeJSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
+}
+
+func nftJSONMap(table string, m compiler.Map) obj {
+	elems := make([]any, len(m.Elements))
+	for i, e := range m.Elements {
+		elems[i] = []any{addrRange(netipx.IPRangeFrom(e.From, e.To)), e.Addr.String()}
+	}
+	return obj{"family": "ip", "table": table, "name": m.Name, "type": "ipv4_addr", "map": "ipv4_addr",
+		"flags": []string{"interval"}, "elem": elems}
+}
+
+var saddr = obj{"payload": obj{"protocol": "ip", "field": "saddr"}}
+
+func match(left, right any) obj {
+	return obj{"match": obj{"op": "==", "left": left, "right": right}}
+}
+
+func nftJSONExprs(r compiler.Rule) []any {
+	var sources any
+	if len(r.Sources) == 1 {
+		sources = addrRange(r.Sources[0])
+	} else {
+		set := make([]any, len(r.Sources))
+		for i, s := range r.Sources {
+			set[i] = addrRange(s)
+		}
+		sources = obj{"set": set}
+	}
+	exprs := []any{match(saddr, sources)}
+	if r.OIF != "" {
+		exprs = append(exprs, match(obj{"meta": obj{"key": "oifname"}}, r.OIF))
+	}
+	if r.L4 {
+		exprs = append(exprs, match(obj{"meta": obj{"key": "l4proto"}}, obj{"set": []string{"tcp", "udp"}}))
+	}
+	t := r.Target
+	snat := obj{}
+	switch t.Kind {
+	case compiler.ByValue:
+		snat["addr"] = obj{"map": obj{"key": obj{"&": []any{saddr, t.Mask.String()}}, "data": "@" + t.Map}}
+	case compiler.ByJhash:
+		buckets := make([]any, len(t.Buckets))
+		for i, a := range t.Buckets {
+			buckets[i] = []any{i, a.String()}
+		}
+		hash := obj{"jhash": obj{"mod": len(t.Buckets), "seed": t.Seed, "expr": saddr}}
+		snat["addr"] = obj{"map": obj{"key": hash, "data": obj{"set": buckets}}}
+	case compiler.ByRange:
+		snat["addr"] = obj{"range": []string{t.First.String(), t.Last.String()}}
+		snat["flags"] = "persistent"
+	case compiler.ByHost, compiler.ByHostBlock:
+		snat["addr"] = obj{"map": obj{"key": saddr, "data": "@" + t.Map}}
+		if t.Kind == compiler.ByHostBlock {
+			snat["family"] = "ip"
+		}
+	}
+	if r.Ports != (pool.PortRange{}) {
+		snat["port"] = portRange(r.Ports)
+	}
+	return append(exprs, obj{"snat": snat})
+}
+
+// addrRange writes an address range as nft JSON does: an address, a prefix
+// or a range.
+func addrRange(r netipx.IPRange) any {
+	if p, ok := r.Prefix(); ok {
+		if p.Bits() == 32 {
+			return p.Addr().String()
+		}
+		return obj{"prefix": obj{"addr": p.Addr().String(), "len": p.Bits()}}
+	}
+	return obj{"range": []string{r.From().String(), r.To().String()}}
+}
+
+func portRange(p pool.PortRange) any {
+	if p.Lo == p.Hi {
+		return p.Lo
+	}
+	return obj{"range": []uint16{p.Lo, p.Hi}}
+}

@@ -1,0 +1,218 @@
+package render
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/netnstest"
+	"github.com/natpool/natpool/pool"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden/render")
+
+const version = "test"
+
+// cases are small plans, one per strategy and shape, whose rendered rulesets
+// are kept as golden files.
+var cases = []struct {
+	name string
+	spec pool.EgressSpec
+}{
+	{"octet", pool.EgressSpec{Strategy: "octet"}},
+	{"octet-ports", pool.EgressSpec{Strategy: "octet", Ports: "2000-3000"}},
+	{"hash", pool.EgressSpec{Strategy: "hash", Buckets: "8", Seed: "0x1234abcd"}},
+	{"persistent", pool.EgressSpec{Strategy: "persistent", Ports: "2000-3000"}},
+	{"block", pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}},
+}
+
+func compile(t *testing.T, es pool.EgressSpec) *compiler.Ruleset {
+	t.Helper()
+	if es.Private == nil {
+		es.Private = []string{"10.16.0.0/28", "10.16.1.0-10.16.1.4"}
+		es.Pool = []string{"192.76.8.1-192.76.8.4"}
+		es.OIF = "bond1"
+	}
+	p, err := pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{es}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return compiler.Compile(p)
+}
+
+// renderers are the ruleset formats, by golden file extension.
+var renderers = map[string]func(w io.Writer, rs *compiler.Ruleset) error{
+	"nft":      func(w io.Writer, rs *compiler.Ruleset) error { return NFT(w, rs, version) },
+	"nft.json": func(w io.Writer, rs *compiler.Ruleset) error { return NFTJSON(w, rs, version) },
+	"iptables": func(w io.Writer, rs *compiler.Ruleset) error {
+		return IPTables(w, io.Discard, rs, version, IPTablesOptions{})
+	},
+	"ipset": func(w io.Writer, rs *compiler.Ruleset) error { return IPSet(w, rs, version) },
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "golden", "render", name)
+	if *update {
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./render -update writes it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from its golden file:\n%s", name, UnifiedDiff("want", "got", string(want), got))
+	}
+}
+
+// rendered renders every case in every format that can carry it.
+func rendered(t *testing.T) map[string]string {
+	out := map[string]string{}
+	for _, c := range cases {
+		rs := compile(t, c.spec)
+		for ext, render := range renderers {
+			var b bytes.Buffer
+			if err := render(&b, rs); err != nil {
+				continue // a format the strategy has no use for; see TestFormatsRefuseWhatTheyCannotCarry
+			}
+			out[c.name+"."+ext] = b.String()
+		}
+	}
+	return out
+}
+
+func TestRenderGolden(t *testing.T) {
+	for name, text := range rendered(t) {
+		golden(t, name, text)
+	}
+}
+
+func TestRenderIsByteStable(t *testing.T) {
+	first, second := rendered(t), rendered(t)
+	for name := range first {
+		if first[name] != second[name] {
+			t.Errorf("%s: two renders of the same plan differ", name)
+		}
+	}
+}
+
+func TestFormatsRefuseWhatTheyCannotCarry(t *testing.T) {
+	var b bytes.Buffer
+	if err := IPSet(&b, compile(t, pool.EgressSpec{Strategy: "octet"}), version); err == nil {
+		t.Error("ipset of an octet plan: no error")
+	}
+	if err := NFTJSON(&b, compile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}), version); err == nil || !strings.Contains(err.Error(), "per-host port block map") {
+		t.Errorf("nft-json of a per-host block plan: %v", err)
+	}
+}
+
+// The eduroam boxes: 10.16.0.0/12 out of bond1 over 192.76.8.1-192.76.8.51,
+// last-octet values 0-254, five consecutive values per address.
+func TestEduroamU32Rules(t *testing.T) {
+	rs := compile(t, pool.EgressSpec{Private: []string{"10.16.0.0/12"}, Pool: []string{"192.76.8.1-192.76.8.51"},
+		OIF: "bond1", Strategy: "octet", Octets: "0-254"})
+	var b bytes.Buffer
+	if err := IPTables(&b, io.Discard, rs, version, IPTablesOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0x0:0x4" -j SNAT --to-source 192.76.8.1`,
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xeb:0xef" -j SNAT --to-source 192.76.8.48`,
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xfa:0xfe" -j SNAT --to-source 192.76.8.51`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("missing rule %s", want)
+		}
+	}
+	if n := strings.Count(b.String(), "-m u32"); n != 51 {
+		t.Errorf("%d u32 rules, want 51", n)
+	}
+	golden(t, "eduroam.iptables", b.String())
+}
+
+// Every golden ruleset loads with the kernel's own tools in a scratch
+// namespace: nft -c, nft -j -c (a crash fails too), iptables-restore --test
+// after ipset restore of the sets it matches.
+func TestRenderedRulesetsLoad(t *testing.T) {
+	ns := netnstest.New(t, "nft", "iptables-restore", "ipset")
+	out := rendered(t)
+	for _, c := range cases {
+		if text, ok := out[c.name+".ipset"]; ok {
+			ns.MustRun(text, "ipset", "restore")
+		}
+	}
+	for name, text := range out {
+		var args []string
+		switch {
+		case strings.HasSuffix(name, ".nft"):
+			args = []string{"nft", "-c", "-f", "-"}
+		case strings.HasSuffix(name, ".nft.json"):
+			args = []string{"nft", "-j", "-c", "-f", "-"}
+		case strings.HasSuffix(name, ".iptables"):
+			args = []string{"iptables-restore", "--test", "--noflush"}
+		default:
+			continue
+		}
+		if msg, err := ns.Run(text, args[0], args[1:]...); err != nil {
+			t.Errorf("%s does not load with %s: %v\n%s", name, strings.Join(args, " "), err, msg)
+		}
+	}
+}
+
+func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
+	tests := []struct{ old, new string }{
+		{"a\nb\nc\n", "a\nB\nc\n"},
+		{"", "x\n"},
+		{"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n", "1\n2\nthree\n4\n5\n6\n7\n8\n9\n10\n11\ntwelve\n"},
+		{"same\nsame\nx\nsame\n", "same\ny\nsame\nsame\n"},
+	}
+	for _, tt := range tests {
+		var ops []op
+		diffLines(lines(tt.old), lines(tt.new), &ops)
+		var old, new []string
+		for _, o := range ops {
+			if o.kind != '+' {
+				old = append(old, o.line)
+			}
+			if o.kind != '-' {
+				new = append(new, o.line)
+			}
+		}
+		if strings.Join(old, "\n") != strings.Join(lines(tt.old), "\n") || strings.Join(new, "\n") != strings.Join(lines(tt.new), "\n") {
+			t.Errorf("edit script of %q -> %q does not reconstruct them: %v", tt.old, tt.new, ops)
+		}
+	}
+	got := UnifiedDiff("a", "b", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n", "1\n2\n3\n4\n5\nsix\n7\n8\n9\n10\n")
+	want := "--- a\n+++ b\n@@ -3,7 +3,7 @@\n 3\n 4\n 5\n-6\n+six\n 7\n 8\n 9\n"
+	if got != want {
+		t.Errorf("UnifiedDiff:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// nft text and nft JSON are one ruleset: loaded in turn, they list alike.
+func TestNFTAndNFTJSONLoadTheSameTable(t *testing.T) {
+	ns := netnstest.New(t, "nft")
+	out := rendered(t)
+	for _, c := range cases {
+		text, js := out[c.name+".nft"], out[c.name+".nft.json"]
+		if js == "" {
+			continue
+		}
+		ns.MustRun(text, "nft", "-f", "-")
+		fromText := ns.MustRun("", "nft", "list", "table", "ip", "natpool")
+		ns.MustRun(js, "nft", "-j", "-f", "-")
+		fromJSON := ns.MustRun("", "nft", "list", "table", "ip", "natpool")
+		if fromText != fromJSON {
+			t.Errorf("%s: nft and nft-json list differently:\n%s", c.name, UnifiedDiff("nft", "nft-json", fromText, fromJSON))
+		}
+		ns.MustRun("", "nft", "delete", "table", "ip", "natpool")
+	}
+}
