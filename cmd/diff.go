@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -38,14 +37,14 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 			return runDiff(o, stdout)
 		},
 	}
-	cmd.Flags().StringVar(&o.format, "format", formats[0], fmt.Sprintf("ruleset format to diff: %v", formats))
-	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(formats...))
+	cmd.Flags().StringVar(&o.format, "format", render.Formats[0], fmt.Sprintf("ruleset format to diff: %v", render.Formats))
+	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(render.Formats...))
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
 
 func runDiff(o *diffOptions, stdout io.Writer) error {
-	if err := checkChoice("format", o.format, formats...); err != nil {
+	if err := checkChoice("format", o.format, render.Formats...); err != nil {
 		return err
 	}
 	if err := checkChoice("output", o.output, "text", "json"); err != nil {
@@ -106,7 +105,7 @@ func renderFile(path, format string) (*pool.Plan, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	var out bytes.Buffer
-	if err := writeRuleset(&out, io.Discard, compiler.Compile(plan), format, render.IPTablesOptions{}); err != nil {
+	if err := render.Ruleset(&out, io.Discard, plan, format, render.Options{Version: Version}); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	return plan, out.String(), nil

@@ -6,17 +6,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/render"
 )
 
-// formats are the ruleset formats render writes, the first the default.
-var formats = []string{"nft", "nft-json", "iptables", "ipset"}
-
 type renderOptions struct {
-	spec     specOptions
-	format   string
-	iptables render.IPTablesOptions
+	spec   specOptions
+	format string
+	noJump bool
 }
 
 func newRenderCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -42,14 +38,14 @@ Formats:
 		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	cmd.Flags().StringVar(&o.format, "format", formats[0], fmt.Sprintf("ruleset format: %v", formats))
-	cmd.Flags().BoolVar(&o.iptables.NoJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
-	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(formats...))
+	cmd.Flags().StringVar(&o.format, "format", render.Formats[0], fmt.Sprintf("ruleset format: %v", render.Formats))
+	cmd.Flags().BoolVar(&o.noJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
+	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(render.Formats...))
 	return cmd
 }
 
 func runRender(o *renderOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("format", o.format, formats...); err != nil {
+	if err := checkChoice("format", o.format, render.Formats...); err != nil {
 		return err
 	}
 	plan, err := o.spec.plan()
@@ -59,18 +55,5 @@ func runRender(o *renderOptions, stdout, stderr io.Writer) error {
 	for _, w := range plan.Warnings {
 		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
 	}
-	return writeRuleset(stdout, stderr, compiler.Compile(plan), o.format, o.iptables)
-}
-
-// writeRuleset writes rs in format.
-func writeRuleset(w, stderr io.Writer, rs *compiler.Ruleset, format string, iptables render.IPTablesOptions) error {
-	switch format {
-	case "nft-json":
-		return render.NFTJSON(w, rs, Version)
-	case "iptables":
-		return render.IPTables(w, stderr, rs, Version, iptables)
-	case "ipset":
-		return render.IPSet(w, rs, Version)
-	}
-	return render.NFT(w, rs, Version)
+	return render.Ruleset(stdout, stderr, plan, o.format, render.Options{Version: Version, NoJump: o.noJump})
 }

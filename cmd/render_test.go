@@ -10,10 +10,11 @@ import (
 	"testing"
 
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
 )
 
 func TestRenderStampsVersionAndDigest(t *testing.T) {
-	for _, format := range formats {
+	for _, format := range render.Formats {
 		code, stdout, stderr := run("render", "-f", "../testdata/campus.yaml", "--format", format)
 		if code != 0 {
 			t.Fatalf("%s: exit %d: %s", format, code, stderr)

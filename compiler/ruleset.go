@@ -39,6 +39,8 @@ const (
 	// PortBlockMap maps an inside host to a public address and its port
 	// block: `type ipv4_addr : interval ipv4_addr . inet_service`.
 	PortBlockMap
+	// PortMap maps a key to a port: `type ipv4_addr : inet_service`.
+	PortMap
 )
 
 // Map is a named map of natpool's table.
@@ -49,7 +51,7 @@ type Map struct {
 }
 
 // Element is one map element: keys From-To (equal for a single key) map to
-// Addr, and for a PortBlockMap to Ports.
+// Addr, for a PortBlockMap to Addr and Ports, for a PortMap to Ports.Lo.
 type Element struct {
 	From, To netip.Addr
 	Addr     netip.Addr
@@ -78,18 +80,26 @@ type TargetKind int
 
 // The ways of picking the public address.
 const (
-	ByValue     TargetKind = iota // map lookup of ip saddr & Mask (octet)
+	ByValue     TargetKind = iota // map lookup of ip saddr & Mask (octet; compact block, any protocol)
 	ByJhash                       // jhash ip saddr mod len(Buckets) seed Seed (hash)
 	ByRange                       // First-Last persistent (persistent)
-	ByHost                        // map lookup of ip saddr (block, any protocol)
-	ByHostBlock                   // map lookup of ip saddr giving address and ports (block, TCP and UDP)
+	ByHost                        // map lookup of ip saddr (per-host block, any protocol)
+	ByHostBlock                   // map lookup of ip saddr giving address and ports (per-host block, TCP and UDP)
+	// ByValuePorts is ByValue for the address, and the lowest and highest
+	// port from MinMap and MaxMap keyed on ip saddr & PortMask: three
+	// lookups feeding the NAT expression's three registers (compact block,
+	// TCP and UDP).
+	ByValuePorts
 )
 
 // Target says how a rule picks the public address (and ports).
 type Target struct {
 	Kind        TargetKind
-	Map         string       // ByValue, ByHost, ByHostBlock: the map's name
-	Mask        netip.Addr   // ByValue
+	Map         string       // ByValue, ByValuePorts, ByHost, ByHostBlock: the map's name
+	Mask        netip.Addr   // ByValue, ByValuePorts: all ones for a plain ip saddr key
+	MinMap      string       // ByValuePorts
+	MaxMap      string       // ByValuePorts
+	PortMask    netip.Addr   // ByValuePorts
 	Seed        uint32       // ByJhash
 	Buckets     []netip.Addr // ByJhash: bucket -> public address
 	First, Last netip.Addr   // ByRange
@@ -118,17 +128,38 @@ type HostSet struct {
 	Hosts []netipx.IPRange
 }
 
+// Encoding is how the block strategy's port blocks reach the kernel.
+type Encoding int
+
+// The encodings of port blocks.
+const (
+	// Compact finds the address by the host's group and the ports by the
+	// host's low bits: one element per public address plus two per host of
+	// a group, when the plan is aligned (pool.BlockMapping.Aligned), and
+	// three small elements per host otherwise. nft prints it in a form its
+	// own parser cannot read back, so it travels as netlink or nft JSON.
+	Compact Encoding = iota
+	// PerHost maps each host to its address and port block in one element:
+	// the only form nft -f text and iptables can carry.
+	PerHost
+)
+
+// Options say how a plan is compiled.
+type Options struct {
+	Encoding Encoding
+}
+
 // Compile builds the ruleset of a plan.
-func Compile(p *pool.Plan) *Ruleset {
+func Compile(p *pool.Plan, o Options) *Ruleset {
 	rs := &Ruleset{Table: p.Table}
 	for _, e := range p.Egress {
-		compileEgress(rs, e)
+		compileEgress(rs, e, o)
 	}
 	rs.Digest = digest(rs)
 	return rs
 }
 
-func compileEgress(rs *Ruleset, e *pool.Egress) {
+func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	r := Rule{Egress: e.Name, OIF: e.OIF, Sources: e.Inside.Ranges(), egress: e}
 	if e.Ports != pool.DefaultPorts {
 		r.Ports = e.Ports
@@ -150,20 +181,27 @@ func compileEgress(rs *Ruleset, e *pool.Egress) {
 	case *pool.PersistentMapping:
 		r.Target = Target{Kind: ByRange, First: m.First, Last: m.Last}
 	case *pool.BlockMapping:
-		blocks := Map{Name: name + "_blocks", Kind: PortBlockMap}
-		addrs := Map{Name: name + "_addrs", Kind: AddrMap}
-		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
-			blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
-			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
-		})
-		rs.Maps = append(rs.Maps, blocks, addrs)
-		// The block map carries the ports for TCP and UDP; other protocols
-		// get the address alone.
+		// The maps carry the ports for TCP and UDP; other protocols get
+		// the address alone.
 		r.Ports = pool.PortRange{}
 		l4 := r
 		l4.L4 = true
-		l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
-		r.Target = Target{Kind: ByHost, Map: addrs.Name}
+		if o.Encoding == PerHost {
+			blocks := Map{Name: name + "_blocks", Kind: PortBlockMap}
+			addrs := Map{Name: name + "_addrs", Kind: AddrMap}
+			e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
+				blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
+				addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
+			})
+			rs.Maps = append(rs.Maps, blocks, addrs)
+			l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
+			r.Target = Target{Kind: ByHost, Map: addrs.Name}
+		} else {
+			addrs, pmin, pmax, t := compactBlocks(name, e, m)
+			rs.Maps = append(rs.Maps, addrs, pmin, pmax)
+			l4.Target = t
+			r.Target = Target{Kind: ByValue, Map: t.Map, Mask: t.Mask}
+		}
 		rs.Rules = append(rs.Rules, l4, r)
 		return
 	}
@@ -176,6 +214,36 @@ func compileEgress(rs *Ruleset, e *pool.Egress) {
 		r.Ports = pool.PortRange{}
 	}
 	rs.Rules = append(rs.Rules, r)
+}
+
+// compactBlocks builds the three maps of the Compact encoding and the target
+// that reads them.
+func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pmin, pmax Map, t Target) {
+	addrs = Map{Name: name + "_addrs", Kind: AddrMap}
+	pmin = Map{Name: name + "_pmin", Kind: PortMap}
+	pmax = Map{Name: name + "_pmax", Kind: PortMap}
+	t = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name,
+		Mask: addr(^uint32(0)), PortMask: addr(^uint32(0))}
+	port := func(key netip.Addr, ports pool.PortRange) {
+		pmin.Elements = append(pmin.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Lo, Hi: ports.Lo}})
+		pmax.Elements = append(pmax.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Hi, Hi: ports.Hi}})
+	}
+	if !m.Aligned() {
+		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
+			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
+			port(host, ports)
+		})
+		return addrs, pmin, pmax, t
+	}
+	low := uint32(m.HostsPerIP - 1)
+	t.Mask, t.PortMask = addr(^low), addr(low)
+	m.Groups(func(first netip.Addr, public int) {
+		addrs.Elements = append(addrs.Elements, Element{From: first, To: first, Addr: e.Pool[public].Addr})
+	})
+	for b := range m.HostsPerIP {
+		port(addr(uint32(b)), m.Block(b))
+	}
+	return addrs, pmin, pmax, t
 }
 
 var nonName = regexp.MustCompile(`[^A-Za-z0-9_]`)
@@ -196,7 +264,10 @@ func digest(rs *Ruleset) string {
 		fmt.Fprintf(h, "map %s %d %d\n", m.Name, m.Kind, len(m.Elements))
 		var b [14]byte
 		for _, e := range m.Elements {
-			from, to, a := e.From.As4(), e.To.As4(), e.Addr.As4()
+			from, to, a := e.From.As4(), e.To.As4(), [4]byte{}
+			if e.Addr.IsValid() { // a PortMap element has none
+				a = e.Addr.As4()
+			}
 			copy(b[0:], from[:])
 			copy(b[4:], to[:])
 			copy(b[8:], a[:])

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"slices"
 	"strconv"
 )
@@ -45,6 +46,42 @@ func (m *BlockMapping) Block(b int) PortRange {
 func (m *BlockMapping) HostPorts(x uint32) PortRange {
 	n, _ := m.number(x)
 	return m.Block(int(n % uint64(m.HostsPerIP)))
+}
+
+// Aligned reports whether a host's block follows from its address alone:
+// HostsPerIP is a power of two and every Private range starts at an address
+// congruent to its first host number modulo HostsPerIP. Then host x uses
+// block x & (HostsPerIP-1), and its public address depends only on
+// x &^ (HostsPerIP-1), which lets the kernel find both with two small maps.
+func (m *BlockMapping) Aligned() bool {
+	h := uint64(m.HostsPerIP)
+	if h&(h-1) != 0 {
+		return false
+	}
+	for i, s := range m.private {
+		if uint64(s.lo)%h != m.starts[i]%h {
+			return false
+		}
+	}
+	return true
+}
+
+// Groups calls fn, in address order, for every aligned group of HostsPerIP
+// addresses that holds hosts of Private, with the Pool index of its hosts.
+// Meaningful when Aligned.
+func (m *BlockMapping) Groups(fn func(first netip.Addr, public int)) {
+	h := uint64(m.HostsPerIP)
+	last := uint64(1) << 32 // no group yet
+	for i, s := range m.private {
+		for g := uint64(s.lo) &^ (h - 1); g <= uint64(s.hi); g += h {
+			if g == last {
+				continue // the group began in the previous range
+			}
+			first := max(g, uint64(s.lo))
+			fn(addrOf(uint32(g)), int((m.starts[i]+first-uint64(s.lo))/h))
+			last = g
+		}
+	}
 }
 
 // number returns the number of host x, false if x lies outside Private.

@@ -16,22 +16,19 @@ import (
 // connection walks them in order.
 const PerHostRulesWarning = 65536
 
-// IPTablesOptions says how the iptables-restore text is written.
-type IPTablesOptions struct {
-	// NoJump leaves out the POSTROUTING jump, for reloads: a restore file
-	// cannot add a rule only when it is missing, so the jump is written for
-	// the first load and left out on later ones.
-	NoJump bool
-}
-
 // IPTables writes the ruleset as iptables-restore input for the nat table,
 // meant for `iptables-restore --noflush`: natpool's chain is declared (which
 // creates or flushes it) and refilled, and nothing else is touched. Warnings
 // go to stderr.
-func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, version string, o IPTablesOptions) error {
+func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
+	for _, r := range rs.Rules {
+		if r.Target.Kind == compiler.ByValuePorts {
+			return fmt.Errorf("iptables cannot carry the compact port blocks of egress %s: compile them per host", r.Egress)
+		}
+	}
 	chain := IPTablesChain(rs.Table)
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n", header(version, rs))
+	fmt.Fprintf(&b, "# %s\n", header(o.Version, rs))
 	fmt.Fprintf(&b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
 	fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", chain)
 	maps := map[string]compiler.Map{}

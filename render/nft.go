@@ -18,6 +18,11 @@ func header(version string, rs *compiler.Ruleset) string {
 // natpool's table and no other: `add table` makes the `delete table` of a
 // first load succeed, and the file is one transaction.
 func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
+	for _, r := range rs.Rules {
+		if r.Target.Kind == compiler.ByValuePorts {
+			return fmt.Errorf("nft text cannot carry the compact port blocks of egress %s (nft cannot read back what it lists): compile them per host", r.Egress)
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/usr/sbin/nft -f\n# %s\n", header(version, rs))
 	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\n", rs.Table, rs.Table)

@@ -18,9 +18,9 @@ type obj = map[string]any
 // `nft -j list ruleset` prints (nft 1.0.6 can crash on others). The "natpool"
 // key, which nft ignores, carries the version and digest.
 func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
-	for _, m := range rs.Maps {
-		if m.Kind == compiler.PortBlockMap {
-			return fmt.Errorf("nft-json cannot carry the per-host port block map %s: nft 1.0.6 rejects or crashes on its type; use --format nft", m.Name)
+	for _, r := range rs.Rules {
+		if k := r.Target.Kind; k == compiler.ByHostBlock || k == compiler.ByValuePorts {
+			return fmt.Errorf("egress %s: nft 1.0.6 cannot load port blocks from JSON (it rejects the per-host map's type, and compares the compact form's port lookups as if they were constants); use --format nft, or natpool apply", r.Egress)
 		}
 	}
 	table := obj{"family": "ip", "name": rs.Table}
@@ -90,11 +90,8 @@ func nftJSONExprs(r compiler.Rule) []any {
 	case compiler.ByRange:
 		snat["addr"] = obj{"range": []string{t.First.String(), t.Last.String()}}
 		snat["flags"] = "persistent"
-	case compiler.ByHost, compiler.ByHostBlock:
+	case compiler.ByHost:
 		snat["addr"] = obj{"map": obj{"key": saddr, "data": "@" + t.Map}}
-		if t.Kind == compiler.ByHostBlock {
-			snat["family"] = "ip"
-		}
 	}
 	if r.Ports != (pool.PortRange{}) {
 		snat["port"] = portRange(r.Ports)

@@ -31,7 +31,7 @@ var cases = []struct {
 	{"block", pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}},
 }
 
-func compile(t *testing.T, es pool.EgressSpec) *compiler.Ruleset {
+func plan(t *testing.T, es pool.EgressSpec) *pool.Plan {
 	t.Helper()
 	if es.Private == nil {
 		es.Private = []string{"10.16.0.0/28", "10.16.1.0-10.16.1.4"}
@@ -42,18 +42,11 @@ func compile(t *testing.T, es pool.EgressSpec) *compiler.Ruleset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return compiler.Compile(p)
+	return p
 }
 
-// renderers are the ruleset formats, by golden file extension.
-var renderers = map[string]func(w io.Writer, rs *compiler.Ruleset) error{
-	"nft":      func(w io.Writer, rs *compiler.Ruleset) error { return NFT(w, rs, version) },
-	"nft.json": func(w io.Writer, rs *compiler.Ruleset) error { return NFTJSON(w, rs, version) },
-	"iptables": func(w io.Writer, rs *compiler.Ruleset) error {
-		return IPTables(w, io.Discard, rs, version, IPTablesOptions{})
-	},
-	"ipset": func(w io.Writer, rs *compiler.Ruleset) error { return IPSet(w, rs, version) },
-}
+// extensions are the golden file extensions of the formats.
+var extensions = map[string]string{"nft": "nft", "nft-json": "nft.json", "iptables": "iptables", "ipset": "ipset"}
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
@@ -77,13 +70,12 @@ func golden(t *testing.T, name, got string) {
 func rendered(t *testing.T) map[string]string {
 	out := map[string]string{}
 	for _, c := range cases {
-		rs := compile(t, c.spec)
-		for ext, render := range renderers {
+		for _, format := range Formats {
 			var b bytes.Buffer
-			if err := render(&b, rs); err != nil {
-				continue // a format the strategy has no use for; see TestFormatsRefuseWhatTheyCannotCarry
+			if err := Ruleset(&b, io.Discard, plan(t, c.spec), format, Options{Version: version}); err != nil {
+				continue // see TestFormatsRefuseWhatTheyCannotCarry
 			}
-			out[c.name+"."+ext] = b.String()
+			out[c.name+"."+extensions[format]] = b.String()
 		}
 	}
 	return out
@@ -105,22 +97,39 @@ func TestRenderIsByteStable(t *testing.T) {
 }
 
 func TestFormatsRefuseWhatTheyCannotCarry(t *testing.T) {
-	var b bytes.Buffer
-	if err := IPSet(&b, compile(t, pool.EgressSpec{Strategy: "octet"}), version); err == nil {
-		t.Error("ipset of an octet plan: no error")
+	tests := []struct {
+		spec   pool.EgressSpec
+		format string
+		want   string
+	}{
+		{pool.EgressSpec{Strategy: "octet"}, "ipset", "no egress entry uses it"},
+		{pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}, "nft-json", "cannot load port blocks from JSON"},
 	}
-	if err := NFTJSON(&b, compile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}), version); err == nil || !strings.Contains(err.Error(), "per-host port block map") {
-		t.Errorf("nft-json of a per-host block plan: %v", err)
+	for _, tt := range tests {
+		err := Ruleset(io.Discard, io.Discard, plan(t, tt.spec), tt.format, Options{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s of %s: %v, want an error saying %q", tt.format, tt.spec.Strategy, err, tt.want)
+		}
+	}
+	compact := compiler.Compile(plan(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "8"}), compiler.Options{Encoding: compiler.Compact})
+	for name, err := range map[string]error{
+		"nft":      NFT(io.Discard, compact, version),
+		"nft-json": NFTJSON(io.Discard, compact, version),
+		"iptables": IPTables(io.Discard, io.Discard, compact, Options{}),
+	} {
+		if err == nil {
+			t.Errorf("%s of compact port blocks: no error", name)
+		}
 	}
 }
 
 // The eduroam boxes: 10.16.0.0/12 out of bond1 over 192.76.8.1-192.76.8.51,
 // last-octet values 0-254, five consecutive values per address.
 func TestEduroamU32Rules(t *testing.T) {
-	rs := compile(t, pool.EgressSpec{Private: []string{"10.16.0.0/12"}, Pool: []string{"192.76.8.1-192.76.8.51"},
+	p := plan(t, pool.EgressSpec{Private: []string{"10.16.0.0/12"}, Pool: []string{"192.76.8.1-192.76.8.51"},
 		OIF: "bond1", Strategy: "octet", Octets: "0-254"})
 	var b bytes.Buffer
-	if err := IPTables(&b, io.Discard, rs, version, IPTablesOptions{}); err != nil {
+	if err := Ruleset(&b, io.Discard, p, "iptables", Options{Version: version}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -198,14 +207,17 @@ func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
 }
 
 // nft text and nft JSON are one ruleset: loaded in turn, they list alike.
+// Port blocks are the exception by design: nft text carries them per host,
+// nft JSON in the compact encoding, whose translations the kernel tests check
+// with packets.
 func TestNFTAndNFTJSONLoadTheSameTable(t *testing.T) {
 	ns := netnstest.New(t, "nft")
 	out := rendered(t)
 	for _, c := range cases {
-		text, js := out[c.name+".nft"], out[c.name+".nft.json"]
-		if js == "" {
+		if c.spec.Strategy == "block" {
 			continue
 		}
+		text, js := out[c.name+".nft"], out[c.name+".nft.json"]
 		ns.MustRun(text, "nft", "-f", "-")
 		fromText := ns.MustRun("", "nft", "list", "table", "ip", "natpool")
 		ns.MustRun(js, "nft", "-j", "-f", "-")

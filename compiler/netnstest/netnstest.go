@@ -64,13 +64,16 @@ func New(t testing.TB, tools ...string) *NS {
 }
 
 // Run runs a command inside the namespace with stdin and returns its
-// combined output.
+// output: stdout, followed by stderr if it fails.
 func (ns *NS) Run(stdin string, name string, args ...string) (string, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
+	if err != nil {
+		out.Write(errOut.Bytes())
+	}
 	return out.String(), err
 }
 
