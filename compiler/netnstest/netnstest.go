@@ -63,6 +63,9 @@ func New(t testing.TB, tools ...string) *NS {
 	return ns
 }
 
+// Command is exec.Command, for the tools a test runs in its own namespace.
+func Command(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+
 // Run runs a command inside the namespace with stdin and returns its
 // output: stdout, followed by stderr if it fails.
 func (ns *NS) Run(stdin string, name string, args ...string) (string, error) {

@@ -1,0 +1,242 @@
+package compiler
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+	"go4.org/netipx"
+)
+
+// The kernel objects of a ruleset, built as nft builds them from the
+// rendered text (checked with nft --debug=netlink), so that the table apply
+// loads lists like the one nft -f loads.
+
+// Registers: NFT_REG_1 is the first 16-byte register; 8 (NFT_REG32_00) and
+// up name its 4-byte parts, which the compact port blocks need.
+const (
+	reg1 = 1
+	reg2 = 2
+	reg3 = 3
+	reg4 = 4
+	r32  = 8 // NFT_REG32_00
+)
+
+// objects is a ruleset as kernel objects, in the order a batch creates them.
+type objects struct {
+	table *nftables.Table
+	chain *nftables.Chain
+	sets  []setWithElements // named maps, then each rule's anonymous sets
+	rules []*nftables.Rule
+}
+
+// add records a set, giving it its batch-local ID now, so that the lookups
+// built next can name it (AddSet would assign IDs only when queued).
+func (o *objects) add(s *nftables.Set, elems []nftables.SetElement) {
+	s.ID = uint32(len(o.sets) + 1)
+	if s.Anonymous {
+		s.Name = "__set%d"
+		if s.IsMap {
+			s.Name = "__map%d"
+		}
+	}
+	o.sets = append(o.sets, setWithElements{s, elems})
+}
+
+type setWithElements struct {
+	set      *nftables.Set
+	elements []nftables.SetElement
+}
+
+func buildObjects(rs *Ruleset) (*objects, error) {
+	o := &objects{table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: rs.Table}}
+	accept := nftables.ChainPolicyAccept
+	o.chain = &nftables.Chain{Name: Chain, Table: o.table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
+	named := map[string]*nftables.Set{}
+	for _, m := range rs.Maps {
+		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr}
+		var elems []nftables.SetElement
+		switch m.Kind {
+		case AddrMap:
+			s.Interval, s.DataType = true, nftables.TypeIPAddr
+			elems = intervals(m.Elements, func(e Element) []byte { return ip4(e.Addr) })
+		case PortBlockMap:
+			dt, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+			if err != nil {
+				return nil, err
+			}
+			// The data is an interval of address . port: both ends, each
+			// field padded to a 4-byte register.
+			dt.Bytes *= 2
+			s.Interval, s.DataType = true, dt
+			elems = intervals(m.Elements, func(e Element) []byte {
+				v := make([]byte, 16)
+				copy(v[0:], ip4(e.Addr))
+				binary.BigEndian.PutUint16(v[4:], e.Ports.Lo)
+				copy(v[8:], ip4(e.Addr))
+				binary.BigEndian.PutUint16(v[12:], e.Ports.Hi)
+				return v
+			})
+		case PortMap:
+			s.DataType = nftables.TypeInetService
+			for _, e := range m.Elements {
+				elems = append(elems, nftables.SetElement{Key: ip4(e.From), Val: binaryutil.BigEndian.PutUint16(e.Ports.Lo)})
+			}
+		}
+		named[m.Name] = s
+		o.add(s, elems)
+	}
+	for _, r := range rs.Rules {
+		exprs, err := o.ruleExprs(r, named)
+		if err != nil {
+			return nil, err
+		}
+		o.rules = append(o.rules, &nftables.Rule{Table: o.table, Chain: o.chain, Exprs: exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, "egress "+r.Egress)})
+	}
+	return o, nil
+}
+
+// anonymous adds a constant anonymous set (a map when dataType is set) for
+// one rule and returns it.
+func (o *objects) anonymous(keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
+	s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: interval, KeyType: keyType}
+	if dataType.Bytes > 0 {
+		s.IsMap, s.DataType = true, dataType
+	}
+	o.add(s, elems)
+	return s
+}
+
+func lookup(s *nftables.Set, sreg uint32) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: sreg, SetName: s.Name, SetID: s.ID}
+}
+
+func lookupMap(s *nftables.Set, sreg, dreg uint32) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: sreg, DestRegister: dreg, IsDestRegSet: true, SetName: s.Name, SetID: s.ID}
+}
+
+func saddr(dreg uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: dreg, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+}
+
+func mask(sreg, dreg uint32, m netip.Addr) *expr.Bitwise {
+	return &expr.Bitwise{SourceRegister: sreg, DestRegister: dreg, Len: 4, Mask: ip4(m), Xor: make([]byte, 4)}
+}
+
+func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any, error) {
+	var x []expr.Any
+	switch src := r.Sources; {
+	case len(src) > 1:
+		s := o.anonymous(nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil))
+		x = append(x, saddr(reg1), lookup(s, reg1))
+	default:
+		from, to := src[0].From(), src[0].To()
+		x = append(x, saddr(reg1))
+		if p, ok := src[0].Prefix(); ok && p.Bits() < 32 {
+			x = append(x, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: prefixMask(p), Xor: make([]byte, 4)},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)})
+		} else if from == to {
+			x = append(x, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)})
+		} else {
+			x = append(x, &expr.Cmp{Op: expr.CmpOpGte, Register: reg1, Data: ip4(from)},
+				&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: ip4(to)})
+		}
+	}
+	if r.OIF != "" {
+		name := make([]byte, unix.IFNAMSIZ)
+		copy(name, r.OIF)
+		x = append(x, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: name})
+	}
+	if r.L4 {
+		s := o.anonymous(nftables.TypeInetProto, nftables.SetDatatype{}, false,
+			[]nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}}})
+		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, lookup(s, reg1))
+	}
+	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
+	t := r.Target
+	portReg := uint32(reg2) // where the port range goes, if the rule has one
+	switch t.Kind {
+	case ByValue:
+		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
+	case ByJhash:
+		elems := make([]nftables.SetElement, len(t.Buckets))
+		for i, a := range t.Buckets {
+			elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: ip4(a)}
+		}
+		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, false, elems)
+		x = append(x, saddr(reg2),
+			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(len(t.Buckets)), Seed: t.Seed, Type: expr.HashTypeJenkins},
+			lookupMap(s, reg1, reg1))
+	case ByRange:
+		x = append(x, &expr.Immediate{Register: reg1, Data: ip4(t.First)}, &expr.Immediate{Register: reg2, Data: ip4(t.Last)})
+		nat.RegAddrMax, nat.Persistent, portReg = reg2, true, reg3
+	case ByHost:
+		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
+	case ByHostBlock:
+		// The map's data fills NFT_REG_1 as address, low port, address,
+		// high port: 4-byte registers 8, 9, 10 and 11.
+		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
+		nat.RegAddrMax, nat.RegProtoMin, nat.RegProtoMax, nat.Specified = r32+2, r32+1, r32+3, true
+	case ByValuePorts:
+		x = append(x, saddr(r32),
+			mask(r32, r32+1, t.Mask), lookupMap(named[t.Map], r32+1, r32+2),
+			mask(r32, r32+3, t.PortMask), lookupMap(named[t.MinMap], r32+3, r32+4), lookupMap(named[t.MaxMap], r32+3, r32+5))
+		nat.RegAddrMin, nat.RegProtoMin, nat.RegProtoMax, nat.Specified = r32+2, r32+4, r32+5, true
+	default:
+		return nil, fmt.Errorf("egress %s: no kernel form for target kind %d", r.Egress, t.Kind)
+	}
+	if r.Ports != (Rule{}).Ports {
+		x = append(x, &expr.Immediate{Register: portReg, Data: binaryutil.BigEndian.PutUint16(r.Ports.Lo)},
+			&expr.Immediate{Register: portReg + 1, Data: binaryutil.BigEndian.PutUint16(r.Ports.Hi)})
+		nat.RegProtoMin, nat.RegProtoMax, nat.Specified = portReg, portReg+1, true
+	}
+	return append(x, nat), nil
+}
+
+// intervals encodes map or set elements for an interval set as nft does (the
+// kernel answers EEXIST otherwise): an end element at 0.0.0.0 unless the
+// first range starts there, then per range its start (with its value, when
+// val is set) and an end element at the address after it.
+func intervals(elems []Element, val func(Element) []byte) []nftables.SetElement {
+	var out []nftables.SetElement
+	zero := netip.IPv4Unspecified()
+	if len(elems) == 0 || elems[0].From != zero {
+		out = append(out, nftables.SetElement{Key: ip4(zero), IntervalEnd: true})
+	}
+	for _, e := range elems {
+		start := nftables.SetElement{Key: ip4(e.From)}
+		if val != nil {
+			start.Val = val(e)
+		}
+		out = append(out, start)
+		if next := e.To.Next(); next.IsValid() {
+			out = append(out, nftables.SetElement{Key: ip4(next), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+func rangeElements(ranges []netipx.IPRange) []Element {
+	out := make([]Element, len(ranges))
+	for i, r := range ranges {
+		out[i] = Element{From: r.From(), To: r.To()}
+	}
+	return out
+}
+
+func ip4(a netip.Addr) []byte {
+	b := a.As4()
+	return b[:]
+}
+
+func prefixMask(p netip.Prefix) []byte {
+	return binaryutil.BigEndian.PutUint32(^uint32(0) << (32 - p.Bits()))
+}
