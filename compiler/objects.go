@@ -9,8 +9,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"golang.org/x/sys/unix"
 	"go4.org/netipx"
+	"golang.org/x/sys/unix"
 )
 
 // The kernel objects of a ruleset, built as nft builds them from the
