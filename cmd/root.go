@@ -65,6 +65,7 @@ Exit status: 0 success, 1 a finding (an unowned port), 2 trouble (bad input).`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout), newRenderCmd(stdout, stderr), newDiffCmd(stdout))
+	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
+		newApplyCmd(stdout, stderr), newStatusCmd(stdout), newFlushCmd(stdout))
 	return root
 }

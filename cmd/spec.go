@@ -13,17 +13,19 @@ import (
 // specOptions are the flags that describe a plan, shared by every command
 // that takes one. Flags override the spec file, in every egress entry.
 type specOptions struct {
-	file   string
-	table  string
-	egress pool.EgressSpec
-	flags  *pflag.FlagSet
+	file      string
+	tableFlag string
+	egress    pool.EgressSpec
+	flags     *pflag.FlagSet
 }
 
-func addSpecFlags(cmd *cobra.Command, o *specOptions) {
-	f := cmd.Flags()
-	o.flags = f
+// addSpecFlags adds the spec flags to cmd, except those named in except
+// (a command that gives one of those names another meaning).
+func addSpecFlags(cmd *cobra.Command, o *specOptions, except ...string) {
+	f := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
+	o.flags = cmd.Flags()
 	f.StringVarP(&o.file, "file", "f", "", "YAML spec file (flags override it)")
-	f.StringVar(&o.table, "table", "", "nftables table natpool owns (default natpool)")
+	f.StringVar(&o.tableFlag, "table", "", "nftables table natpool owns (default natpool)")
 	f.StringSliceVar(&o.egress.Private, "private", nil, "inside hosts: PREFIX or A-B (repeatable)")
 	f.StringSliceVar(&o.egress.Pool, "pool", nil, "public addresses: PREFIX, A-B or ADDR, each with an optional =WEIGHT (repeatable)")
 	f.StringSliceVar(&o.egress.Exclude, "exclude", nil, "inside hosts or public addresses never mapped or used: PREFIX or ADDR (repeatable)")
@@ -37,6 +39,11 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
 	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address, a power of two")
 	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host")
+	f.VisitAll(func(fl *pflag.Flag) {
+		if !slices.Contains(except, fl.Name) {
+			cmd.Flags().AddFlag(fl)
+		}
+	})
 	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
 	_ = cmd.MarkFlagFilename("hosts")
@@ -52,7 +59,7 @@ func (o *specOptions) plan() (*pool.Plan, error) {
 		}
 	}
 	if o.flags.Changed("table") {
-		spec.Table = o.table
+		spec.Table = o.tableFlag
 	}
 	for i := range spec.Egress {
 		e := &spec.Egress[i]
@@ -68,6 +75,23 @@ func (o *specOptions) plan() (*pool.Plan, error) {
 		}
 	}
 	return pool.NewPlan(spec)
+}
+
+// table returns the table the spec names, without planning: what
+// commands that only need the table (apply --delete) read.
+func (o *specOptions) table() (string, error) {
+	table := pool.DefaultTable
+	if o.file != "" {
+		spec, err := pool.LoadSpec(o.file)
+		if err != nil {
+			return "", err
+		}
+		if spec.Table != "" {
+			table = spec.Table
+		}
+	}
+	override(o.flags, "table", &table, o.tableFlag)
+	return table, nil
 }
 
 // override sets *dst to the flag's value when the flag was given.

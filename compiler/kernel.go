@@ -1,9 +1,11 @@
 package compiler
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -27,12 +29,9 @@ func Dial(netns string) (*Kernel, error) {
 	k := &Kernel{bufSize: minBuffer}
 	opts := []nftables.ConnOption{nftables.WithSockOptions(k.setBuffers)}
 	if netns != "" {
-		f, err := os.Open("/run/netns/" + netns)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no network namespace named %q", netns)
-		}
+		f, err := openNetNS(netns)
 		if err != nil {
-			return nil, fmt.Errorf("network namespace %q: %w", netns, err)
+			return nil, err
 		}
 		k.netns = f
 		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
@@ -44,6 +43,18 @@ func Dial(netns string) (*Kernel, error) {
 	}
 	k.conn = conn
 	return k, nil
+}
+
+// openNetNS opens a named network namespace, as `ip netns` keeps them.
+func openNetNS(name string) (*os.File, error) {
+	f, err := os.Open("/run/netns/" + name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no network namespace named %q", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %q: %w", name, err)
+	}
+	return f, nil
 }
 
 // Close releases the namespace.
@@ -59,8 +70,9 @@ const (
 	// bytesPerElement bounds the netlink bytes of one set element with its
 	// attributes, to size the socket buffers from the batch.
 	bytesPerElement = 96
-	// elementsPerMessage splits large sets into several messages of one batch.
-	elementsPerMessage = 2000
+	// elementsPerMessage keeps a message's element list (about 40 bytes an
+	// element at most) well inside a netlink attribute's 64 KiB.
+	elementsPerMessage = 1000
 )
 
 // setBuffers raises the socket buffers to hold the batch, as nft does: one
@@ -82,7 +94,50 @@ func (k *Kernel) setBuffers(c *netlink.Conn) error {
 	if err != nil {
 		return err
 	}
-	return sockErr
+	if sockErr != nil {
+		return sockErr
+	}
+	return widenDumps(raw)
+}
+
+// dumpBuffer is the largest reply the kernel builds for one round of a dump.
+const dumpBuffer = 32 << 10
+
+// widenDumps makes the kernel fill dump replies on this socket up to 32 KiB.
+// It sizes them by the largest recvmsg the socket has made, and the netlink
+// library reads with page-sized buffers; a dump of a large set, whose walk
+// the kernel restarts every round, then takes eight times the rounds. One
+// read of a small reply into a 32 KiB buffer (the generation, which nft
+// asks for too) sets the size.
+func widenDumps(raw syscall.RawConn) error {
+	req := make([]byte, unix.NLMSG_HDRLEN+4) // nlmsghdr, then nfgenmsg
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	req[unix.NLMSG_HDRLEN] = unix.AF_UNSPEC
+	var opErr error
+	err := raw.Write(func(fd uintptr) bool {
+		opErr = unix.Sendto(int(fd), req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		return opErr != unix.EAGAIN
+	})
+	if err == nil {
+		err = opErr
+	}
+	if err != nil {
+		return fmt.Errorf("widening netlink dumps: %w", err)
+	}
+	buf := make([]byte, dumpBuffer)
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, opErr = unix.Recvfrom(int(fd), buf, 0)
+		return opErr != unix.EAGAIN
+	})
+	if err == nil {
+		err = opErr
+	}
+	if err != nil {
+		return fmt.Errorf("widening netlink dumps: %w", err)
+	}
+	return nil
 }
 
 // Apply replaces natpool's table with rs in one transaction: the kernel
@@ -99,12 +154,25 @@ func (k *Kernel) Apply(rs *Ruleset) error {
 	c.AddChain(o.chain)
 	elements := 0
 	for _, s := range o.sets {
+		// A netlink attribute holds at most 64 KiB, so elements go in
+		// several messages of the batch, as nft sends them. google/nftables
+		// refuses SetAddElements for an anonymous set only as a guard
+		// against changing one after its batch: within the batch that
+		// creates it, the kernel finds it by its batch ID, which the copy
+		// keeps.
 		first := s.elements[:min(len(s.elements), elementsPerMessage)]
+		if s.set.Constant {
+			// AddSet sizes a constant set by the elements it is given;
+			// declare them all, as nft does.
+			s.set.Size = uint32(len(s.elements))
+		}
 		if err := c.AddSet(s.set, first); err != nil {
 			return err
 		}
+		more := *s.set
+		more.Anonymous = false
 		for i := len(first); i < len(s.elements); i += elementsPerMessage {
-			if err := c.SetAddElements(s.set, s.elements[i:min(i+elementsPerMessage, len(s.elements))]); err != nil {
+			if err := c.SetAddElements(&more, s.elements[i:min(i+elementsPerMessage, len(s.elements))]); err != nil {
 				return err
 			}
 		}

@@ -120,3 +120,29 @@ func TestApplyListsLikeNftOfTheRender(t *testing.T) {
 		t.Errorf("the test's own namespace changed:\n%s", render.UnifiedDiff("before", "after", before, after))
 	}
 }
+
+// A batch the kernel rejects part-way (here an interval element that
+// collides, at the end of a map) leaves the previous table as it was.
+func TestRejectedBatchChangesNothing(t *testing.T) {
+	ns := netnstest.New(t, "nft")
+	k := dial(t, ns)
+	good := compiler.Compile(plan(t, specs[0].spec), compiler.Options{})
+	if err := k.Apply(good); err != nil {
+		t.Fatal(err)
+	}
+	before := ns.MustRun("", "nft", "list", "ruleset")
+
+	bad := compiler.Compile(plan(t, specs[1].spec), compiler.Options{})
+	m := &bad.Maps[0]
+	collide := m.Elements[len(m.Elements)-1]
+	collide.Addr = collide.Addr.Next() // the same interval again, to another address
+	m.Elements = append(m.Elements, collide)
+	err := k.Apply(bad)
+	if err == nil {
+		t.Fatal("the kernel took an interval mapped to two addresses")
+	}
+	t.Logf("refused as expected: %v", err)
+	if after := ns.MustRun("", "nft", "list", "ruleset"); after != before {
+		t.Errorf("a rejected batch changed the ruleset (%v):\n%s", err, render.UnifiedDiff("before", "after", before, after))
+	}
+}

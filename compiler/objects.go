@@ -60,12 +60,12 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
 	named := map[string]*nftables.Set{}
 	for _, m := range rs.Maps {
-		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr}
-		var elems []nftables.SetElement
+		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Ranges()}
+		var value func(Element) []byte
 		switch m.Kind {
 		case AddrMap:
-			s.Interval, s.DataType = true, nftables.TypeIPAddr
-			elems = intervals(m.Elements, func(e Element) []byte { return ip4(e.Addr) })
+			s.DataType = nftables.TypeIPAddr
+			value = func(e Element) []byte { return ip4(e.Addr) }
 		case PortBlockMap:
 			dt, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 			if err != nil {
@@ -74,19 +74,25 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			// The data is an interval of address . port: both ends, each
 			// field padded to a 4-byte register.
 			dt.Bytes *= 2
-			s.Interval, s.DataType = true, dt
-			elems = intervals(m.Elements, func(e Element) []byte {
+			s.DataType = dt
+			value = func(e Element) []byte {
 				v := make([]byte, 16)
 				copy(v[0:], ip4(e.Addr))
 				binary.BigEndian.PutUint16(v[4:], e.Ports.Lo)
 				copy(v[8:], ip4(e.Addr))
 				binary.BigEndian.PutUint16(v[12:], e.Ports.Hi)
 				return v
-			})
+			}
 		case PortMap:
 			s.DataType = nftables.TypeInetService
+			value = func(e Element) []byte { return binaryutil.BigEndian.PutUint16(e.Ports.Lo) }
+		}
+		var elems []nftables.SetElement
+		if s.Interval {
+			elems = intervals(m.Elements, value)
+		} else {
 			for _, e := range m.Elements {
-				elems = append(elems, nftables.SetElement{Key: ip4(e.From), Val: binaryutil.BigEndian.PutUint16(e.Ports.Lo)})
+				elems = append(elems, nftables.SetElement{Key: ip4(e.From), Val: value(e)})
 			}
 		}
 		named[m.Name] = s

@@ -28,13 +28,26 @@ type Ruleset struct {
 	Rules  []Rule
 }
 
+// Elements returns the number of map elements, the jhash buckets of the
+// rules included.
+func (rs *Ruleset) Elements() int {
+	n := 0
+	for _, m := range rs.Maps {
+		n += len(m.Elements)
+	}
+	for _, r := range rs.Rules {
+		n += len(r.Target.Buckets)
+	}
+	return n
+}
+
 // MapKind tells what a map's elements hold.
 type MapKind int
 
 // The kinds of map.
 const (
-	// AddrMap maps a key range (a masked value or an inside host) to a
-	// public address: `type ipv4_addr : ipv4_addr; flags interval`.
+	// AddrMap maps a key (a masked value or an inside host), or a range of
+	// them, to a public address: `type ipv4_addr : ipv4_addr`.
 	AddrMap MapKind = iota
 	// PortBlockMap maps an inside host to a public address and its port
 	// block: `type ipv4_addr : interval ipv4_addr . inet_service`.
@@ -48,6 +61,18 @@ type Map struct {
 	Name     string
 	Kind     MapKind
 	Elements []Element // ascending by key
+}
+
+// Ranges reports whether some key of the map is a range: then it is an
+// interval map (an rbtree in the kernel); otherwise a hash map, which the
+// kernel looks up, loads and dumps faster.
+func (m Map) Ranges() bool {
+	for _, e := range m.Elements {
+		if e.From != e.To {
+			return true
+		}
+	}
+	return false
 }
 
 // Element is one map element: keys From-To (equal for a single key) map to

@@ -17,8 +17,8 @@ import (
 
 // TableState is natpool's table reduced to what decides its behaviour, in a
 // form two tables compare in: built from a ruleset (what should be) or read
-// from the kernel (what is). Anonymous sets appear inside the rules that
-// use them.
+// from the kernel (what is). Anonymous sets are listed with the named maps,
+// under the rule that uses them.
 type TableState struct {
 	Chain string
 	Maps  []MapState
@@ -77,18 +77,35 @@ func (o *objects) state(resolve func(*expr.Lookup) (setWithElements, bool)) *Tab
 	st := &TableState{Chain: chainText(o.chain)}
 	for _, s := range o.sets {
 		if !s.set.Anonymous {
-			st.Maps = append(st.Maps, MapState{Name: s.set.Name, Type: setType(s.set), Elements: elementsText(s.elements)})
+			st.Maps = append(st.Maps, MapState{Name: s.set.Name, Type: setType(s.set), Elements: elementsText(s)})
 		}
 	}
-	slices.SortFunc(st.Maps, func(a, b MapState) int { return strings.Compare(a.Name, b.Name) })
-	for _, r := range o.rules {
+	for i, r := range o.rules {
+		// A rule's anonymous sets are listed as objects of their own, named
+		// by the rule and their order in it, so that a change of one
+		// element shows as one element.
+		anonymous := 0
+		ref := func(l *expr.Lookup) string {
+			s, ok := resolve(l)
+			switch {
+			case !ok:
+				return "@" + l.SetName + " (missing)"
+			case !s.set.Anonymous:
+				return "@" + l.SetName
+			}
+			anonymous++
+			name := fmt.Sprintf("rule %d set %d", i+1, anonymous)
+			st.Maps = append(st.Maps, MapState{Name: name, Type: setType(s.set), Elements: elementsText(s)})
+			return "{" + name + "}"
+		}
 		var parts []string
 		for _, e := range r.Exprs {
-			parts = append(parts, exprText(e, resolve))
+			parts = append(parts, exprText(e, ref))
 		}
 		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 		st.Rules = append(st.Rules, RuleState{Comment: comment, Exprs: strings.Join(parts, "; ")})
 	}
+	slices.SortFunc(st.Maps, func(a, b MapState) int { return strings.Compare(a.Name, b.Name) })
 	return st
 }
 
@@ -165,23 +182,27 @@ func setType(s *nftables.Set) string {
 	return t
 }
 
-// elementsText writes elements in key order (the kernel dumps them in its
-// own), an interval's end before the start that shares its key.
-func elementsText(elems []nftables.SetElement) []string {
-	elems = slices.Clone(elems)
+// elementsText writes a set's elements in key order (the kernel dumps them
+// in its own), an interval's end before the start that shares its key.
+func elementsText(s setWithElements) []string {
+	elems := slices.Clone(s.elements)
 	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
 		if c := strings.Compare(string(a.Key), string(b.Key)); c != 0 {
 			return c
 		}
 		return boolOrder(b.IntervalEnd, a.IntervalEnd)
 	})
+	key := bytesText
+	if s.set.KeyType.Name == nftables.TypeInteger.Name { // jhash buckets, in host byte order
+		key = func(b []byte) string { return fmt.Sprint(binary.NativeEndian.Uint32(b)) }
+	}
 	out := make([]string, len(elems))
 	for i, e := range elems {
 		if e.IntervalEnd {
-			out[i] = bytesText(e.Key) + " end"
+			out[i] = key(e.Key) + " end"
 			continue
 		}
-		out[i] = bytesText(e.Key)
+		out[i] = key(e.Key)
 		if len(e.Val) > 0 {
 			out[i] += " : " + bytesText(e.Val)
 		}
@@ -203,36 +224,31 @@ func bytesText(b []byte) string {
 	return hex.EncodeToString(b)
 }
 
-// exprText writes one expression canonically; a lookup in an anonymous set
-// carries the set's elements, since anonymous set names are the kernel's.
-func exprText(e expr.Any, resolve func(*expr.Lookup) (setWithElements, bool)) string {
+// exprText writes one expression canonically, naming the set of a lookup
+// by ref (anonymous set names are the kernel's own).
+func exprText(e expr.Any, ref func(*expr.Lookup) string) string {
 	switch e := e.(type) {
 	case *expr.Payload:
-		return fmt.Sprintf("payload %d+%d/%d -> r%d", e.Base, e.Offset, e.Len, e.DestRegister)
+		return fmt.Sprintf("payload %d+%d/%d -> r%d", e.Base, e.Offset, e.Len, reg(e.DestRegister))
 	case *expr.Bitwise:
-		return fmt.Sprintf("r%d = r%d & %s", e.DestRegister, e.SourceRegister, bytesText(e.Mask))
+		return fmt.Sprintf("r%d = r%d & %s", reg(e.DestRegister), reg(e.SourceRegister), bytesText(e.Mask))
 	case *expr.Cmp:
 		if len(e.Data) == unix.IFNAMSIZ {
-			return fmt.Sprintf("cmp %d r%d %q", e.Op, e.Register, strings.TrimRight(string(e.Data), "\x00"))
+			return fmt.Sprintf("cmp %d r%d %q", e.Op, reg(e.Register), strings.TrimRight(string(e.Data), "\x00"))
 		}
-		return fmt.Sprintf("cmp %d r%d %s", e.Op, e.Register, bytesText(e.Data))
+		return fmt.Sprintf("cmp %d r%d %s", e.Op, reg(e.Register), bytesText(e.Data))
 	case *expr.Meta:
-		return fmt.Sprintf("meta %d -> r%d", e.Key, e.Register)
+		return fmt.Sprintf("meta %d -> r%d", e.Key, reg(e.Register))
 	case *expr.Immediate:
-		return fmt.Sprintf("r%d = %s", e.Register, bytesText(e.Data))
+		return fmt.Sprintf("r%d = %s", reg(e.Register), bytesText(e.Data))
 	case *expr.Hash:
-		return fmt.Sprintf("r%d = jhash(r%d, %d) mod %d seed %#x offset %d", e.DestRegister, e.SourceRegister, e.Length, e.Modulus, e.Seed, e.Offset)
+		return fmt.Sprintf("r%d = jhash(r%d, %d) mod %d seed %#x offset %d", reg(e.DestRegister), reg(e.SourceRegister), e.Length, e.Modulus, e.Seed, e.Offset)
 	case *expr.Lookup:
-		target := "@" + e.SetName
-		if s, ok := resolve(e); !ok {
-			target += " (missing)"
-		} else if s.set.Anonymous {
-			target = fmt.Sprintf("{%s: %s}", setType(s.set), strings.Join(elementsText(s.elements), ", "))
-		}
+		target := ref(e)
 		if e.IsDestRegSet {
-			return fmt.Sprintf("lookup r%d in %s -> r%d", e.SourceRegister, target, e.DestRegister)
+			return fmt.Sprintf("lookup r%d in %s -> r%d", reg(e.SourceRegister), target, reg(e.DestRegister))
 		}
-		return fmt.Sprintf("lookup r%d in %s", e.SourceRegister, target)
+		return fmt.Sprintf("lookup r%d in %s", reg(e.SourceRegister), target)
 	case *expr.NAT:
 		// The kernel reports an unset maximum register as the minimum.
 		orMin := func(max, min uint32) uint32 {
@@ -242,9 +258,18 @@ func exprText(e expr.Any, resolve func(*expr.Lookup) (setWithElements, bool)) st
 			return max
 		}
 		return fmt.Sprintf("snat addr r%d-r%d proto r%d-r%d persistent %v specified %v",
-			e.RegAddrMin, orMin(e.RegAddrMax, e.RegAddrMin), e.RegProtoMin, orMin(e.RegProtoMax, e.RegProtoMin), e.Persistent, e.Specified)
+			reg(e.RegAddrMin), reg(orMin(e.RegAddrMax, e.RegAddrMin)), reg(e.RegProtoMin), reg(orMin(e.RegProtoMax, e.RegProtoMin)), e.Persistent, e.Specified)
 	}
 	return fmt.Sprintf("%T %+v", e, e)
+}
+
+// reg names a register as the kernel reports it: a 4-byte register that
+// starts a 16-byte one (NFT_REG32_00, _04, ...) under the 16-byte number.
+func reg(r uint32) uint32 {
+	if r >= r32 && (r-r32)%4 == 0 {
+		return reg1 + (r-r32)/4
+	}
+	return r
 }
 
 func boolOrder(a, b bool) int {
@@ -255,4 +280,83 @@ func boolOrder(a, b bool) int {
 		return 1
 	}
 	return -1
+}
+
+// Difference is one way two table states differ: what the first has that
+// the second lacks (Missing) and what the second has that the first lacks
+// (Extra), for one object.
+type Difference struct {
+	Object  string // "chain", "map NAME" or "rule N (COMMENT)"
+	Missing []string
+	Extra   []string
+}
+
+// Compare lists how have differs from want, object by object, in a stable
+// order: the chain, the maps by name, then the rules by position.
+func Compare(want, have *TableState) []Difference {
+	var out []Difference
+	add := func(object string, w, h []string) {
+		if missing, extra := setDiff(w, h), setDiff(h, w); len(missing)+len(extra) > 0 {
+			out = append(out, Difference{object, missing, extra})
+		}
+	}
+	add("chain", []string{want.Chain}, []string{have.Chain})
+	maps := map[string][2]*MapState{}
+	var names []string
+	for i := range want.Maps {
+		m := &want.Maps[i]
+		names = append(names, m.Name)
+		maps[m.Name] = [2]*MapState{m, nil}
+	}
+	for i := range have.Maps {
+		m := &have.Maps[i]
+		pair, seen := maps[m.Name]
+		if !seen {
+			names = append(names, m.Name)
+		}
+		maps[m.Name] = [2]*MapState{pair[0], m}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		pair := maps[name]
+		add("map "+name, mapLines(pair[0]), mapLines(pair[1]))
+	}
+	for i := range max(len(want.Rules), len(have.Rules)) {
+		var w, h []string
+		comment := ""
+		if i < len(want.Rules) {
+			w, comment = []string{want.Rules[i].Exprs}, want.Rules[i].Comment
+		}
+		if i < len(have.Rules) {
+			h = []string{have.Rules[i].Exprs}
+			if comment == "" {
+				comment = have.Rules[i].Comment
+			}
+		}
+		add(fmt.Sprintf("rule %d (%s)", i+1, comment), w, h)
+	}
+	return out
+}
+
+// mapLines is a map's type and elements, nil for an absent map.
+func mapLines(m *MapState) []string {
+	if m == nil {
+		return nil
+	}
+	return append([]string{"type " + m.Type}, m.Elements...)
+}
+
+// setDiff returns the lines of a that b lacks, in a's order.
+func setDiff(a, b []string) []string {
+	in := make(map[string]bool, len(b))
+	for _, s := range b {
+		in[s] = true
+	}
+	var out []string
+	for _, s := range a {
+		if !in[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -167,3 +167,43 @@ func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
 		fn(addrOf(x), e.Pool[i].Addr, ports)
 	})
 }
+
+// Translation says what the plan makes of a source-NATed connection from
+// host that left as public:port.
+type Translation int
+
+// What the plan makes of a translation.
+const (
+	Foreign Translation = iota // host is no inside host of the plan: not natpool's
+	Current                    // an egress entry gives host this address (and port)
+	Stale                      // host is inside, but no egress entry gives it this
+)
+
+// Classify tells whether a connection from host translated to public:port
+// is one the plan still makes. A host may leave through several egress
+// entries (two uplinks); the translation is current if any of them gives it.
+func (p *Plan) Classify(host, public netip.Addr, port uint16) Translation {
+	verdict := Foreign
+	for _, e := range p.Egress {
+		if !e.Inside.Contains(host) {
+			continue
+		}
+		verdict = Stale
+		x := u32(host)
+		i := e.Mapping.owner(x)
+		if i < 0 || e.Pool[i].Addr != public {
+			continue
+		}
+		if b, ok := e.Mapping.(*BlockMapping); ok && !b.HostPorts(x).Contains(port) {
+			continue
+		}
+		return Current
+	}
+	return verdict
+}
+
+// Carries reports whether public is an address of the entry's pool.
+func (e *Egress) Carries(public netip.Addr) bool {
+	_, ok := e.index[u32(public)]
+	return ok
+}

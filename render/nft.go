@@ -34,7 +34,10 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		} else {
 			b.WriteString("\t\ttype ipv4_addr : ipv4_addr\n")
 		}
-		b.WriteString("\t\tflags interval\n\t\telements = {\n")
+		if m.Ranges() {
+			b.WriteString("\t\tflags interval\n")
+		}
+		b.WriteString("\t\telements = {\n")
 		for i, e := range m.Elements {
 			fmt.Fprintf(&b, "\t\t\t%s : %s", key(e), e.Addr)
 			if m.Kind == compiler.PortBlockMap {

@@ -47,8 +47,11 @@ func nftJSONMap(table string, m compiler.Map) obj {
 	for i, e := range m.Elements {
 		elems[i] = []any{addrRange(netipx.IPRangeFrom(e.From, e.To)), e.Addr.String()}
 	}
-	return obj{"family": "ip", "table": table, "name": m.Name, "type": "ipv4_addr", "map": "ipv4_addr",
-		"flags": []string{"interval"}, "elem": elems}
+	set := obj{"family": "ip", "table": table, "name": m.Name, "type": "ipv4_addr", "map": "ipv4_addr", "elem": elems}
+	if m.Ranges() {
+		set["flags"] = []string{"interval"}
+	}
+	return set
 }
 
 var saddr = obj{"payload": obj{"protocol": "ip", "field": "saddr"}}

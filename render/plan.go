@@ -32,7 +32,7 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 				right = append(right, i)
 			}
 		}
-		if err := table(w, header, rows, right...); err != nil {
+		if err := Table(w, header, rows, right...); err != nil {
 			return err
 		}
 		fmt.Fprintln(w, summary(e))

@@ -7,9 +7,9 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 )
 
-// table writes rows under header; columns listed in right are right-aligned
+// Table writes rows under header; columns listed in right are right-aligned
 // (numbers), the others left-aligned.
-func table(w io.Writer, header []string, rows [][]string, right ...int) error {
+func Table(w io.Writer, header []string, rows [][]string, right ...int) error {
 	align := make([]tw.Align, len(header))
 	for i := range align {
 		align[i] = tw.AlignLeft

@@ -4,14 +4,14 @@ import (
 	"bufio"
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/natpool/natpool/compiler"
 )
 
 // The uplink every packet test uses: the namespace's default route leaves
@@ -72,31 +72,15 @@ func (ns *NS) SendUDP(srcs []netip.Addr, sport uint16) {
 }
 
 // rawSocket opens an IPPROTO_RAW socket (which implies IP_HDRINCL) inside
-// the namespace: a socket belongs to the namespace of the thread that makes
-// it, so a locked thread enters the namespace, makes it and is then retired.
+// the namespace.
 func (ns *NS) rawSocket() (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		f, err := os.Open("/run/netns/" + ns.Name)
-		if err != nil {
-			done <- result{-1, err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- result{-1, err}
-			return
-		}
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		done <- result{fd, err}
-	}()
-	r := <-done
-	return r.fd, r.err
+	fd := -1
+	err := compiler.Within(ns.Name, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		return err
+	})
+	return fd, err
 }
 
 // Flow is one UDP conntrack entry: the original source and where the reply

@@ -1,0 +1,48 @@
+package cmd
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natpool/natpool/compiler"
+)
+
+// netnsFlag adds --netns, completed from the namespaces ip netns knows.
+func netnsFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "netns", "", "act inside this named network namespace (/run/netns/NAME)")
+	_ = cmd.RegisterFlagCompletionFunc("netns", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		entries, _ := os.ReadDir("/run/netns")
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+}
+
+// encodings are the kernel encodings of port blocks, by flag value.
+var encodings = map[string]compiler.Encoding{"compact": compiler.Compact, "per-host": compiler.PerHost}
+
+// encodingFlag adds --encoding.
+func encodingFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "encoding", "compact", "block strategy: port blocks as compact (per group) or per-host maps")
+	_ = cmd.RegisterFlagCompletionFunc("encoding", fixedCompletion("compact", "per-host"))
+}
+
+func encodingOf(name string) (compiler.Encoding, error) {
+	e, ok := encodings[name]
+	if !ok {
+		return 0, fmt.Errorf("encoding %q: want compact or per-host", name)
+	}
+	return e, nil
+}
+
+// where names the namespace for messages.
+func where(netns string) string {
+	if netns == "" {
+		return "this network namespace"
+	}
+	return "network namespace " + netns
+}
