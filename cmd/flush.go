@@ -34,15 +34,17 @@ func newFlushCmd(stdout io.Writer) *cobra.Command {
                   in block mode, port block) the plan no longer gives them:
                   after a pool change only the hosts that moved lose their
                   connections
-  --public ADDR   entries translated to ADDR (repeatable): when one uplink's
-                  address is gone
+  --public ADDR   entries of the plan's hosts translated to ADDR (repeatable):
+                  when one uplink's address is gone
   --oif NAME      only entries of the egress entry on that interface (with
                   neither of the above: all of them)
 
-Entries that are not source-NATed, or that the plan still makes, are never
-deleted. --dry-run counts per public address and deletes nothing.`,
+Only entries of the plan's inside hosts are ever deleted, so flush needs the
+spec even for --public; entries that are not source-NATed, or that the plan
+still makes, never are. --dry-run counts per public address and deletes
+nothing.`,
 		Example: `  natpool apply -f campus.yaml && natpool flush -f campus.yaml --stale
-  natpool flush --public 203.0.113.9 --netns nat0
+  natpool flush -f site.yaml --public 203.0.113.9 --netns nat0
   natpool flush -f site.yaml --oif eth3 --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runFlush(o, stdout) },
@@ -127,12 +129,11 @@ func (o *flushOptions) selector() (compiler.Selector, error) {
 	if !o.stale && len(o.public) == 0 && o.oif == "" {
 		return nil, fmt.Errorf("say what to flush: --stale, --public ADDR or --oif NAME")
 	}
-	var plan *pool.Plan
-	if o.stale || o.oif != "" {
-		var err error
-		if plan, err = o.spec.plan(); err != nil {
-			return nil, err
-		}
+	// Even --public needs the plan: flush deletes only natpool's entries,
+	// those of the plan's inside hosts.
+	plan, err := o.spec.plan()
+	if err != nil {
+		return nil, err
 	}
 	var reasons []compiler.Selector
 	if o.stale {
@@ -147,7 +148,7 @@ func (o *flushOptions) selector() (compiler.Selector, error) {
 			}
 			addrs[i] = a
 		}
-		reasons = append(reasons, compiler.TranslatedTo(addrs))
+		reasons = append(reasons, compiler.TranslatedTo(plan, addrs))
 	}
 	scope := func(compiler.SNAT) bool { return true }
 	if o.oif != "" {

@@ -89,7 +89,8 @@ func (c *Conntrack) Delete(s SNAT) error {
 	return err
 }
 
-// Selector decides which source-NATed entries a flush deletes.
+// Selector decides which source-NATed entries a flush deletes. Every
+// selector keeps to natpool's own entries: those of the plan's inside hosts.
 type Selector func(SNAT) bool
 
 // StaleIn selects the entries of natpool's inside hosts whose translation
@@ -98,13 +99,16 @@ func StaleIn(p *pool.Plan) Selector {
 	return func(s SNAT) bool { return p.Classify(s.Host, s.Public.Addr(), s.Public.Port()) == pool.Stale }
 }
 
-// TranslatedTo selects the entries translated to one of addrs.
-func TranslatedTo(addrs []netip.Addr) Selector {
+// TranslatedTo selects the entries of natpool's inside hosts translated to
+// one of addrs; entries others made to the same addresses stay.
+func TranslatedTo(p *pool.Plan, addrs []netip.Addr) Selector {
 	set := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		set[a] = true
 	}
-	return func(s SNAT) bool { return set[s.Public.Addr()] }
+	return func(s SNAT) bool {
+		return set[s.Public.Addr()] && p.Classify(s.Host, s.Public.Addr(), s.Public.Port()) != pool.Foreign
+	}
 }
 
 // Of selects the entries of one egress entry: its inside hosts leaving

@@ -91,6 +91,10 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 		if s.Interval {
 			elems = intervals(m.Elements, value)
 		} else {
+			// A hash map of declared size gets the kernel's fixed-size
+			// backend: a resizable one rehashes after a large load, and a
+			// dump during the rehash misses elements.
+			s.Size = uint32(len(m.Elements))
 			for _, e := range m.Elements {
 				elems = append(elems, nftables.SetElement{Key: ip4(e.From), Val: value(e)})
 			}

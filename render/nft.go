@@ -36,6 +36,8 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		}
 		if m.Ranges() {
 			b.WriteString("\t\tflags interval\n")
+		} else {
+			fmt.Fprintf(&b, "\t\tsize %d\n", len(m.Elements)) // see compiler: a fixed-size hash
 		}
 		b.WriteString("\t\telements = {\n")
 		for i, e := range m.Elements {

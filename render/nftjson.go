@@ -50,6 +50,8 @@ func nftJSONMap(table string, m compiler.Map) obj {
 	set := obj{"family": "ip", "table": table, "name": m.Name, "type": "ipv4_addr", "map": "ipv4_addr", "elem": elems}
 	if m.Ranges() {
 		set["flags"] = []string{"interval"}
+	} else {
+		set["size"] = len(m.Elements)
 	}
 	return set
 }

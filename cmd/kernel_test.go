@@ -1,0 +1,278 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/natpool/natpool/compiler/netnstest"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
+)
+
+// keepHostState fails the test if the ruleset of the namespace the test
+// runs in differs when it ends: every operation here is namespaced, and a
+// lost namespace descriptor would send a batch to the wrong one.
+func keepHostState(t *testing.T) {
+	t.Helper()
+	netnstest.Require(t, "nft")
+	list := func() string {
+		out, err := exec.Command("nft", "list", "ruleset").Output()
+		if err != nil {
+			t.Fatalf("nft list ruleset: %v", err)
+		}
+		return string(out)
+	}
+	before := list()
+	t.Cleanup(func() {
+		if after := list(); after != before {
+			t.Errorf("the test's own namespace changed:\n%s", render.UnifiedDiff("before", "after", before, after))
+		}
+	})
+}
+
+// specFile writes a one-entry spec leaving through the test uplink.
+func specFile(t *testing.T, es pool.EgressSpec) (string, *pool.Plan) {
+	t.Helper()
+	es.Name, es.OIF = "test", netnstest.Uplink
+	path := filepath.Join(t.TempDir(), "spec.json")
+	data, err := json.Marshal(pool.Spec{Egress: []pool.EgressSpec{es}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := pool.LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.NewPlan(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, p
+}
+
+// must runs natpool and fails the test unless it exits with status code.
+func must(t *testing.T, code int, args ...string) string {
+	t.Helper()
+	got, stdout, stderr := run(args...)
+	if got != code {
+		t.Fatalf("natpool %s: exit %d, want %d\n%s%s", strings.Join(args, " "), got, code, stdout, stderr)
+	}
+	return stdout
+}
+
+// For each strategy, natpool apply in a namespace with an uplink, then UDP
+// from every inside host (at least 1,000, the edges of every range and
+// block among them): each translation in conntrack is what natpool lookup
+// predicts. status reports the table in sync.
+func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	tests := []struct {
+		name     string
+		spec     pool.EgressSpec
+		encoding string
+	}{
+		{"octet", pool.EgressSpec{Strategy: "octet", Octets: "1-254", Private: []string{"10.16.0.0/22", "10.20.0.0-10.20.0.99"},
+			Pool: []string{"192.76.8.1-192.76.8.51"}, Exclude: []string{"10.16.1.77"}}, ""},
+		{"hash", pool.EgressSpec{Strategy: "hash", Private: []string{"10.16.0.0/22", "10.20.0.0-10.20.0.99"},
+			Pool: []string{"192.76.8.0/28", "192.76.9.1=3"}, Exclude: []string{"192.76.8.0"}, Ports: "2000-60000"}, ""},
+		{"persistent", pool.EgressSpec{Strategy: "persistent", Private: []string{"10.64.0.0/22"}, Pool: []string{"192.76.8.0/26"}}, ""},
+		{"block", pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"}}, ""},
+		{"block-unaligned", pool.EgressSpec{Strategy: "block", BlockSize: "1000", Private: []string{"100.64.0.5-100.64.4.4"}, Pool: []string{"198.18.0.0/28"}}, ""},
+		{"block-per-host", pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"},
+			Exclude: []string{"100.64.2.9"}}, "per-host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, p := specFile(t, tt.spec)
+			ns := netnstest.New(t)
+			ns.AddUplink()
+			args := []string{"apply", "-f", path, "--netns", ns.Name}
+			if tt.encoding != "" {
+				args = append(args, "--encoding", tt.encoding)
+			}
+			must(t, 0, args...)
+			must(t, 0, "status", "-f", path, "--netns", ns.Name)
+			hosts := netnstest.Hosts(p)
+			ns.SendUDP(hosts, 40000)
+			if n := netnstest.CheckFlows(t, p, hosts, ns.Flows()); n < 1000 {
+				t.Errorf("checked %d flows, want at least 1000", n)
+			}
+		})
+	}
+}
+
+// flows of plan A; apply plan B, one more public address (hash): flush
+// --stale deletes exactly the flows of the hosts that moved.
+func TestFlushStaleDeletesExactlyTheMovedHosts(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	spec := pool.EgressSpec{Strategy: "hash", Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0-192.76.8.7"}}
+	pathA, planA := specFile(t, spec)
+	spec.Pool = []string{"192.76.8.0-192.76.8.8"}
+	pathB, planB := specFile(t, spec)
+
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	must(t, 0, "apply", "-f", pathA, "--netns", ns.Name)
+	hosts := netnstest.Hosts(planA)
+	ns.SendUDP(hosts, 40000)
+	must(t, 0, "apply", "-f", pathB, "--netns", ns.Name)
+
+	moved := map[netip.Addr]bool{}
+	for _, h := range hosts {
+		a, _ := planA.Lookup(h.String(), "")
+		b, _ := planB.Lookup(h.String(), "")
+		if a[0].Public != b[0].Public {
+			moved[h] = true
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no host moved: the test proves nothing")
+	}
+	var report struct{ Scanned, Deleted int }
+	if err := json.Unmarshal([]byte(must(t, 0, "flush", "-f", pathB, "--netns", ns.Name, "--stale", "-o", "json")), &report); err != nil {
+		t.Fatal(err)
+	}
+	if report.Scanned != len(hosts) || report.Deleted != len(moved) {
+		t.Errorf("scanned %d and deleted %d; want %d and %d", report.Scanned, report.Deleted, len(hosts), len(moved))
+	}
+	flows := ns.Flows()
+	for _, h := range hosts {
+		if _, kept := flows[h]; kept == moved[h] {
+			t.Errorf("%s: moved %v, but its flow kept %v", h, moved[h], kept)
+		}
+	}
+}
+
+// Another nft table, iptables rules in the filter and nat tables and
+// conntrack entries natpool did not make exist before natpool acts; after
+// apply, re-apply, flush and apply --delete they are as they were.
+func TestForeignStateIsUntouched(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack", "iptables", "iptables-save")
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	ns.MustRun(`table inet foreign {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport 22 counter accept
+	}
+	chain post {
+		type nat hook postrouting priority srcnat - 10; policy accept;
+		ip saddr 172.31.0.0/16 masquerade
+	}
+}
+`, "nft", "-f", "-")
+	ns.MustRun("", "iptables", "-A", "INPUT", "-s", "198.51.100.0/24", "-j", "ACCEPT")
+	ns.MustRun("", "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "172.30.0.0/16", "-j", "MASQUERADE")
+	// Entries natpool did not make: masqueraded by others, and not NATed at all.
+	foreignHosts := []netip.Addr{netip.MustParseAddr("172.31.0.5"), netip.MustParseAddr("172.30.0.6"), netip.MustParseAddr("203.0.113.77")}
+	ns.SendUDP(foreignHosts, 41000)
+
+	snapshot := func() string {
+		var b strings.Builder
+		b.WriteString(ns.MustRun("", "nft", "list", "table", "inet", "foreign"))
+		for _, table := range []string{"filter", "nat"} {
+			for _, l := range strings.Split(ns.MustRun("", "iptables-save", "-t", table), "\n") {
+				if !strings.HasPrefix(l, "#") { // the dated header and footer
+					b.WriteString(l + "\n")
+				}
+			}
+		}
+		flows := ns.Flows()
+		var lines []string
+		for _, h := range foreignHosts {
+			lines = append(lines, fmt.Sprintf("%s -> %s", flows[h].Src, flows[h].Translated))
+		}
+		sort.Strings(lines)
+		b.WriteString(strings.Join(lines, "\n"))
+		return b.String()
+	}
+	before := snapshot()
+
+	path, p := specFile(t, pool.EgressSpec{Strategy: "hash", Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}})
+	must(t, 0, "apply", "-f", path, "--netns", ns.Name)
+	ns.SendUDP(netnstest.Hosts(p), 40000)
+	must(t, 0, "apply", "-f", path, "--netns", ns.Name, "--pool", "192.76.8.0/28")
+	must(t, 0, "flush", "-f", path, "--netns", ns.Name, "--pool", "192.76.8.0/28", "--stale")
+	// 192.0.2.1 is the uplink's address, which the foreign masquerade
+	// rules use: naming it must not reach their entries.
+	must(t, 0, "flush", "-f", path, "--netns", ns.Name, "--public", "192.76.8.1", "--public", "192.0.2.1")
+	must(t, 0, "apply", "--delete", "--netns", ns.Name)
+
+	if after := snapshot(); after != before {
+		t.Errorf("foreign state changed:\n%s", render.UnifiedDiff("before", "after", before, after))
+	}
+}
+
+// A per-host map of a /14 is a batch of tens of megabytes: it applies in
+// one transaction, and status then reports it in sync.
+func TestLargeBatchAppliesAndIsInSync(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t)
+	spec := []string{"--private", "10.16.0.0/14", "--pool", "192.76.8.0/24", "--strategy", "block", "--netns", ns.Name}
+	must(t, 0, append([]string{"apply", "--encoding", "per-host"}, spec...)...)
+	out := must(t, 0, append([]string{"status"}, spec...)...)
+	if !strings.Contains(out, "in sync") || !strings.Contains(out, "524288 elements") {
+		t.Errorf("status: %s", out)
+	}
+}
+
+// status exits 0 in sync, 1 on drift (naming what differs), 2 without a table.
+func TestStatusExitStatus(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t)
+	spec := []string{"--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--strategy", "octet", "--netns", ns.Name}
+	_, _, stderr := run(append([]string{"status"}, spec...)...)
+	if !strings.Contains(stderr, "no table ip natpool") {
+		t.Errorf("status without a table: %q", stderr)
+	}
+	must(t, 2, append([]string{"status"}, spec...)...)
+	must(t, 0, append([]string{"apply"}, spec...)...)
+	must(t, 0, append([]string{"status"}, spec...)...)
+	ns.MustRun("", "nft", "delete", "element", "ip", "natpool", "default_octet", "{ 0.0.0.32-0.0.0.63 }")
+	out := must(t, 1, append([]string{"status"}, spec...)...)
+	// The deleted interval is its start (with the address) and its end.
+	if !strings.Contains(out, "map default_octet: 2 missing, 0 extra") || !strings.Contains(out, "0.0.0.32 : 192.76.8.1") {
+		t.Errorf("drift report:\n%s", out)
+	}
+}
+
+// Bad input to apply changes nothing in the kernel: a plan that fails
+// validation, a namespace that does not exist. An interface that does not
+// exist is allowed, and reported.
+func TestApplyBadInputChangesNothing(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t)
+	good := []string{"apply", "--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--netns", ns.Name}
+	must(t, 0, good...)
+	before := ns.MustRun("", "nft", "list", "ruleset")
+	for _, args := range [][]string{
+		{"apply", "--private", "10.16.0.0/33", "--pool", "192.76.8.0/29", "--netns", ns.Name},
+		{"apply", "--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--strategy", "block", "--hosts-per-ip", "3", "--netns", ns.Name},
+		{"apply", "--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--netns", ns.Name + "-missing"},
+	} {
+		code, _, stderr := run(args...)
+		if code != exitTrouble || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+	if after := ns.MustRun("", "nft", "list", "ruleset"); after != before {
+		t.Errorf("bad input changed the ruleset:\n%s", render.UnifiedDiff("before", "after", before, after))
+	}
+	code, _, stderr := run(append(good, "--oif", "eth9")...)
+	if code != 0 || !strings.Contains(stderr, "no interface eth9") {
+		t.Errorf("unknown interface: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,55 @@
+package netnstest
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// Hosts returns every address of the plan's inside ranges, excluded and
+// unmapped ones included: the edges of every range and block among them.
+func Hosts(p *pool.Plan) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var hosts []netip.Addr
+	for _, e := range p.Egress {
+		for _, r := range e.Private {
+			for h := r.From(); r.Contains(h); h = h.Next() {
+				if !seen[h] {
+					seen[h] = true
+					hosts = append(hosts, h)
+				}
+			}
+		}
+	}
+	return hosts
+}
+
+// CheckFlows asserts that each host's flow left as natpool lookup says: with
+// the public address it predicts and a source port in the range it gives,
+// or untranslated when the plan maps the host nowhere. It returns how many
+// flows it checked.
+func CheckFlows(t *testing.T, p *pool.Plan, hosts []netip.Addr, flows map[netip.Addr]Flow) int {
+	t.Helper()
+	checked := 0
+	for _, h := range hosts {
+		f, ok := flows[h]
+		if !ok {
+			t.Errorf("%s: no conntrack entry", h)
+			continue
+		}
+		checked++
+		answers, err := p.Lookup(h.String(), "")
+		if err != nil { // excluded, or a value outside the octet range
+			if f.Translated.Addr() != h {
+				t.Errorf("%s is not mapped (%v) but left as %s", h, err, f.Translated)
+			}
+			continue
+		}
+		a := answers[0]
+		if f.Translated.Addr() != a.Public || !a.Ports.Contains(f.Translated.Port()) {
+			t.Errorf("%s left as %s; natpool lookup says %s ports %s", h, f.Translated, a.Public, a.Ports)
+		}
+	}
+	return checked
+}
