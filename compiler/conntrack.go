@@ -1,12 +1,16 @@
 package compiler
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/pool"
@@ -17,6 +21,7 @@ import (
 type Conntrack struct {
 	netns *os.File // held open for the connection's life, as in Kernel
 	conn  *conntrack.Conn
+	dump  *netlink.Conn
 }
 
 // DialConntrack connects to the conntrack table of the named network
@@ -31,19 +36,24 @@ func DialConntrack(netns string) (*Conntrack, error) {
 		}
 		c.netns, cfg.NetNS = f, int(f.Fd())
 	}
-	conn, err := conntrack.Dial(cfg)
+	var err error
+	if c.conn, err = conntrack.Dial(cfg); err == nil {
+		c.dump, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	}
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.conn = conn
 	return c, nil
 }
 
-// Close releases the connection and the namespace.
+// Close releases the connections and the namespace.
 func (c *Conntrack) Close() error {
 	if c.conn != nil {
 		c.conn.Close()
+	}
+	if c.dump != nil {
+		c.dump.Close()
 	}
 	if c.netns != nil {
 		return c.netns.Close()
@@ -56,33 +66,149 @@ func (c *Conntrack) Close() error {
 type SNAT struct {
 	Host   netip.Addr
 	Public netip.AddrPort
-	flow   conntrack.Flow
+	msg    netlink.Message // the entry as dumped, decoded whole only to delete it
 }
 
-// SNATs returns the IPv4 source-NATed entries, and how many entries the
-// table holds in all.
+// SNATs returns the IPv4 source-NATed entries, and how many IPv4 entries
+// the table holds in all.
+//
+// The dump runs on a socket of its own, read 32 KiB at a time, and decodes
+// only the four fields natpool needs: the kernel sizes each round of a dump
+// by the reader's buffer, and the library reads a page at a time and
+// decodes every field, which takes most of a flush of 100,000 entries.
 func (c *Conntrack) SNATs() ([]SNAT, int, error) {
-	flows, err := c.conn.Dump(nil)
+	req := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtGet), Flags: netlink.Request | netlink.Dump},
+		Data:   []byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg: IPv4 entries only
+	}
+	if _, err := c.dump.Send(req); err != nil {
+		return nil, 0, err
+	}
+	raw, err := c.dump.SyscallConn()
 	if err != nil {
 		return nil, 0, err
 	}
 	var out []SNAT
-	for _, f := range flows {
-		if !f.Status.SrcNAT() || !f.TupleOrig.IP.SourceAddress.Is4() {
-			continue
-		}
-		out = append(out, SNAT{
-			Host:   f.TupleOrig.IP.SourceAddress,
-			Public: netip.AddrPortFrom(f.TupleReply.IP.DestinationAddress, f.TupleReply.Proto.DestinationPort),
-			flow:   f,
+	total := 0
+	for {
+		buf := make([]byte, dumpBuffer)
+		var n int
+		var recvErr error
+		err := raw.Read(func(fd uintptr) bool {
+			n, _, recvErr = unix.Recvfrom(int(fd), buf, 0)
+			return recvErr != unix.EAGAIN
 		})
+		if err == nil {
+			err = recvErr
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("conntrack dump: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, 0, fmt.Errorf("conntrack dump: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, total, nil
+			case unix.NLMSG_ERROR:
+				if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+					return nil, 0, fmt.Errorf("conntrack dump: %w", syscall.Errno(-errno))
+				}
+				continue
+			}
+			total++
+			msg := netlink.Message{Header: netlink.Header{Length: m.Header.Len, Type: netlink.HeaderType(m.Header.Type),
+				Flags: netlink.HeaderFlags(m.Header.Flags), Sequence: m.Header.Seq, PID: m.Header.Pid}, Data: m.Data}
+			if s, ok := decodeSNAT(msg); ok {
+				out = append(out, s)
+			}
+		}
 	}
-	return out, len(flows), nil
+}
+
+// ctnetlink message and attribute types (linux/netfilter/nfnetlink_conntrack.h).
+const (
+	ipctnlMsgCtGet         = 1
+	ctaTupleOrig           = 1
+	ctaTupleReply          = 2
+	ctaStatus              = 3
+	ctaTupleIP             = 1
+	ctaTupleProto          = 2
+	ctaIPv4Src             = 1
+	ctaIPv4Dst             = 2
+	ctaProtoDstPort        = 3
+	ipsSrcNAT       uint32 = 1 << 4 // IPS_SRC_NAT
+)
+
+// decodeSNAT reads the status, the original source and the reply's
+// destination address and port of an entry; false unless it is source-NATed.
+func decodeSNAT(m netlink.Message) (SNAT, bool) {
+	_, ad, err := netfilter.DecodeNetlink(m)
+	if err != nil {
+		return SNAT{}, false
+	}
+	var status uint32
+	var orig, reply tuple
+	for ad.Next() {
+		switch ad.Type() {
+		case ctaTupleOrig:
+			ad.Nested(orig.decode)
+		case ctaTupleReply:
+			ad.Nested(reply.decode)
+		case ctaStatus:
+			status = ad.Uint32()
+		}
+	}
+	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {
+		return SNAT{}, false
+	}
+	return SNAT{Host: orig.src, Public: netip.AddrPortFrom(reply.dst, reply.dport), msg: m}, true
+}
+
+// tuple is the part of a conntrack tuple natpool reads.
+type tuple struct {
+	src, dst netip.Addr
+	dport    uint16
+}
+
+func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
+	for ad.Next() {
+		switch ad.Type() {
+		case ctaTupleIP:
+			ad.Nested(func(ad *netlink.AttributeDecoder) error {
+				for ad.Next() {
+					switch ad.Type() {
+					case ctaIPv4Src:
+						t.src, _ = netip.AddrFromSlice(ad.Bytes())
+					case ctaIPv4Dst:
+						t.dst, _ = netip.AddrFromSlice(ad.Bytes())
+					}
+				}
+				return nil
+			})
+		case ctaTupleProto:
+			ad.Nested(func(ad *netlink.AttributeDecoder) error {
+				for ad.Next() {
+					if ad.Type() == ctaProtoDstPort {
+						t.dport = ad.Uint16()
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return nil
 }
 
 // Delete removes one entry; an entry that has gone meanwhile is no error.
 func (c *Conntrack) Delete(s SNAT) error {
-	err := c.conn.Delete(s.flow)
+	var ev conntrack.Event
+	if err := ev.Unmarshal(s.msg); err != nil {
+		return err
+	}
+	err := c.conn.Delete(*ev.Flow)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
