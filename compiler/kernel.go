@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -66,13 +67,16 @@ func (k *Kernel) Close() error {
 }
 
 const (
-	minBuffer = 1 << 20
-	// bytesPerElement bounds the netlink bytes of one set element with its
-	// attributes, to size the socket buffers from the batch.
-	bytesPerElement = 96
-	// elementsPerMessage keeps a message's element list (about 40 bytes an
-	// element at most) well inside a netlink attribute's 64 KiB.
-	elementsPerMessage = 1000
+	batchGCPercent = 50
+	minBuffer      = 1 << 20
+	// bytesPerElement bounds the netlink bytes of one kernel set element
+	// with its attributes (40 at most), to size the socket buffers from the
+	// batch; a ruleset element is two kernel elements in an interval map.
+	bytesPerElement = 48
+	// elementsPerMessage keeps a message's element list (at most two kernel
+	// elements of at most 40 bytes each per ruleset element) inside a
+	// netlink attribute's 64 KiB.
+	elementsPerMessage = 750
 )
 
 // setBuffers raises the socket buffers to hold the batch, as nft does: one
@@ -143,6 +147,10 @@ func widenDumps(raw syscall.RawConn) error {
 // Apply replaces natpool's table with rs in one transaction: the kernel
 // applies all of it or none, so on error the previous table stays as it was.
 func (k *Kernel) Apply(rs *Ruleset) error {
+	// A batch of a million elements is as large as the ruleset it comes
+	// from, and both are garbage moments later: collect sooner while
+	// building it, so the peak stays near what is live.
+	defer debug.SetGCPercent(debug.SetGCPercent(batchGCPercent))
 	o, err := buildObjects(rs)
 	if err != nil {
 		return err
@@ -160,23 +168,23 @@ func (k *Kernel) Apply(rs *Ruleset) error {
 		// against changing one after its batch: within the batch that
 		// creates it, the kernel finds it by its batch ID, which the copy
 		// keeps.
-		first := s.elements[:min(len(s.elements), elementsPerMessage)]
 		if s.set.Constant {
 			// AddSet sizes a constant set by the elements it is given;
-			// declare them all, as nft does.
-			s.set.Size = uint32(len(s.elements))
+			// declare them all, as nft does. (Constant sets are the small
+			// anonymous ones.)
+			s.set.Size = uint32(len(s.all()))
 		}
-		if err := c.AddSet(s.set, first); err != nil {
+		if err := c.AddSet(s.set, s.elements(0, min(s.n, elementsPerMessage))); err != nil {
 			return err
 		}
 		more := *s.set
 		more.Anonymous = false
-		for i := len(first); i < len(s.elements); i += elementsPerMessage {
-			if err := c.SetAddElements(&more, s.elements[i:min(i+elementsPerMessage, len(s.elements))]); err != nil {
+		for i := elementsPerMessage; i < s.n; i += elementsPerMessage {
+			if err := c.SetAddElements(&more, s.elements(i, min(i+elementsPerMessage, s.n))); err != nil {
 				return err
 			}
 		}
-		elements += len(s.elements)
+		elements += s.n
 	}
 	for _, r := range o.rules {
 		c.AddRule(r)

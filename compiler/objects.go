@@ -37,21 +37,33 @@ type objects struct {
 
 // add records a set, giving it its batch-local ID now, so that the lookups
 // built next can name it (AddSet would assign IDs only when queued).
-func (o *objects) add(s *nftables.Set, elems []nftables.SetElement) {
-	s.ID = uint32(len(o.sets) + 1)
-	if s.Anonymous {
-		s.Name = "__set%d"
-		if s.IsMap {
-			s.Name = "__map%d"
+func (o *objects) add(s setWithElements) {
+	s.set.ID = uint32(len(o.sets) + 1)
+	if s.set.Anonymous {
+		s.set.Name = "__set%d"
+		if s.set.IsMap {
+			s.set.Name = "__map%d"
 		}
 	}
-	o.sets = append(o.sets, setWithElements{s, elems})
+	o.sets = append(o.sets, s)
 }
 
+// setWithElements is a set and its elements. The elements of a map of a
+// million hosts are made a message at a time as the batch is queued, not
+// all at once: elements(i, j) gives the kernel elements of the ruleset's
+// elements i to j.
 type setWithElements struct {
 	set      *nftables.Set
-	elements []nftables.SetElement
+	n        int
+	elements func(i, j int) []nftables.SetElement
 }
+
+// listed is a set whose kernel elements are at hand.
+func listed(s *nftables.Set, elems []nftables.SetElement) setWithElements {
+	return setWithElements{s, len(elems), func(i, j int) []nftables.SetElement { return elems[i:j] }}
+}
+
+func (s setWithElements) all() []nftables.SetElement { return s.elements(0, s.n) }
 
 func buildObjects(rs *Ruleset) (*objects, error) {
 	o := &objects{table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: rs.Table}}
@@ -87,20 +99,25 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			s.DataType = nftables.TypeInetService
 			value = func(e Element) []byte { return binaryutil.BigEndian.PutUint16(e.Ports.Lo) }
 		}
-		var elems []nftables.SetElement
-		if s.Interval {
-			elems = intervals(m.Elements, value)
-		} else {
+		elems := func(i, j int) []nftables.SetElement { return intervals(m.Elements[i:j], value, i == 0) }
+		if !s.Interval {
 			// A hash map of declared size gets the kernel's fixed-size
 			// backend: a resizable one rehashes after a large load, and a
 			// dump during the rehash misses elements.
 			s.Size = uint32(len(m.Elements))
-			for _, e := range m.Elements {
-				elems = append(elems, nftables.SetElement{Key: ip4(e.From), Val: value(e)})
+			elems = func(i, j int) []nftables.SetElement {
+				out := make([]nftables.SetElement, j-i)
+				keys := make([]byte, 4*(j-i)) // one allocation for a message's keys
+				for k, e := range m.Elements[i:j] {
+					key := keys[4*k : 4*k+4 : 4*k+4]
+					copy(key, ip4(e.From))
+					out[k] = nftables.SetElement{Key: key, Val: value(e)}
+				}
+				return out
 			}
 		}
 		named[m.Name] = s
-		o.add(s, elems)
+		o.add(setWithElements{s, len(m.Elements), elems})
 	}
 	for _, r := range rs.Rules {
 		exprs, err := o.ruleExprs(r, named)
@@ -120,7 +137,7 @@ func (o *objects) anonymous(keyType, dataType nftables.SetDatatype, interval boo
 	if dataType.Bytes > 0 {
 		s.IsMap, s.DataType = true, dataType
 	}
-	o.add(s, elems)
+	o.add(listed(s, elems))
 	return s
 }
 
@@ -144,7 +161,7 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 	var x []expr.Any
 	switch src := r.Sources; {
 	case len(src) > 1:
-		s := o.anonymous(nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil))
+		s := o.anonymous(nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
 		x = append(x, saddr(reg1), lookup(s, reg1))
 	default:
 		from, to := src[0].From(), src[0].To()
@@ -214,11 +231,12 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 // intervals encodes map or set elements for an interval set as nft does (the
 // kernel answers EEXIST otherwise): an end element at 0.0.0.0 unless the
 // first range starts there, then per range its start (with its value, when
-// val is set) and an end element at the address after it.
-func intervals(elems []Element, val func(Element) []byte) []nftables.SetElement {
-	var out []nftables.SetElement
+// val is set) and an end element at the address after it. first says
+// whether elems begins the set.
+func intervals(elems []Element, val func(Element) []byte, first bool) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*len(elems)+1)
 	zero := netip.IPv4Unspecified()
-	if len(elems) == 0 || elems[0].From != zero {
+	if first && (len(elems) == 0 || elems[0].From != zero) {
 		out = append(out, nftables.SetElement{Key: ip4(zero), IntervalEnd: true})
 	}
 	for _, e := range elems {

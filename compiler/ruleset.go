@@ -77,6 +77,7 @@ func (m Map) Ranges() bool {
 
 // Element is one map element: keys From-To (equal for a single key) map to
 // Addr, for a PortBlockMap to Addr and Ports, for a PortMap to Ports.Lo.
+// Fields a map's kind does not use are ignored (and may be set).
 type Element struct {
 	From, To netip.Addr
 	Addr     netip.Addr
@@ -212,12 +213,13 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		l4 := r
 		l4.L4 = true
 		if o.Encoding == PerHost {
-			blocks := Map{Name: name + "_blocks", Kind: PortBlockMap}
-			addrs := Map{Name: name + "_addrs", Kind: AddrMap}
+			blocks := Map{Name: name + "_blocks", Kind: PortBlockMap, Elements: make([]Element, 0, e.InsideHosts())}
 			e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 				blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
-				addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
 			})
+			// The address map has the same keys and addresses, and an
+			// AddrMap's users read no ports: it shares the elements.
+			addrs := Map{Name: name + "_addrs", Kind: AddrMap, Elements: blocks.Elements}
 			rs.Maps = append(rs.Maps, blocks, addrs)
 			l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
 			r.Target = Target{Kind: ByHost, Map: addrs.Name}
@@ -254,6 +256,9 @@ func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pm
 		pmax.Elements = append(pmax.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Hi, Hi: ports.Hi}})
 	}
 	if !m.Aligned() {
+		hosts := e.InsideHosts()
+		addrs.Elements = make([]Element, 0, hosts)
+		pmin.Elements, pmax.Elements = make([]Element, 0, hosts), make([]Element, 0, hosts)
 		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
 			port(host, ports)
@@ -287,19 +292,24 @@ func digest(rs *Ruleset) string {
 	fmt.Fprintf(h, "table %s\n", rs.Table)
 	for _, m := range rs.Maps {
 		fmt.Fprintf(h, "map %s %d %d\n", m.Name, m.Kind, len(m.Elements))
-		var b [14]byte
+		var b [16]byte
 		for _, e := range m.Elements {
 			from, to, a := e.From.As4(), e.To.As4(), [4]byte{}
-			if e.Addr.IsValid() { // a PortMap element has none
+			var ports pool.PortRange
+			switch m.Kind { // only what the kind uses decides behaviour
+			case AddrMap:
 				a = e.Addr.As4()
+			case PortBlockMap:
+				a, ports = e.Addr.As4(), e.Ports
+			case PortMap:
+				ports = e.Ports
 			}
 			copy(b[0:], from[:])
 			copy(b[4:], to[:])
 			copy(b[8:], a[:])
-			binary.BigEndian.PutUint16(b[12:], e.Ports.Lo)
+			binary.BigEndian.PutUint16(b[12:], ports.Lo)
+			binary.BigEndian.PutUint16(b[14:], ports.Hi)
 			h.Write(b[:])
-			binary.BigEndian.PutUint16(b[:2], e.Ports.Hi)
-			h.Write(b[:2])
 		}
 	}
 	for _, r := range rs.Rules {

@@ -140,7 +140,7 @@ func (k *Kernel) Read(table string) (*TableState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		sw := setWithElements{s, elems}
+		sw := listed(s, elems)
 		byName[s.Name] = sw
 		o.sets = append(o.sets, sw)
 	}
@@ -185,7 +185,7 @@ func setType(s *nftables.Set) string {
 // elementsText writes a set's elements in key order (the kernel dumps them
 // in its own), an interval's end before the start that shares its key.
 func elementsText(s setWithElements) []string {
-	elems := slices.Clone(s.elements)
+	elems := slices.Clone(s.all())
 	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
 		if c := strings.Compare(string(a.Key), string(b.Key)); c != 0 {
 			return c

@@ -158,14 +158,23 @@ func (e *Egress) collect(only int) ([][]netipx.IPRange, uint64) {
 // EachHost calls fn for every mapped inside host, ascending, with its public
 // address and the ports its connections leave from.
 func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
-	b, _ := e.Mapping.(*BlockMapping)
-	e.eachMapped(func(x uint32, i int) {
-		ports := e.Ports
-		if b != nil {
-			ports = b.HostPorts(x)
+	b, ok := e.Mapping.(*BlockMapping)
+	if !ok {
+		e.eachMapped(func(x uint32, i int) { fn(addrOf(x), e.Pool[i].Addr, e.Ports) })
+		return
+	}
+	// Block mode numbers hosts in address order: count along each range
+	// instead of searching for every host's number.
+	h := uint64(b.HostsPerIP)
+	for _, s := range e.inside {
+		n, _ := b.number(s.lo)
+		for x := s.lo; ; x, n = x+1, n+1 {
+			fn(addrOf(x), e.Pool[n/h].Addr, b.Block(int(n%h)))
+			if x == s.hi {
+				break
+			}
 		}
-		fn(addrOf(x), e.Pool[i].Addr, ports)
-	})
+	}
 }
 
 // Translation says what the plan makes of a source-NATed connection from

@@ -296,6 +296,9 @@ func overlapping(entries []entry, r netipx.IPRange) int {
 	return slices.IndexFunc(entries, func(e entry) bool { return e.Overlaps(r) })
 }
 
+// InsideHosts returns the number of inside hosts, excluded ones left out.
+func (e *Egress) InsideHosts() int { return int(countOf(e.inside)) }
+
 // eachMapped calls fn for every mapped inside host, ascending, with its Pool index.
 func (e *Egress) eachMapped(fn func(x uint32, owner int)) {
 	each(e.inside, func(x uint32) {
