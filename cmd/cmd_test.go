@@ -145,3 +145,22 @@ func TestFlagsOverrideTheSpecFile(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 }
+
+func TestCapacityGolden(t *testing.T) {
+	for _, tc := range []struct{ name, spec, output string }{
+		{"two-isp.table", "two-isp", "table"},
+		{"cgnat.json", "cgnat", "json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := run("capacity", "-f", "../testdata/"+tc.spec+".yaml", "--sessions-per-host", "400",
+				"--same-destination-share", "0.2", "-o", tc.output)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			golden(t, "capacity-"+tc.name, stdout)
+		})
+	}
+	if code, _, stderr := run("capacity", "-f", "../testdata/cgnat.yaml", "--target", "1.5"); code != exitTrouble || !strings.Contains(stderr, "target 1.5") {
+		t.Errorf("--target 1.5: exit %d, %q", code, stderr)
+	}
+}

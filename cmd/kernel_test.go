@@ -1,8 +1,10 @@
 package cmd
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -110,6 +112,41 @@ func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// CGNAT scale: 100.64.0.0/10 onto a /20 in the compact encoding, under
+// 10,000 kernel elements; packets from the first and last hosts of the /10,
+// of every 1,024-host group edge sampled, and of random hosts leave with a
+// port inside their block.
+func TestCGNATScaleTranslatesAsLookupPredicts(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	path, p := specFile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "1024", Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}})
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	var applied struct{ Elements int }
+	if err := json.Unmarshal([]byte(must(t, 0, "apply", "-f", path, "--netns", ns.Name, "-o", "json")), &applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied.Elements >= 10000 {
+		t.Errorf("%d kernel elements, want fewer than 10,000", applied.Elements)
+	}
+	first := netip.MustParseAddr("100.64.0.0")
+	hosts := []netip.Addr{first, netip.MustParseAddr("100.127.255.255"), netip.MustParseAddr("100.100.7.9")}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 2000 {
+		group := rng.Uint32N(4096) << 10 // a random group's first, last or any host
+		for _, offset := range []uint32{0, 1023, rng.Uint32N(1024)} {
+			hosts = append(hosts, netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, u32(first)+group+offset))))
+		}
+	}
+	ns.SendUDP(hosts, 40000)
+	netnstest.CheckFlows(t, p, hosts, ns.Flows())
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
 }
 
 // flows of plan A; apply plan B, one more public address (hash): flush
@@ -274,5 +311,63 @@ func TestApplyBadInputChangesNothing(t *testing.T) {
 	code, _, stderr := run(append(good, "--oif", "eth9")...)
 	if code != 0 || !strings.Contains(stderr, "no interface eth9") {
 		t.Errorf("unknown interface: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// capacity --live counts real conntrack entries: many source ports from a
+// few hosts to one destination, per public address and per host, and in
+// block mode names the hosts above 80% of their block.
+func TestLiveCapacityCountsConnections(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	path, _ := specFile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.1"}})
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	must(t, 0, "apply", "-f", path, "--netns", ns.Name)
+	// 252-port blocks: 230 connections are 91% of one, 50 are 20%.
+	flows := map[string]int{"10.16.0.7": 230, "10.16.0.8": 50, "10.16.0.9": 10}
+	var srcs []netip.AddrPort
+	for host, n := range flows {
+		for i := range n {
+			srcs = append(srcs, netip.AddrPortFrom(netip.MustParseAddr(host), uint16(20000+i)))
+		}
+	}
+	ns.SendUDPFrom(srcs)
+	if n := len(ns.Flows()); n != len(flows) { // Flows keys by host
+		t.Fatalf("%d hosts in conntrack, want %d", n, len(flows))
+	}
+
+	var report struct {
+		Egress []struct {
+			Public []struct {
+				Addr           string
+				Entries, Hosts int
+				Busiest        string `json:"busiest_destination"`
+				BusiestEntries int    `json:"busiest_entries"`
+			}
+			TopHosts []struct {
+				Host    string
+				Entries int
+			} `json:"top_hosts"`
+			FullBlocks []struct{ Host string } `json:"full_blocks"`
+		}
+	}
+	if err := json.Unmarshal([]byte(must(t, 0, "capacity", "-f", path, "--live", "--netns", ns.Name, "-o", "json")), &report); err != nil {
+		t.Fatal(err)
+	}
+	e := report.Egress[0]
+	pub := e.Public[0]
+	if pub.Addr != "192.76.8.1" || pub.Entries != 290 || pub.Hosts != 3 || pub.BusiestEntries != 290 || pub.Busiest != netnstest.Destination+":53/udp" {
+		t.Errorf("public address: %+v", pub)
+	}
+	if len(e.TopHosts) != 3 || e.TopHosts[0].Host != "10.16.0.7" || e.TopHosts[0].Entries != 230 || e.TopHosts[2].Entries != 10 {
+		t.Errorf("top hosts: %+v", e.TopHosts)
+	}
+	if len(e.FullBlocks) != 1 || e.FullBlocks[0].Host != "10.16.0.7" {
+		t.Errorf("hosts above 80%% of their block: %+v", e.FullBlocks)
+	}
+	table := must(t, 0, "capacity", "-f", path, "--live", "--netns", ns.Name)
+	if !strings.Contains(table, "hosts using more than 80% of their 252-port block: 1") {
+		t.Errorf("table:\n%s", table)
 	}
 }

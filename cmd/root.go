@@ -66,6 +66,6 @@ Exit status: 0 success, 1 a finding (an unowned port), 2 trouble (bad input).`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
-		newApplyCmd(stdout, stderr), newStatusCmd(stdout), newFlushCmd(stdout))
+		newApplyCmd(stdout, stderr), newStatusCmd(stdout), newFlushCmd(stdout), newCapacityCmd(stdout))
 	return root
 }

@@ -61,19 +61,18 @@ func (c *Conntrack) Close() error {
 	return nil
 }
 
-// SNAT is an IPv4 source-NATed conntrack entry as natpool sees it: the
-// inside host and the public address and port it left as.
+// SNAT is an IPv4 source-NATed conntrack entry: the connection as natpool
+// sees it.
 type SNAT struct {
-	Host   netip.Addr
-	Public netip.AddrPort
-	msg    netlink.Message // the entry as dumped, decoded whole only to delete it
+	pool.Connection
+	msg netlink.Message // the entry as dumped, decoded whole only to delete it
 }
 
 // SNATs returns the IPv4 source-NATed entries, and how many IPv4 entries
 // the table holds in all.
 //
 // The dump runs on a socket of its own, read 32 KiB at a time, and decodes
-// only the four fields natpool needs: the kernel sizes each round of a dump
+// only the fields natpool needs: the kernel sizes each round of a dump
 // by the reader's buffer, and the library reads a page at a time and
 // decodes every field, which takes most of a flush of 100,000 entries.
 func (c *Conntrack) SNATs() ([]SNAT, int, error) {
@@ -138,11 +137,12 @@ const (
 	ctaTupleProto          = 2
 	ctaIPv4Src             = 1
 	ctaIPv4Dst             = 2
+	ctaProtoNum            = 1
 	ctaProtoDstPort        = 3
 	ipsSrcNAT       uint32 = 1 << 4 // IPS_SRC_NAT
 )
 
-// decodeSNAT reads the status, the original source and the reply's
+// decodeSNAT reads the status, the original tuple and the reply's
 // destination address and port of an entry; false unless it is source-NATed.
 func decodeSNAT(m netlink.Message) (SNAT, bool) {
 	_, ad, err := netfilter.DecodeNetlink(m)
@@ -164,13 +164,18 @@ func decodeSNAT(m netlink.Message) (SNAT, bool) {
 	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {
 		return SNAT{}, false
 	}
-	return SNAT{Host: orig.src, Public: netip.AddrPortFrom(reply.dst, reply.dport), msg: m}, true
+	return SNAT{Connection: pool.Connection{
+		Host:   orig.src,
+		Public: netip.AddrPortFrom(reply.dst, reply.dport),
+		Dest:   pool.Destination{Addr: netip.AddrPortFrom(orig.dst, orig.dport), Proto: orig.proto},
+	}, msg: m}, true
 }
 
 // tuple is the part of a conntrack tuple natpool reads.
 type tuple struct {
 	src, dst netip.Addr
 	dport    uint16
+	proto    uint8
 }
 
 func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
@@ -191,7 +196,10 @@ func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
 		case ctaTupleProto:
 			ad.Nested(func(ad *netlink.AttributeDecoder) error {
 				for ad.Next() {
-					if ad.Type() == ctaProtoDstPort {
+					switch ad.Type() {
+					case ctaProtoNum:
+						t.proto = ad.Uint8()
+					case ctaProtoDstPort:
 						t.dport = ad.Uint16()
 					}
 				}

@@ -25,6 +25,12 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/usr/sbin/nft -f\n# %s\n", header(version, rs))
+	for _, m := range rs.Maps {
+		if m.Kind == compiler.PortBlockMap {
+			fmt.Fprintf(&b, "# Port blocks one element per host: nft cannot read back the compact encoding natpool apply uses.\n")
+			break
+		}
+	}
 	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\n", rs.Table, rs.Table)
 	fmt.Fprintf(&b, "table ip %s {\n", rs.Table)
 	for _, m := range rs.Maps {

@@ -45,8 +45,19 @@ func (ns *NS) AddUplink() {
 }
 
 // SendUDP sends one UDP packet to Destination:53 from each source address,
-// through a raw socket made inside the namespace.
+// all from source port sport, through a raw socket made inside the namespace.
 func (ns *NS) SendUDP(srcs []netip.Addr, sport uint16) {
+	ns.t.Helper()
+	from := make([]netip.AddrPort, len(srcs))
+	for i, s := range srcs {
+		from[i] = netip.AddrPortFrom(s, sport)
+	}
+	ns.SendUDPFrom(from)
+}
+
+// SendUDPFrom sends one UDP packet to Destination:53 from each source
+// address and port.
+func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) {
 	ns.t.Helper()
 	fd, err := ns.rawSocket()
 	if err != nil {
@@ -58,13 +69,13 @@ func (ns *NS) SendUDP(srcs []netip.Addr, sport uint16) {
 	pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_UDP // version 4, header 20 bytes; TTL; protocol
 	binary.BigEndian.PutUint16(pkt[2:], 28)
 	copy(pkt[16:20], dst[:])
-	binary.BigEndian.PutUint16(pkt[20:], sport)
 	binary.BigEndian.PutUint16(pkt[22:], 53)
 	binary.BigEndian.PutUint16(pkt[24:], 8) // UDP length; checksum 0: none
 	to := &unix.SockaddrInet4{Addr: dst}
 	for _, src := range srcs {
-		s := src.As4()
+		s := src.Addr().As4()
 		copy(pkt[12:16], s[:]) // the kernel fills in the header checksum
+		binary.BigEndian.PutUint16(pkt[20:], src.Port())
 		if err := unix.Sendto(fd, pkt, 0, to); err != nil {
 			ns.t.Fatalf("send from %s: %v", src, err)
 		}

@@ -1,0 +1,92 @@
+package cmd
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
+)
+
+type capacityOptions struct {
+	spec   specOptions
+	demand pool.Demand
+	live   bool
+	netns  string
+	output string
+}
+
+func newCapacityCmd(stdout io.Writer) *cobra.Command {
+	o := &capacityOptions{demand: pool.DefaultDemand}
+	cmd := &cobra.Command{
+		Use:   "capacity",
+		Short: "Show how close each public address is to running out of source ports",
+		Long: `Capacity reports the port budget of each public address.
+
+From the plan: Linux picks source ports so that every connection's 5-tuple
+is unique, so the connections of all hosts behind one public address to one
+destination (address, port, protocol) share that address's port range; in
+block mode each host's block holds its own. Given the connections per host
+and the share of them that go to one destination, capacity shows the
+utilisation per address, the headroom, and how many public addresses keep
+every one at or below the target.
+
+--live instead reads conntrack: per public address the connections, the
+distinct inside hosts, the busiest destination and its share of the port
+range; the busiest inside hosts; in block mode the hosts using more than 80%
+of their block.`,
+		Example: `  natpool capacity -f campus.yaml --sessions-per-host 200 --same-destination-share 0.2
+  natpool capacity -f cgnat.yaml --live --netns nat0 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runCapacity(o, stdout) },
+	}
+	addSpecFlags(cmd, &o.spec)
+	f := cmd.Flags()
+	f.Float64Var(&o.demand.SessionsPerHost, "sessions-per-host", o.demand.SessionsPerHost, "concurrent connections of one inside host")
+	f.Float64Var(&o.demand.SameDestinationShare, "same-destination-share", o.demand.SameDestinationShare, "share of a host's connections to its busiest destination")
+	f.Float64Var(&o.demand.Target, "target", o.demand.Target, "utilisation to plan for, at most 1")
+	f.BoolVar(&o.live, "live", false, "report the port use of conntrack's connections instead")
+	netnsFlag(cmd, &o.netns)
+	outputFlag(cmd, &o.output, "table", "json")
+	return cmd
+}
+
+func runCapacity(o *capacityOptions, stdout io.Writer) error {
+	if err := checkChoice("output", o.output, "table", "json"); err != nil {
+		return err
+	}
+	plan, err := o.spec.plan()
+	if err != nil {
+		return err
+	}
+	if !o.live {
+		if err := o.demand.Check(); err != nil {
+			return err
+		}
+		caps := plan.Capacity(o.demand)
+		if o.output == "json" {
+			return render.CapacityJSON(stdout, caps, o.demand)
+		}
+		return render.CapacityTable(stdout, caps, o.demand)
+	}
+	c, err := compiler.DialConntrack(o.netns)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	entries, _, err := c.SNATs()
+	if err != nil {
+		return err
+	}
+	conns := make([]pool.Connection, len(entries))
+	for i, e := range entries {
+		conns[i] = e.Connection
+	}
+	caps := plan.LiveCapacity(conns)
+	if o.output == "json" {
+		return render.LiveCapacityJSON(stdout, caps)
+	}
+	return render.LiveCapacityTable(stdout, caps)
+}

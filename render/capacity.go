@@ -1,0 +1,228 @@
+package render
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// barWidth is the cells of a utilisation bar.
+const barWidth = 10
+
+// bar draws a share (clipped to 0-1) in eighths of unicode block cells on
+// a light-shade track, so the hot addresses of a long table stand out.
+func bar(share float64) string {
+	eighths := int(math.Round(min(max(share, 0), 1) * barWidth * 8))
+	partial := []string{"", "▏", "▎", "▍", "▌", "▋", "▊", "▉"}
+	b := strings.Repeat("█", eighths/8) + partial[eighths%8]
+	return b + strings.Repeat("░", barWidth-len([]rune(b)))
+}
+
+func utilisation(share float64) string { return fmt.Sprintf("%s %5.1f%%", bar(share), 100*share) }
+
+// CapacityTable writes the static port budget per egress entry.
+func CapacityTable(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
+	for i, c := range caps {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		budget := fmt.Sprintf("the port range %s per destination", c.Ports)
+		if c.BlockSize > 0 {
+			budget = fmt.Sprintf("a block of %d ports per host", c.BlockSize)
+		}
+		fmt.Fprintf(w, "egress %s (%s): %g connections per host, %g%% to one destination, against %s\n",
+			c.Egress, c.Strategy, d.SessionsPerHost, 100*d.SameDestinationShare, budget)
+		var rows [][]string
+		for _, p := range c.Public {
+			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Hosts), fmt.Sprint(p.PortsPerHost),
+				fmt.Sprintf("%.0f", p.Demand), fmt.Sprint(p.Budget), utilisation(p.Utilisation), fmt.Sprintf("%.0f", p.Headroom)})
+		}
+		if err := Table(w, []string{"PUBLIC", "HOSTS", "PORTS/HOST", "DEMAND", "BUDGET", "UTILISATION", "HEADROOM"}, rows, 1, 2, 3, 4, 6); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "busiest address at %.1f%%; ", 100*c.MaxUtilisation)
+		if c.AddressesNeeded < 0 {
+			fmt.Fprintf(w, "no block of the port range %s holds %g connections to one destination at %g%%\n",
+				c.Ports, d.SessionsPerHost*d.SameDestinationShare, 100*d.Target)
+		} else {
+			fmt.Fprintf(w, "%s keep every one at or below %g%% (the pool has %d)\n",
+				plural(uint64(c.AddressesNeeded), "public address"), 100*d.Target, len(c.Public))
+		}
+	}
+	return nil
+}
+
+type capacityJSON struct {
+	Demand struct {
+		SessionsPerHost      float64 `json:"sessions_per_host"`
+		SameDestinationShare float64 `json:"same_destination_share"`
+		Target               float64 `json:"target"`
+	} `json:"demand"`
+	Egress []egressCapacityJSON `json:"egress"`
+}
+
+type egressCapacityJSON struct {
+	Name            string               `json:"name"`
+	Strategy        pool.Strategy        `json:"strategy"`
+	Ports           string               `json:"ports"`
+	BlockSize       int                  `json:"block_size,omitempty"`
+	MaxUtilisation  float64              `json:"max_utilisation"`
+	AddressesNeeded int                  `json:"addresses_needed"`
+	Public          []publicCapacityJSON `json:"public"`
+}
+
+type publicCapacityJSON struct {
+	Addr         string  `json:"addr"`
+	Hosts        uint64  `json:"hosts"`
+	PortsPerHost int     `json:"ports_per_host"`
+	Demand       float64 `json:"demand"`
+	Budget       int     `json:"budget"`
+	Utilisation  float64 `json:"utilisation"`
+	Headroom     float64 `json:"headroom"`
+}
+
+// CapacityJSON writes the static port budget as JSON; addresses_needed is
+// -1 when no block can hold the demand.
+func CapacityJSON(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
+	var out capacityJSON
+	out.Demand.SessionsPerHost, out.Demand.SameDestinationShare, out.Demand.Target = d.SessionsPerHost, d.SameDestinationShare, d.Target
+	out.Egress = []egressCapacityJSON{}
+	for _, c := range caps {
+		ej := egressCapacityJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSize: c.BlockSize,
+			MaxUtilisation: c.MaxUtilisation, AddressesNeeded: c.AddressesNeeded}
+		for _, p := range c.Public {
+			ej.Public = append(ej.Public, publicCapacityJSON{Addr: p.Addr.String(), Hosts: p.Hosts, PortsPerHost: p.PortsPerHost,
+				Demand: p.Demand, Budget: p.Budget, Utilisation: p.Utilisation, Headroom: p.Headroom})
+		}
+		out.Egress = append(out.Egress, ej)
+	}
+	return writeJSON(w, out)
+}
+
+// LiveCapacityTable writes the port use per egress entry: per public
+// address, then the busiest hosts, then (block mode) the hosts near the end
+// of their block.
+func LiveCapacityTable(w io.Writer, caps []pool.LiveCapacity) error {
+	for i, c := range caps {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "egress %s (%s): connections per public address; the busiest destination's share of the port range %s\n", c.Egress, c.Strategy, c.Ports)
+		// The hottest addresses first; idle ones are only counted.
+		busy := slices.DeleteFunc(slices.Clone(c.Public), func(p pool.LivePublic) bool { return p.Entries == 0 })
+		slices.SortStableFunc(busy, func(a, b pool.LivePublic) int { return cmp.Compare(b.BusiestEntries, a.BusiestEntries) })
+		var rows [][]string
+		for _, p := range busy {
+			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Entries), fmt.Sprint(p.Hosts),
+				fmt.Sprintf("%s (%d)", p.Busiest, p.BusiestEntries), utilisation(p.Utilisation)})
+		}
+		if len(rows) > 0 {
+			if err := Table(w, []string{"PUBLIC", "ENTRIES", "HOSTS", "BUSIEST DESTINATION", "UTILISATION"}, rows, 1, 2); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(w, "%d of %d public addresses have no connections\n", len(c.Public)-len(busy), len(c.Public))
+		if len(c.TopHosts) == 0 {
+			continue
+		}
+		fmt.Fprintln(w, "busiest inside hosts:")
+		if err := Table(w, hostHeader(c), hostRows(c, c.TopHosts), 2, 3); err != nil {
+			return err
+		}
+		if c.BlockSize > 0 {
+			fmt.Fprintf(w, "hosts using more than %.0f%% of their %d-port block: %d\n", 100*pool.FullBlock, c.BlockSize, len(c.FullBlocks))
+			if len(c.FullBlocks) > 0 {
+				if err := Table(w, hostHeader(c), hostRows(c, c.FullBlocks), 2, 3); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func hostHeader(c pool.LiveCapacity) []string {
+	if c.BlockSize > 0 {
+		return []string{"HOST", "PUBLIC", "ENTRIES", "BLOCK USE"}
+	}
+	return []string{"HOST", "PUBLIC", "ENTRIES"}
+}
+
+func hostRows(c pool.LiveCapacity, hosts []pool.HostUse) [][]string {
+	var rows [][]string
+	for _, h := range hosts {
+		row := []string{h.Host.String(), h.Public.String(), fmt.Sprint(h.Entries)}
+		if c.BlockSize > 0 {
+			row = append(row, utilisation(h.BlockUse))
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+type liveJSON struct {
+	Egress []liveEgressJSON `json:"egress"`
+}
+
+type liveEgressJSON struct {
+	Name       string           `json:"name"`
+	Strategy   pool.Strategy    `json:"strategy"`
+	Ports      string           `json:"ports"`
+	BlockSize  int              `json:"block_size,omitempty"`
+	Public     []livePublicJSON `json:"public"`
+	TopHosts   []hostUseJSON    `json:"top_hosts"`
+	FullBlocks []hostUseJSON    `json:"full_blocks,omitempty"`
+}
+
+type livePublicJSON struct {
+	Addr           string  `json:"addr"`
+	Entries        int     `json:"entries"`
+	Hosts          int     `json:"hosts"`
+	Busiest        string  `json:"busiest_destination,omitempty"`
+	BusiestEntries int     `json:"busiest_entries"`
+	Utilisation    float64 `json:"utilisation"`
+}
+
+type hostUseJSON struct {
+	Host     string   `json:"host"`
+	Public   string   `json:"public"`
+	Entries  int      `json:"entries"`
+	BlockUse *float64 `json:"block_use,omitempty"`
+}
+
+// LiveCapacityJSON writes the port use as JSON, for monitoring.
+func LiveCapacityJSON(w io.Writer, caps []pool.LiveCapacity) error {
+	out := liveJSON{Egress: []liveEgressJSON{}}
+	hostsJSON := func(c pool.LiveCapacity, hs []pool.HostUse) []hostUseJSON {
+		list := []hostUseJSON{}
+		for _, h := range hs {
+			hj := hostUseJSON{Host: h.Host.String(), Public: h.Public.String(), Entries: h.Entries}
+			if c.BlockSize > 0 {
+				hj.BlockUse = &h.BlockUse
+			}
+			list = append(list, hj)
+		}
+		return list
+	}
+	for _, c := range caps {
+		ej := liveEgressJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSize: c.BlockSize,
+			TopHosts: hostsJSON(c, c.TopHosts)}
+		if c.BlockSize > 0 {
+			ej.FullBlocks = hostsJSON(c, c.FullBlocks)
+		}
+		for _, p := range c.Public {
+			pj := livePublicJSON{Addr: p.Addr.String(), Entries: p.Entries, Hosts: p.Hosts, BusiestEntries: p.BusiestEntries, Utilisation: p.Utilisation}
+			if p.BusiestEntries > 0 {
+				pj.Busiest = p.Busiest.String()
+			}
+			ej.Public = append(ej.Public, pj)
+		}
+		out.Egress = append(out.Egress, ej)
+	}
+	return writeJSON(w, out)
+}
