@@ -149,7 +149,7 @@ func TestFlagsOverrideTheSpecFile(t *testing.T) {
 func TestCapacityGolden(t *testing.T) {
 	for _, tc := range []struct{ name, spec, output string }{
 		{"two-isp.table", "two-isp", "table"},
-		{"cgnat.json", "cgnat", "json"},
+		{"two-isp.json", "two-isp", "json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := run("capacity", "-f", "../testdata/"+tc.spec+".yaml", "--sessions-per-host", "400",
