@@ -3,6 +3,7 @@ package netnstest
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -64,6 +65,14 @@ func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) {
 		ns.t.Fatalf("raw socket in %s: %v", ns.Name, err)
 	}
 	defer unix.Close(fd)
+	if err := WriteUDP(fd, srcs); err != nil {
+		ns.t.Fatal(err)
+	}
+}
+
+// WriteUDP sends one UDP packet to Destination:53 from each source address
+// and port through fd, a raw IPPROTO_RAW socket (which implies IP_HDRINCL).
+func WriteUDP(fd int, srcs []netip.AddrPort) error {
 	dst := netip.MustParseAddr(Destination).As4()
 	pkt := make([]byte, 28)
 	pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_UDP // version 4, header 20 bytes; TTL; protocol
@@ -77,9 +86,10 @@ func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) {
 		copy(pkt[12:16], s[:]) // the kernel fills in the header checksum
 		binary.BigEndian.PutUint16(pkt[20:], src.Port())
 		if err := unix.Sendto(fd, pkt, 0, to); err != nil {
-			ns.t.Fatalf("send from %s: %v", src, err)
+			return fmt.Errorf("send from %s: %w", src, err)
 		}
 	}
+	return nil
 }
 
 // rawSocket opens an IPPROTO_RAW socket (which implies IP_HDRINCL) inside
