@@ -192,6 +192,69 @@ func TestFlushStaleDeletesExactlyTheMovedHosts(t *testing.T) {
 	}
 }
 
+// A site with two uplinks: flush --oif keeps to the egress entry on that
+// interface, and --public within it to one address.
+func TestFlushOfOneUplink(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	path := filepath.Join(t.TempDir(), "site.yaml")
+	site := `egress:
+  - name: isp-a
+    oif: ` + netnstest.Uplink + `
+    private: [10.16.0.0/25]
+    pool: [203.0.113.8/30]
+  - name: isp-b
+    oif: uplink1
+    private: [10.16.0.128/25]
+    pool: [198.51.100.32/30]
+`
+	if err := os.WriteFile(path, []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := pool.LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pool.NewPlan(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := netnstest.New(t)
+	ns.AddUplink() // only isp-a's uplink exists: isp-b's hosts leave untranslated
+	must(t, 0, "apply", "-f", path, "--netns", ns.Name)
+	var hosts []netip.Addr
+	viaNine := 0
+	for i := range 128 {
+		h := netip.AddrFrom4([4]byte{10, 16, 0, byte(i)})
+		hosts = append(hosts, h)
+		if a, _ := plan.Lookup(h.String(), "isp-a"); a[0].Public == netip.MustParseAddr("203.0.113.9") {
+			viaNine++
+		}
+	}
+	ns.SendUDP(hosts, 40000)
+
+	flush := func(args ...string) (r struct{ Selected, Deleted int }) {
+		t.Helper()
+		out := must(t, 0, append([]string{"flush", "-f", path, "--netns", ns.Name, "-o", "json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := flush("--oif", "uplink1", "--dry-run"); r.Selected != 0 {
+		t.Errorf("--oif uplink1 selects %d of isp-a's entries", r.Selected)
+	}
+	if r := flush("--oif", netnstest.Uplink, "--public", "203.0.113.9"); r.Deleted != viaNine || viaNine == 0 {
+		t.Errorf("--oif %s --public 203.0.113.9 deleted %d, want %d", netnstest.Uplink, r.Deleted, viaNine)
+	}
+	if r := flush("--oif", netnstest.Uplink); r.Deleted != len(hosts)-viaNine {
+		t.Errorf("--oif %s deleted %d, want the %d left", netnstest.Uplink, r.Deleted, len(hosts)-viaNine)
+	}
+	if code, _, stderr := run("flush", "-f", path, "--netns", ns.Name, "--oif", "eth7"); code != exitTrouble || !strings.Contains(stderr, `"eth7"`) {
+		t.Errorf("--oif eth7: exit %d, %q", code, stderr)
+	}
+}
+
 // Another nft table, iptables rules in the filter and nat tables and
 // conntrack entries natpool did not make exist before natpool acts; after
 // apply, re-apply, flush and apply --delete they are as they were.

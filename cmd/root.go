@@ -58,6 +58,13 @@ each host has enough source ports. It plans the mapping, reports the load and
 answers who had which address.
 
 Exit status: 0 success, 1 a finding (an unowned port), 2 trouble (bad input).`,
+		Example: `  # plan a campus, look up a host, load the rules into the kernel
+  natpool plan -f campus.yaml
+  natpool lookup -f campus.yaml 10.16.3.7
+  natpool apply -f campus.yaml && natpool status -f campus.yaml
+
+  # review a change in CI
+  natpool diff main/campus.yaml campus.yaml`,
 		Version:       Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,

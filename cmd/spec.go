@@ -17,6 +17,7 @@ type specOptions struct {
 	tableFlag string
 	egress    pool.EgressSpec
 	flags     *pflag.FlagSet
+	own       map[string]bool // the flags added here: a command's own flag of the same name is not a spec flag
 }
 
 // addSpecFlags adds the spec flags to cmd, except those named in except
@@ -39,9 +40,11 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions, except ...string) {
 	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
 	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address, a power of two")
 	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host")
+	o.own = map[string]bool{}
 	f.VisitAll(func(fl *pflag.Flag) {
 		if !slices.Contains(except, fl.Name) {
 			cmd.Flags().AddFlag(fl)
+			o.own[fl.Name] = true
 		}
 	})
 	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
@@ -63,15 +66,15 @@ func (o *specOptions) plan() (*pool.Plan, error) {
 	}
 	for i := range spec.Egress {
 		e := &spec.Egress[i]
-		override(o.flags, "private", &e.Private, o.egress.Private)
-		override(o.flags, "pool", &e.Pool, o.egress.Pool)
-		override(o.flags, "exclude", &e.Exclude, o.egress.Exclude)
-		override(o.flags, "strategy", &e.Strategy, o.egress.Strategy)
-		override(o.flags, "oif", &e.OIF, o.egress.OIF)
-		override(o.flags, "ports", &e.Ports, o.egress.Ports)
+		overrideWith(o, "private", &e.Private, o.egress.Private)
+		overrideWith(o, "pool", &e.Pool, o.egress.Pool)
+		overrideWith(o, "exclude", &e.Exclude, o.egress.Exclude)
+		overrideWith(o, "strategy", &e.Strategy, o.egress.Strategy)
+		overrideWith(o, "oif", &e.OIF, o.egress.OIF)
+		overrideWith(o, "ports", &e.Ports, o.egress.Ports)
 		flagOpts := o.egress.Options()
 		for j, opt := range e.Options() {
-			override(o.flags, opt.Name, opt.Value, *flagOpts[j].Value)
+			overrideWith(o, opt.Name, opt.Value, *flagOpts[j].Value)
 		}
 	}
 	return pool.NewPlan(spec)
@@ -90,13 +93,13 @@ func (o *specOptions) table() (string, error) {
 			table = spec.Table
 		}
 	}
-	override(o.flags, "table", &table, o.tableFlag)
+	overrideWith(o, "table", &table, o.tableFlag)
 	return table, nil
 }
 
-// override sets *dst to the flag's value when the flag was given.
-func override[T any](flags *pflag.FlagSet, name string, dst *T, value T) {
-	if flags.Changed(name) {
+// overrideWith sets *dst to value when the spec flag name was given.
+func overrideWith[T any](o *specOptions, name string, dst *T, value T) {
+	if o.own[name] && o.flags.Changed(name) {
 		*dst = value
 	}
 }
