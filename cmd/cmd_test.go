@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/natpool/natpool/pool"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -17,6 +19,20 @@ func run(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
 	code = Execute(args, &out, &errOut)
 	return code, out.String(), errOut.String()
+}
+
+// loadPlan plans a spec file as natpool does.
+func loadPlan(t *testing.T, path string) *pool.Plan {
+	t.Helper()
+	spec, err := pool.LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.NewPlan(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func golden(t *testing.T, name, got string) {

@@ -51,15 +51,7 @@ func specFile(t *testing.T, es pool.EgressSpec) (string, *pool.Plan) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := pool.LoadSpec(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pool.NewPlan(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path, p
+	return path, loadPlan(t, path)
 }
 
 // must runs natpool and fails the test unless it exits with status code.
@@ -211,14 +203,7 @@ func TestFlushOfOneUplink(t *testing.T) {
 	if err := os.WriteFile(path, []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := pool.LoadSpec(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pool.NewPlan(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := loadPlan(t, path)
 	ns := netnstest.New(t)
 	ns.AddUplink() // only isp-a's uplink exists: isp-b's hosts leave untranslated
 	must(t, 0, "apply", "-f", path, "--netns", ns.Name)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
 
@@ -97,18 +96,7 @@ func TestDiffReportsChurn(t *testing.T) {
 
 func movedHostByHost(t *testing.T, a, b string) uint64 {
 	t.Helper()
-	plan := func(path string) *pool.Plan {
-		spec, err := pool.LoadSpec(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := pool.NewPlan(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	pa, pb := plan(a), plan(b)
+	pa, pb := loadPlan(t, a), loadPlan(t, b)
 	var moved uint64
 	for h := netip.MustParseAddr("10.16.0.0"); h.Compare(netip.MustParseAddr("10.19.255.255")) <= 0; h = h.Next() {
 		x, errX := pa.Lookup(h.String(), "")
