@@ -194,13 +194,14 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 	case ByValue:
 		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
 	case ByJhash:
-		elems := make([]nftables.SetElement, len(t.Buckets))
-		for i, a := range t.Buckets {
-			elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: ip4(a)}
+		var runs []Element // bucket numbers as 4-byte keys in network order
+		for _, b := range t.BucketRanges() {
+			runs = append(runs, Element{From: addr(b.Lo), To: addr(b.Hi), Addr: b.Addr})
 		}
-		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, false, elems)
+		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e Element) []byte { return ip4(e.Addr) }, true)))
 		x = append(x, saddr(reg2),
 			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(len(t.Buckets)), Seed: t.Seed, Type: expr.HashTypeJenkins},
+			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			lookupMap(s, reg1, reg1))
 	case ByRange:
 		x = append(x, &expr.Immediate{Register: reg1, Data: ip4(t.First)}, &expr.Immediate{Register: reg2, Data: ip4(t.Last)})
@@ -248,6 +249,19 @@ func intervals(elems []Element, val func(Element) []byte, first bool) []nftables
 		if next := e.To.Next(); next.IsValid() {
 			out = append(out, nftables.SetElement{Key: ip4(next), IntervalEnd: true})
 		}
+	}
+	return out
+}
+
+// joinAdjacent drops the end element of a range that the next range starts
+// at, as nft encodes an anonymous interval map (a named one keeps both).
+func joinAdjacent(elems []nftables.SetElement) []nftables.SetElement {
+	out := elems[:0:0]
+	for i, e := range elems {
+		if e.IntervalEnd && i+1 < len(elems) && !elems[i+1].IntervalEnd && string(elems[i+1].Key) == string(e.Key) {
+			continue
+		}
+		out = append(out, e)
 	}
 	return out
 }

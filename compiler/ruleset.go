@@ -28,15 +28,15 @@ type Ruleset struct {
 	Rules  []Rule
 }
 
-// Elements returns the number of map elements, the jhash buckets of the
-// rules included.
+// Elements returns the number of map elements, the bucket ranges of the
+// rules' jhash maps included.
 func (rs *Ruleset) Elements() int {
 	n := 0
 	for _, m := range rs.Maps {
 		n += len(m.Elements)
 	}
 	for _, r := range rs.Rules {
-		n += len(r.Target.Buckets)
+		n += len(r.Target.BucketRanges())
 	}
 	return n
 }
@@ -127,8 +127,31 @@ type Target struct {
 	MaxMap      string       // ByValuePorts
 	PortMask    netip.Addr   // ByValuePorts
 	Seed        uint32       // ByJhash
-	Buckets     []netip.Addr // ByJhash: bucket -> public address
+	Buckets     []netip.Addr // ByJhash: bucket -> public address (see BucketRanges)
 	First, Last netip.Addr   // ByRange
+}
+
+// BucketRange is a run of consecutive jhash buckets of one public address.
+type BucketRange struct {
+	Lo, Hi uint32
+	Addr   netip.Addr
+}
+
+// BucketRanges returns the buckets of a ByJhash target as runs. The kernel
+// takes them as an interval map, as nft builds one from ranges: the hash is
+// turned to network byte order for the lookup, the byte order that
+// google/nftables declares for the keys of every interval set, so that a
+// table natpool applies lists like one nft loads.
+func (t Target) BucketRanges() []BucketRange {
+	var out []BucketRange
+	for i, a := range t.Buckets {
+		if n := len(out); n > 0 && out[n-1].Addr == a {
+			out[n-1].Hi = uint32(i)
+			continue
+		}
+		out = append(out, BucketRange{uint32(i), uint32(i), a})
+	}
+	return out
 }
 
 // HostSets returns, for a ByJhash rule, the inside hosts of each public

@@ -100,6 +100,12 @@ func (o *objects) state(resolve func(*expr.Lookup) (setWithElements, bool)) *Tab
 		}
 		var parts []string
 		for _, e := range r.Exprs {
+			// google/nftables v0.3.0 reads no byteorder expressions back:
+			// the state holds what can be read, so leave them out of both
+			// sides.
+			if _, unreadable := e.(*expr.Byteorder); unreadable {
+				continue
+			}
 			parts = append(parts, exprText(e, ref))
 		}
 		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
@@ -193,8 +199,8 @@ func elementsText(s setWithElements) []string {
 		return boolOrder(b.IntervalEnd, a.IntervalEnd)
 	})
 	key := bytesText
-	if s.set.KeyType.Name == nftables.TypeInteger.Name { // jhash buckets, in host byte order
-		key = func(b []byte) string { return fmt.Sprint(binary.NativeEndian.Uint32(b)) }
+	if s.set.KeyType.Name == nftables.TypeInteger.Name { // jhash buckets, in network byte order
+		key = func(b []byte) string { return fmt.Sprint(binary.BigEndian.Uint32(b)) }
 	}
 	out := make([]string, len(elems))
 	for i, e := range elems {

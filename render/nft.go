@@ -99,10 +99,12 @@ func nftRule(r compiler.Rule) string {
 	case compiler.ByValue:
 		snat = fmt.Sprintf("snat ip to ip saddr & %s map @%s", t.Mask, t.Map)
 	case compiler.ByJhash:
-		// One bucket a line, so that a diff shows which buckets moved.
+		// A run of buckets a line, so that a diff shows which moved; always
+		// as a range (n-n for one bucket), which makes nft build the interval
+		// map natpool apply builds.
 		var m []string
-		for i, a := range t.Buckets {
-			m = append(m, fmt.Sprintf("\t\t\t%d : %s", i, a))
+		for _, b := range t.BucketRanges() {
+			m = append(m, fmt.Sprintf("\t\t\t%d-%d : %s", b.Lo, b.Hi, b.Addr))
 		}
 		snat = fmt.Sprintf("snat ip to jhash ip saddr mod %d seed %#08x map {\n%s }", len(t.Buckets), t.Seed, strings.Join(m, ",\n"))
 	case compiler.ByRange:

@@ -86,9 +86,9 @@ func nftJSONExprs(r compiler.Rule) []any {
 	case compiler.ByValue:
 		snat["addr"] = obj{"map": obj{"key": obj{"&": []any{saddr, t.Mask.String()}}, "data": "@" + t.Map}}
 	case compiler.ByJhash:
-		buckets := make([]any, len(t.Buckets))
-		for i, a := range t.Buckets {
-			buckets[i] = []any{i, a.String()}
+		var buckets []any
+		for _, b := range t.BucketRanges() {
+			buckets = append(buckets, []any{obj{"range": []uint32{b.Lo, b.Hi}}, b.Addr.String()})
 		}
 		hash := obj{"jhash": obj{"mod": len(t.Buckets), "seed": t.Seed, "expr": saddr}}
 		snat["addr"] = obj{"map": obj{"key": hash, "data": obj{"set": buckets}}}
