@@ -57,7 +57,8 @@ host always leaves through the same address, the load is spread evenly and
 each host has enough source ports. It plans the mapping, reports the load and
 answers who had which address.
 
-Exit status: 0 success, 1 a finding (an unowned port), 2 trouble (bad input).`,
+Exit status: 0 success; 1 a finding that is not an error (a difference, drift,
+a port no host owns); 2 trouble (bad input, no namespace, no table).`,
 		Example: `  # plan a campus, look up a host, load the rules into the kernel
   natpool plan -f campus.yaml
   natpool lookup -f campus.yaml 10.16.3.7
