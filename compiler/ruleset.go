@@ -240,9 +240,7 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 			e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 				blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
 			})
-			// The address map has the same keys and addresses, and an
-			// AddrMap's users read no ports: it shares the elements.
-			addrs := Map{Name: name + "_addrs", Kind: AddrMap, Elements: blocks.Elements}
+			addrs := Map{Name: name + "_addrs", Kind: AddrMap, Elements: runs(blocks.Elements)}
 			rs.Maps = append(rs.Maps, blocks, addrs)
 			l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
 			r.Target = Target{Kind: ByHost, Map: addrs.Name}
@@ -280,12 +278,12 @@ func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pm
 	}
 	if !m.Aligned() {
 		hosts := e.InsideHosts()
-		addrs.Elements = make([]Element, 0, hosts)
 		pmin.Elements, pmax.Elements = make([]Element, 0, hosts), make([]Element, 0, hosts)
 		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
 			port(host, ports)
 		})
+		addrs.Elements = runs(addrs.Elements)
 		return addrs, pmin, pmax, t
 	}
 	low := uint32(m.HostsPerIP - 1)
@@ -297,6 +295,21 @@ func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pm
 		port(addr(uint32(b)), m.Block(b))
 	}
 	return addrs, pmin, pmax, t
+}
+
+// runs merges elements of consecutive addresses mapped to one address into
+// ranges: the hosts of a public address form a few runs, so the kernel
+// holds a range per run instead of an element per host.
+func runs(elems []Element) []Element {
+	var out []Element
+	for _, e := range elems {
+		if n := len(out); n > 0 && out[n-1].Addr == e.Addr && out[n-1].To.Next() == e.From {
+			out[n-1].To = e.To
+			continue
+		}
+		out = append(out, Element{From: e.From, To: e.To, Addr: e.Addr})
+	}
+	return out
 }
 
 var nonName = regexp.MustCompile(`[^A-Za-z0-9_]`)

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"go4.org/netipx"
+
 	"github.com/natpool/natpool/compiler"
 )
 
@@ -44,7 +46,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 				fmt.Fprintf(stderr, "natpool: warning: egress %s: %d per-host iptables rules; every new connection walks them in order\n", r.Egress, 3*len(m.Elements))
 			}
 			for _, e := range m.Elements {
-				match := fmt.Sprintf("-s %s/32%s", e.From, oif(r))
+				match := sourceMatch(compact(netipx.IPRangeFrom(e.From, e.To))) + oif(r)
 				if t.Kind == compiler.ByHostBlock {
 					writeL4(&b, chain, match, fmt.Sprintf("%s:%s", e.Addr, e.Ports), "")
 				} else {
