@@ -73,11 +73,13 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 	named := map[string]*nftables.Set{}
 	for _, m := range rs.Maps {
 		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Ranges()}
-		var value func(Element) []byte
+		// put writes an element's data, width bytes, into dst.
+		var width int
+		var put func(dst []byte, e Element)
 		switch m.Kind {
 		case AddrMap:
-			s.DataType = nftables.TypeIPAddr
-			value = func(e Element) []byte { return ip4(e.Addr) }
+			s.DataType, width = nftables.TypeIPAddr, 4
+			put = func(dst []byte, e Element) { a := e.Addr.As4(); copy(dst, a[:]) }
 		case PortBlockMap:
 			dt, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 			if err != nil {
@@ -86,18 +88,22 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			// The data is an interval of address . port: both ends, each
 			// field padded to a 4-byte register.
 			dt.Bytes *= 2
-			s.DataType = dt
-			value = func(e Element) []byte {
-				v := make([]byte, 16)
-				copy(v[0:], ip4(e.Addr))
-				binary.BigEndian.PutUint16(v[4:], e.Ports.Lo)
-				copy(v[8:], ip4(e.Addr))
-				binary.BigEndian.PutUint16(v[12:], e.Ports.Hi)
-				return v
+			s.DataType, width = dt, 16
+			put = func(dst []byte, e Element) {
+				a := e.Addr.As4()
+				copy(dst[0:], a[:])
+				binary.BigEndian.PutUint16(dst[4:], e.Ports.Lo)
+				copy(dst[8:], a[:])
+				binary.BigEndian.PutUint16(dst[12:], e.Ports.Hi)
 			}
 		case PortMap:
-			s.DataType = nftables.TypeInetService
-			value = func(e Element) []byte { return binaryutil.BigEndian.PutUint16(e.Ports.Lo) }
+			s.DataType, width = nftables.TypeInetService, 2
+			put = func(dst []byte, e Element) { binary.BigEndian.PutUint16(dst, e.Ports.Lo) }
+		}
+		value := func(e Element) []byte {
+			v := make([]byte, width)
+			put(v, e)
+			return v
 		}
 		elems := func(i, j int) []nftables.SetElement { return intervals(m.Elements[i:j], value, i == 0) }
 		if !s.Interval {
@@ -106,12 +112,16 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			// dump during the rehash misses elements.
 			s.Size = uint32(len(m.Elements))
 			elems = func(i, j int) []nftables.SetElement {
+				// A message's keys and data share one allocation each: a
+				// per-host map has a million elements.
 				out := make([]nftables.SetElement, j-i)
-				keys := make([]byte, 4*(j-i)) // one allocation for a message's keys
+				keys, data := make([]byte, 4*(j-i)), make([]byte, width*(j-i))
 				for k, e := range m.Elements[i:j] {
-					key := keys[4*k : 4*k+4 : 4*k+4]
-					copy(key, ip4(e.From))
-					out[k] = nftables.SetElement{Key: key, Val: value(e)}
+					key, val := keys[4*k:4*k+4:4*k+4], data[width*k:width*(k+1):width*(k+1)]
+					from := e.From.As4()
+					copy(key, from[:])
+					put(val, e)
+					out[k] = nftables.SetElement{Key: key, Val: val}
 				}
 				return out
 			}
