@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -48,6 +49,9 @@ func Dial(netns string) (*Kernel, error) {
 
 // openNetNS opens a named network namespace, as `ip netns` keeps them.
 func openNetNS(name string) (*os.File, error) {
+	if name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return nil, fmt.Errorf("%q is not a network namespace name", name)
+	}
 	f, err := os.Open("/run/netns/" + name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no network namespace named %q", name)
