@@ -119,7 +119,7 @@ type publicJSON struct {
 	Addr         string  `json:"addr"`
 	Weight       int     `json:"weight"`
 	Hosts        uint64  `json:"hosts"`
-	Active       *uint64 `json:"active,omitempty"`
+	Active       *uint64 `json:"active"` // null without a hosts file
 	Share        float64 `json:"share"`
 	PortsPerHost int     `json:"ports_per_host"`
 	Detail       string  `json:"detail,omitempty"`
