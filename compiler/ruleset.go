@@ -154,19 +154,27 @@ func (t Target) BucketRanges() []BucketRange {
 	return out
 }
 
+// Publics returns the public addresses of the rule's egress entry, in pool
+// order: the order of the per-address sets of HostSets.
+func (r *Rule) Publics() []netip.Addr {
+	addrs := make([]netip.Addr, len(r.egress.Pool))
+	for i, p := range r.egress.Pool {
+		addrs[i] = p.Addr
+	}
+	return addrs
+}
+
 // HostSets returns, for a ByJhash rule, the inside hosts of each public
-// address as ranges (the per-address sets of the iptables and ipset
-// outputs); nil for other rules. It walks every inside host.
+// address as ranges (the per-address sets of the ipset output, which the
+// iptables output matches); nil for other rules. It walks every inside host.
 func (r *Rule) HostSets() []HostSet {
 	if r.Target.Kind != ByJhash {
 		return nil
 	}
 	var sets []HostSet
-	for _, p := range r.egress.Pool {
-		sets = append(sets, HostSet{Addr: p.Addr})
-	}
-	for i, hosts := range r.egress.HostsByPublic() {
-		sets[i].Hosts = hosts
+	hosts := r.egress.HostsByPublic()
+	for i, a := range r.Publics() {
+		sets = append(sets, HostSet{Addr: a, Hosts: hosts[i]})
 	}
 	return sets
 }

@@ -27,13 +27,17 @@ func (m *BlockMapping) owner(x uint32) int {
 	return int(n / uint64(m.HostsPerIP))
 }
 
-func (m *BlockMapping) describe(i int) string {
-	first := uint64(i) * uint64(m.HostsPerIP)
-	last := min(first+uint64(m.HostsPerIP), m.space()) - 1
-	if first > last {
-		return ""
+func (m *BlockMapping) describe(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		first := uint64(i) * uint64(m.HostsPerIP)
+		if first >= m.space() {
+			break // the addresses after the last host's carry none
+		}
+		last := min(first+uint64(m.HostsPerIP), m.space()) - 1
+		out[i] = fmt.Sprintf("%s-%s", addrOf(m.host(first)), addrOf(m.host(last)))
 	}
-	return fmt.Sprintf("%s-%s", addrOf(m.host(first)), addrOf(m.host(last)))
+	return out
 }
 
 // Block returns the ports of block b.

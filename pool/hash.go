@@ -30,14 +30,16 @@ func (m *HashMapping) owner(x uint32) int {
 	return m.Owners[NftJhash(x, m.Seed, uint32(len(m.Owners)))]
 }
 
-func (m *HashMapping) describe(i int) string {
-	n := 0
+func (m *HashMapping) describe(n int) []string {
+	buckets := make([]int, n)
 	for _, o := range m.Owners {
-		if o == i {
-			n++
-		}
+		buckets[o]++
 	}
-	return fmt.Sprintf("%d buckets", n)
+	out := make([]string, n)
+	for i, b := range buckets {
+		out[i] = fmt.Sprintf("%d buckets", b)
+	}
+	return out
 }
 
 // bucketsPerAddr is the fewest buckets per public address that keep the

@@ -31,7 +31,13 @@ func (m *OctetMapping) Mask() uint32 { return 1<<m.Bits - 1 }
 
 func (m *OctetMapping) owner(x uint32) int { return int(m.owners[x&m.Mask()]) }
 
-func (m *OctetMapping) describe(i int) string { return "values " + m.Values[i].String() }
+func (m *OctetMapping) describe(n int) []string {
+	out := make([]string, n)
+	for i, v := range m.Values {
+		out[i] = "values " + v.String()
+	}
+	return out
+}
 
 // Span returns the whole value range the mapping covers.
 func (m *OctetMapping) Span() ValueRange {

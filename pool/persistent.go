@@ -16,7 +16,7 @@ func (m *PersistentMapping) size() uint32 { return u32(m.Last) - u32(m.First) + 
 
 func (m *PersistentMapping) owner(x uint32) int { return int(PersistentIndex(x, m.size())) }
 
-func (m *PersistentMapping) describe(int) string { return "" }
+func (m *PersistentMapping) describe(n int) []string { return make([]string, n) }
 
 func newPersistentMapping(e *Egress) (*PersistentMapping, error) {
 	if e.weighted() {

@@ -84,8 +84,9 @@ type Egress struct {
 type Mapping interface {
 	// owner returns the Pool index of inside host x, or -1 if x is not mapped.
 	owner(x uint32) int
-	// describe says briefly what Pool[i] carries, for the load report.
-	describe(i int) string
+	// describe says briefly what each address of a pool of n carries, for
+	// the load report, in one pass.
+	describe(n int) []string
 }
 
 // NewPlan checks a spec and computes its mapping. Errors name the offending

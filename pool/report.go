@@ -72,6 +72,7 @@ func (e *Egress) report() EgressReport {
 			active[i] += h.Count
 		}
 	}
+	details := e.Mapping.describe(len(e.Pool))
 	for i, p := range e.Pool {
 		r.Hosts += hosts[i]
 		r.Active += active[i]
@@ -82,7 +83,7 @@ func (e *Egress) report() EgressReport {
 			ports /= int(min(hosts[i], uint64(ports)))
 		}
 		r.Public = append(r.Public, PublicLoad{Addr: p.Addr, Weight: p.Weight, Hosts: hosts[i],
-			Active: active[i], PortsPerHost: ports, Detail: e.Mapping.describe(i)})
+			Active: active[i], PortsPerHost: ports, Detail: details[i]})
 	}
 	r.Unmapped = countOf(e.inside) - r.Hosts
 	r.Min, r.Max = hosts[0], hosts[0]

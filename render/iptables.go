@@ -69,8 +69,8 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 					writeSNAT(&b, chain, r, fmt.Sprintf(`%s -m u32 --u32 "0xc&%#x=%s"`, match, mask, values), e.Addr.String(), "")
 				}
 			case compiler.ByJhash:
-				for i, set := range r.HostSets() {
-					writeSNAT(&b, chain, r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.Egress, i)), set.Addr.String(), "")
+				for i, a := range r.Publics() {
+					writeSNAT(&b, chain, r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.Egress, i)), a.String(), "")
 				}
 			case compiler.ByRange:
 				writeSNAT(&b, chain, r, match, fmt.Sprintf("%s-%s", t.First, t.Last), " --persistent")
