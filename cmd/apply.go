@@ -1,9 +1,9 @@
 package cmd
 
 import (
-	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -98,7 +98,7 @@ func warnMissingInterfaces(plan *pool.Plan, netns string, stderr io.Writer) {
 		return
 	}
 	for _, e := range plan.Egress {
-		if e.OIF != "" && !names[e.OIF] {
+		if e.OIF != "" && !slices.ContainsFunc(names, func(name string) bool { return pool.MatchesInterface(e.OIF, name) }) {
 			fmt.Fprintf(stderr, "natpool: warning: egress %s: no interface %s in %s yet; its rule matches once it exists\n", e.Name, e.OIF, where(netns))
 		}
 	}
@@ -109,8 +109,14 @@ func dryRun(k *compiler.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io
 	if err != nil {
 		return err
 	}
-	have, err := k.Read(rs.Table)
-	if errors.Is(err, compiler.ErrNoTable) {
+	st, err := k.Stamp(rs.Table)
+	if err != nil {
+		return err
+	}
+	if st.Exists && !st.Natpool {
+		return &compiler.NotNatpoolsError{Table: rs.Table}
+	}
+	if !st.Exists {
 		if o.output == "json" {
 			return writeJSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "create": true,
 				"rules": len(rs.Rules), "maps": len(rs.Maps), "elements": rs.Elements()})
@@ -119,6 +125,7 @@ func dryRun(k *compiler.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io
 			rs.Table, where(o.netns), len(rs.Rules), len(rs.Maps), rs.Elements())
 		return nil
 	}
+	have, err := k.Read(rs.Table)
 	if err != nil {
 		return err
 	}
@@ -147,14 +154,20 @@ func runDelete(o *applyOptions, stdout io.Writer) error {
 	}
 	defer k.Close()
 	if o.dryRun {
-		_, err := k.Read(table)
+		st, err := k.Stamp(table)
 		switch {
-		case errors.Is(err, compiler.ErrNoTable):
-			fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
-		case err == nil:
+		case err != nil:
+			return err
+		case st.Exists && !st.Natpool:
+			return &compiler.NotNatpoolsError{Table: table}
+		case o.output == "json":
+			return writeJSON(stdout, map[string]any{"table": table, "netns": o.netns, "delete": st.Exists, "dry_run": true})
+		case st.Exists:
 			fmt.Fprintf(stdout, "would delete table ip %s in %s\n", table, where(o.netns))
+		default:
+			fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
 		}
-		return err
+		return nil
 	}
 	deleted, err := k.Delete(table)
 	if err != nil {

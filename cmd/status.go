@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -52,10 +51,10 @@ func runStatus(o *statusOptions, stdout io.Writer) error {
 		return err
 	}
 	defer k.Close()
-	have, err := k.Read(plan.Table)
-	if errors.Is(err, compiler.ErrNoTable) {
-		return fmt.Errorf("no table ip %s in %s", plan.Table, where(o.netns))
+	if err := natpoolsTable(k, plan.Table, o.netns); err != nil {
+		return err
 	}
+	have, err := k.Read(plan.Table)
 	if err != nil {
 		return err
 	}
@@ -100,4 +99,18 @@ func size(diffs []compiler.Difference) int {
 		n += len(d.Missing) + len(d.Extra)
 	}
 	return n
+}
+
+// natpoolsTable refuses a table that is missing or that natpool did not make.
+func natpoolsTable(k *compiler.Kernel, table, netns string) error {
+	st, err := k.Stamp(table)
+	switch {
+	case err != nil:
+		return err
+	case !st.Exists:
+		return fmt.Errorf("no table ip %s in %s", table, where(netns))
+	case !st.Natpool:
+		return &compiler.NotNatpoolsError{Table: table}
+	}
+	return nil
 }

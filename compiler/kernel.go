@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -148,9 +150,71 @@ func widenDumps(raw syscall.RawConn) error {
 	return nil
 }
 
+// TableStamp is what the kernel's copy of a table says about its owner.
+type TableStamp struct {
+	Exists  bool
+	Natpool bool   // a rule of the table carries natpool's stamp
+	Digest  string // the digest the stamp names; "" when unknown
+}
+
+// Stamp reads the stamp natpool writes on its rules (Ruleset.Comment) from
+// the table of that name.
+func (k *Kernel) Stamp(table string) (TableStamp, error) {
+	t, err := k.conn.ListTableOfFamily(table, nftables.TableFamilyIPv4)
+	if errors.Is(err, unix.ENOENT) {
+		return TableStamp{}, nil
+	}
+	if err != nil {
+		return TableStamp{}, err
+	}
+	st := TableStamp{Exists: true}
+	chains, err := k.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return st, err
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != table {
+			continue
+		}
+		rules, err := k.conn.GetRules(t, ch)
+		if err != nil {
+			return st, err
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if digest, ok := Stamp(comment); ok {
+				st.Natpool = true
+				st.Digest = cmp.Or(st.Digest, digest)
+			}
+		}
+	}
+	return st, nil
+}
+
+// NotNatpoolsError is a table natpool refuses to replace or delete: it
+// exists and carries no natpool stamp.
+type NotNatpoolsError struct{ Table string }
+
+func (e *NotNatpoolsError) Error() string {
+	return fmt.Sprintf("table ip %s is not natpool's: none of its rules carries natpool's stamp, and natpool never replaces or deletes a table it did not create (name another with --table)", e.Table)
+}
+
+// claim refuses a table that exists and is not natpool's.
+func (k *Kernel) claim(table string) (TableStamp, error) {
+	st, err := k.Stamp(table)
+	if err == nil && st.Exists && !st.Natpool {
+		err = &NotNatpoolsError{table}
+	}
+	return st, err
+}
+
 // Apply replaces natpool's table with rs in one transaction: the kernel
 // applies all of it or none, so on error the previous table stays as it was.
+// A table of that name that natpool did not make is refused and left alone.
 func (k *Kernel) Apply(rs *Ruleset) error {
+	if _, err := k.claim(rs.Table); err != nil {
+		return err
+	}
 	// A batch of a million elements is as large as the ruleset it comes
 	// from, and both are garbage moments later: collect sooner while
 	// building it, so the peak stays near what is live.
@@ -200,15 +264,13 @@ func (k *Kernel) Apply(rs *Ruleset) error {
 	return nil
 }
 
-// Delete removes natpool's table; false when there was none.
+// Delete removes natpool's table; false when there was none. A table of that
+// name that natpool did not make is refused and left alone.
 func (k *Kernel) Delete(table string) (bool, error) {
-	t, err := k.conn.ListTableOfFamily(table, nftables.TableFamilyIPv4)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
+	st, err := k.claim(table)
+	if err != nil || !st.Exists {
 		return false, err
 	}
-	k.conn.DelTable(t)
+	k.conn.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
 	return true, k.conn.Flush()
 }

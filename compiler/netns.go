@@ -34,12 +34,12 @@ func Within(netns string, fn func() error) error {
 }
 
 // Interfaces returns the names of the network interfaces of a namespace.
-func Interfaces(netns string) (map[string]bool, error) {
-	names := map[string]bool{}
+func Interfaces(netns string) ([]string, error) {
+	var names []string
 	err := Within(netns, func() error {
 		ifs, err := net.Interfaces()
 		for _, i := range ifs {
-			names[i.Name] = true
+			names = append(names, i.Name)
 		}
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -135,7 +136,7 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			return nil, err
 		}
 		o.rules = append(o.rules, &nftables.Rule{Table: o.table, Chain: o.chain, Exprs: exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, "egress "+r.Egress)})
+			UserData: userdata.AppendString(nil, userdata.TypeComment, rs.Comment(r))})
 	}
 	return o, nil
 }
@@ -174,23 +175,11 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 		s := o.anonymous(nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
 		x = append(x, saddr(reg1), lookup(s, reg1))
 	default:
-		from, to := src[0].From(), src[0].To()
-		x = append(x, saddr(reg1))
-		if p, ok := src[0].Prefix(); ok && p.Bits() < 32 {
-			x = append(x, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: prefixMask(p), Xor: make([]byte, 4)},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)})
-		} else if from == to {
-			x = append(x, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)})
-		} else {
-			x = append(x, &expr.Cmp{Op: expr.CmpOpGte, Register: reg1, Data: ip4(from)},
-				&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: ip4(to)})
-		}
+		x = append(x, sourceMatch(src[0])...)
 	}
 	if r.OIF != "" {
-		name := make([]byte, unix.IFNAMSIZ)
-		copy(name, r.OIF)
 		x = append(x, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: name})
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(r.OIF)})
 	}
 	if r.L4 {
 		s := o.anonymous(nftables.TypeInetProto, nftables.SetDatatype{}, false,
@@ -237,6 +226,39 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 		nat.RegProtoMin, nat.RegProtoMax, nat.Specified = portReg, portReg+1, true
 	}
 	return append(x, nat), nil
+}
+
+// sourceMatch matches the source address against one range as nft encodes
+// `ip saddr RANGE`: a prefix of whole bytes compares only those bytes, any
+// other prefix is masked, an address is compared, a range is bounded.
+func sourceMatch(r netipx.IPRange) []expr.Any {
+	from, to := r.From(), r.To()
+	p, isPrefix := r.Prefix()
+	switch {
+	case isPrefix && p.Bits() < 32 && p.Bits()%8 == 0:
+		n := uint32(p.Bits() / 8)
+		return []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: n},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)[:n]}}
+	case isPrefix && p.Bits() < 32:
+		return []expr.Any{saddr(reg1), &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: prefixMask(p), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)}}
+	case from == to:
+		return []expr.Any{saddr(reg1), &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(from)}}
+	}
+	return []expr.Any{saddr(reg1), &expr.Cmp{Op: expr.CmpOpGte, Register: reg1, Data: ip4(from)},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: ip4(to)}}
+}
+
+// ifname is the data nft compares an interface name with: the name padded
+// to IFNAMSIZ, or for a wildcard "eth*" the bare prefix, which the kernel
+// compares for its own length.
+func ifname(name string) []byte {
+	if prefix, wildcard := strings.CutSuffix(name, "*"); wildcard {
+		return []byte(prefix)
+	}
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
 }
 
 // intervals encodes map or set elements for an interval set as nft does (the

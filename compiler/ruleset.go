@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
 
 	"go4.org/netipx"
 
@@ -129,6 +130,27 @@ type Target struct {
 	Seed        uint32       // ByJhash
 	Buckets     []netip.Addr // ByJhash: bucket -> public address (see BucketRanges)
 	First, Last netip.Addr   // ByRange
+}
+
+// Comment is the comment natpool writes on a rule of the ruleset. It is
+// natpool's stamp: it names the plan's digest, so that natpool recognises its
+// own table (and never replaces or deletes another) and tells which plan a
+// table holds.
+func (rs *Ruleset) Comment(r Rule) string {
+	return fmt.Sprintf("%s%s egress %s", stampPrefix, rs.Digest, r.Egress)
+}
+
+const stampPrefix = "natpool plan "
+
+// Stamp reads a rule comment: the digest of the plan a natpool rule belongs
+// to, and whether the comment is natpool's at all. natpool 0.1.0 wrote
+// "egress NAME" without a digest: such a rule is natpool's, digest unknown.
+func Stamp(comment string) (digest string, natpool bool) {
+	if rest, ok := strings.CutPrefix(comment, stampPrefix); ok {
+		digest, _, found := strings.Cut(rest, " egress ")
+		return digest, found
+	}
+	return "", strings.HasPrefix(comment, "egress ")
 }
 
 // BucketRange is a run of consecutive jhash buckets of one public address.

@@ -133,8 +133,8 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	if !validName.MatchString(e.Name) {
 		return nil, fmt.Errorf("egress name %q: use letters, digits, '_', '.' and '-'", e.Name)
 	}
-	if e.OIF != "" && (len(e.OIF) > 15 || strings.ContainsAny(e.OIF, " /\"\t")) {
-		return nil, fmt.Errorf("oif %q is not an interface name", e.OIF)
+	if err := checkInterface(e.OIF); err != nil {
+		return nil, err
 	}
 	if e.Strategy == "" {
 		e.Strategy = DefaultStrategy
@@ -175,6 +175,35 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize)
 	}
 	return e, err
+}
+
+// checkInterface refuses an oif that is not an interface name or a name
+// ending in the wildcard "*", which means the same to apply, to nft and (as
+// "+") to iptables: every interface whose name starts with what precedes it.
+func checkInterface(name string) error {
+	prefix, wildcard := strings.CutSuffix(name, "*")
+	switch {
+	case name == "":
+		return nil
+	case name == "*":
+		return fmt.Errorf("oif %q matches every interface: leave oif out instead", name)
+	case strings.Contains(prefix, "*"):
+		return fmt.Errorf("oif %q: '*' is a wildcard only at the end of the name", name)
+	case strings.HasSuffix(name, "+"):
+		return fmt.Errorf("oif %q: write the wildcard as %q, as nft does", name, strings.TrimSuffix(name, "+")+"*")
+	case len(prefix) > 15 || (!wildcard && len(name) > 15) || strings.ContainsAny(name, " /:\"\t\n"):
+		return fmt.Errorf("oif %q is not an interface name", name)
+	}
+	return nil
+}
+
+// MatchesInterface reports whether the interface name matches oif: the
+// same name, or for a wildcard "eth*" any name that starts with "eth".
+func MatchesInterface(oif, name string) bool {
+	if prefix, wildcard := strings.CutSuffix(oif, "*"); wildcard {
+		return strings.HasPrefix(name, prefix)
+	}
+	return oif == name
 }
 
 func strategyOptions(s Strategy) []string {

@@ -64,6 +64,10 @@ func TestNewPlanRejectsBadInput(t *testing.T) {
 		{"bad seed", func(e *EgressSpec) { e.Seed = "0x1ffffffff" }, `seed "0x1ffffffff"`},
 		{"persistent pool not contiguous", func(e *EgressSpec) { e.Strategy, e.Pool = "persistent", []string{"192.76.8.1", "192.76.8.3"} }, "192.76.8.1 and 192.76.8.3 are not adjacent"},
 		{"persistent weights", func(e *EgressSpec) { e.Strategy, e.Pool = "persistent", []string{"192.76.8.1=2"} }, "cannot weight"},
+		{"oif wildcard alone", func(e *EgressSpec) { e.OIF = "*" }, `oif "*" matches every interface`},
+		{"oif wildcard inside", func(e *EgressSpec) { e.OIF = "w*n" }, `oif "w*n": '*' is a wildcard only at the end`},
+		{"oif iptables wildcard", func(e *EgressSpec) { e.OIF = "wan+" }, `write the wildcard as "wan*"`},
+		{"oif too long", func(e *EgressSpec) { e.OIF = "averyveryverylongname" }, "is not an interface name"},
 		{"hosts file missing", func(e *EgressSpec) { e.Hosts = "/nonexistent/leases" }, "/nonexistent/leases"},
 	}
 	for _, tt := range tests {

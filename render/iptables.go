@@ -112,6 +112,10 @@ func oif(r compiler.Rule) string {
 	if r.OIF == "" {
 		return ""
 	}
+	// iptables writes the wildcard "eth*" as "eth+".
+	if prefix, wildcard := strings.CutSuffix(r.OIF, "*"); wildcard {
+		return " -o " + prefix + "+"
+	}
 	return " -o " + r.OIF
 }
 

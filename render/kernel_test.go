@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"cmp"
 	"io"
 	"testing"
 
@@ -28,6 +29,9 @@ var translationCases = []struct {
 		Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0/28"}, Exclude: []string{"10.16.2.2"}}},
 	{"block-unaligned", pool.EgressSpec{Strategy: "block", BlockSize: "1000",
 		Private: []string{"10.16.0.5-10.16.4.4"}, Pool: []string{"192.76.8.0/28"}}},
+	// "uplink*" is a wildcard: nft's, and iptables' "uplink+".
+	{"wildcard-oif", pool.EgressSpec{Strategy: "octet", OIF: netnstest.Uplink[:len(netnstest.Uplink)-1] + "*",
+		Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0/29"}}},
 }
 
 // Every format of every case, loaded into a namespace with an uplink:
@@ -37,7 +41,7 @@ var translationCases = []struct {
 func TestRenderedRulesetsTranslateAsPlanned(t *testing.T) {
 	netnstest.Require(t, "nft", "iptables-restore", "ipset", "conntrack")
 	for _, c := range translationCases {
-		c.spec.OIF = netnstest.Uplink
+		c.spec.OIF = cmp.Or(c.spec.OIF, netnstest.Uplink)
 		p := plan(t, c.spec)
 		hosts := netnstest.Hosts(p)
 		for _, format := range []string{"nft", "nft-json", "iptables"} {

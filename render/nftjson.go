@@ -37,7 +37,7 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 		"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
 	for _, r := range rs.Rules {
 		cmds = append(cmds, obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
-			"comment": "egress " + r.Egress, "expr": nftJSONExprs(r)}}})
+			"comment": rs.Comment(r), "expr": nftJSONExprs(r)}}})
 	}
 	return writeJSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
 }
