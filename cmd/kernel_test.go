@@ -337,6 +337,28 @@ func TestStatusExitStatus(t *testing.T) {
 	if !strings.Contains(out, "map default_octet: 2 missing, 0 extra") || !strings.Contains(out, "0.0.0.32 : 192.76.8.1") {
 		t.Errorf("drift report:\n%s", out)
 	}
+	// A chain another tool added to natpool's table is drift, in nft's words.
+	ns.MustRun("", "nft", "add chain ip natpool out { type filter hook output priority 0; policy drop; }")
+	out = must(t, 1, append([]string{"status"}, spec...)...)
+	if !strings.Contains(out, "chain out: 0 missing, 1 extra") || !strings.Contains(out, "+ type filter hook output priority filter; policy drop") {
+		t.Errorf("drift report:\n%s", out)
+	}
+	if out := must(t, 0, append([]string{"apply", "--dry-run"}, spec...)...); !strings.Contains(out, "chain out: 1 to remove") {
+		t.Errorf("dry-run:\n%s", out)
+	}
+	// A table whose hooked chain is gone, or replaced by a regular chain,
+	// is drift too: status names what is missing and does not crash.
+	ns.MustRun("", "nft", "delete chain ip natpool out")
+	ns.MustRun("", "nft", "delete chain ip natpool postrouting")
+	out = must(t, 1, append([]string{"status"}, spec...)...)
+	if !strings.Contains(out, "chain postrouting: 1 missing, 0 extra") || !strings.Contains(out, "rule 1 of chain postrouting") {
+		t.Errorf("drift report:\n%s", out)
+	}
+	ns.MustRun("", "nft", "add chain ip natpool postrouting")
+	out = must(t, 1, append([]string{"status"}, spec...)...)
+	if !strings.Contains(out, "+ regular chain (no hook)") {
+		t.Errorf("drift report:\n%s", out)
+	}
 }
 
 // Bad input to apply changes nothing in the kernel: a plan that fails
@@ -439,11 +461,15 @@ func TestForeignTablesAreRefusedAndLeftAlone(t *testing.T) {
 	before := ns.MustRun("", "nft", "list", "ruleset")
 	spec := []string{"--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--netns", ns.Name}
 	for _, table := range []string{"nat", "mine"} {
-		for _, args := range [][]string{{"apply"}, {"apply", "--dry-run"}, {"apply", "--delete"}, {"apply", "--delete", "--dry-run"}, {"status"}} {
+		for _, args := range [][]string{{"apply"}, {"apply", "--dry-run"}, {"apply", "--delete"}, {"apply", "--delete", "--dry-run"}} {
 			code, _, stderr := run(append(append(args, "--table", table), spec...)...)
 			if code != exitTrouble || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "table ip "+table+" is not natpool's") {
 				t.Errorf("%v --table %s: exit %d, stderr %q", args, table, code, stderr)
 			}
+		}
+		// status compares: such a table is not the plan, and says why.
+		if code, out, _ := run(append([]string{"status", "--table", table}, spec...)...); code != exitFound || !strings.Contains(out, "no rule of it carries natpool's stamp") {
+			t.Errorf("status --table %s: exit %d\n%s", table, code, out)
 		}
 	}
 	if after := ns.MustRun("", "nft", "list", "ruleset"); after != before {

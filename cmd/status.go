@@ -51,8 +51,12 @@ func runStatus(o *statusOptions, stdout io.Writer) error {
 		return err
 	}
 	defer k.Close()
-	if err := natpoolsTable(k, plan.Table, o.netns); err != nil {
+	stamp, err := k.Stamp(plan.Table)
+	if err != nil {
 		return err
+	}
+	if !stamp.Exists {
+		return fmt.Errorf("no table ip %s in %s", plan.Table, where(o.netns))
 	}
 	have, err := k.Read(plan.Table)
 	if err != nil {
@@ -77,13 +81,16 @@ func runStatus(o *statusOptions, stdout io.Writer) error {
 		}
 	}
 	if o.output == "json" {
-		err = writeJSON(stdout, map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest,
+		err = writeJSON(stdout, map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest, "stamped": stamp.Natpool,
 			"in_sync": len(diffs) == 0, "drift": differencesJSON(diffs, "missing", "extra")})
 	} else if len(diffs) == 0 {
 		fmt.Fprintf(stdout, "table ip %s in %s is in sync with the plan (%s): %d rules, %d elements\n",
 			plan.Table, where(o.netns), rs.Digest, len(rs.Rules), rs.Elements())
 	} else {
 		fmt.Fprintf(stdout, "table ip %s in %s has drifted from the plan (%s):\n", plan.Table, where(o.netns), rs.Digest)
+		if !stamp.Natpool {
+			fmt.Fprintf(stdout, "no rule of it carries natpool's stamp: another tool made it, or natpool's rules are gone (apply refuses such a table)\n")
+		}
 		writeDifferences(stdout, diffs, "missing", "extra")
 	}
 	if err != nil || len(diffs) == 0 {
@@ -101,16 +108,3 @@ func size(diffs []compiler.Difference) int {
 	return n
 }
 
-// natpoolsTable refuses a table that is missing or that natpool did not make.
-func natpoolsTable(k *compiler.Kernel, table, netns string) error {
-	st, err := k.Stamp(table)
-	switch {
-	case err != nil:
-		return err
-	case !st.Exists:
-		return fmt.Errorf("no table ip %s in %s", table, where(netns))
-	case !st.Natpool:
-		return &compiler.NotNatpoolsError{Table: table}
-	}
-	return nil
-}

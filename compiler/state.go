@@ -15,41 +15,53 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TableState is natpool's table reduced to what decides its behaviour, in a
-// form two tables compare in: built from a ruleset (what should be) or read
-// from the kernel (what is). Anonymous sets are listed with the named maps,
-// under the rule that uses them.
+// TableState is a table reduced to what decides its behaviour, written in
+// nft's syntax, in a form two tables compare in: built from a ruleset (what
+// should be) or read from the kernel (what is). Everything the kernel's
+// table holds is read, so a chain or object another tool added to it shows.
 type TableState struct {
-	Chain string
-	Maps  []MapState
+	Chains  []ChainState // by name
+	Maps    []MapState   // named maps, then the rules' anonymous sets; by name
+	Objects []string     // stateful objects and flowtables
+}
+
+// ChainState is one chain: its hook (empty for a regular chain) and rules.
+type ChainState struct {
+	Name  string
+	Hook  string // "type nat hook postrouting priority srcnat; policy accept"
 	Rules []RuleState
 }
 
-// MapState is one named map: its type and its elements as text.
+// MapState is one set or map: its type and its elements as text.
 type MapState struct {
 	Name     string
 	Type     string
 	Elements []string
 }
 
-// RuleState is one rule: its comment and its expressions as text.
+// RuleState is one rule: its comment and its statements in nft's syntax.
 type RuleState struct {
 	Comment string
-	Exprs   string
+	Text    string
 }
 
-// String writes the state a line per chain, map, element and rule.
+// String writes the state a line per chain, rule, map and element.
 func (s *TableState) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chain %s\n", s.Chain)
+	for _, c := range s.Chains {
+		fmt.Fprintf(&b, "chain %s { %s }\n", c.Name, c.Hook)
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "  %s comment %q\n", r.Text, r.Comment)
+		}
+	}
 	for _, m := range s.Maps {
-		fmt.Fprintf(&b, "map %s %s\n", m.Name, m.Type)
+		fmt.Fprintf(&b, "map %s { %s }\n", m.Name, m.Type)
 		for _, e := range m.Elements {
 			fmt.Fprintf(&b, "  %s\n", e)
 		}
 	}
-	for _, r := range s.Rules {
-		fmt.Fprintf(&b, "rule %q: %s\n", r.Comment, r.Exprs)
+	for _, o := range s.Objects {
+		fmt.Fprintln(&b, o)
 	}
 	return b.String()
 }
@@ -67,56 +79,60 @@ func Expected(rs *Ruleset) (*TableState, error) {
 	for _, s := range o.sets {
 		byID[s.set.ID] = s
 	}
-	return o.state(func(l *expr.Lookup) (setWithElements, bool) {
+	chain := chainRules{o.chain, o.rules}
+	return o.state([]chainRules{chain}, nil, func(l *expr.Lookup) (setWithElements, bool) {
 		s, ok := byID[l.SetID]
 		return s, ok
 	}), nil
 }
 
-func (o *objects) state(resolve func(*expr.Lookup) (setWithElements, bool)) *TableState {
-	st := &TableState{Chain: chainText(o.chain)}
+// chainRules is a chain with its rules.
+type chainRules struct {
+	chain *nftables.Chain
+	rules []*nftables.Rule
+}
+
+func (o *objects) state(chains []chainRules, objects []string, resolve func(*expr.Lookup) (setWithElements, bool)) *TableState {
+	st := &TableState{Objects: objects}
 	for _, s := range o.sets {
 		if !s.set.Anonymous {
 			st.Maps = append(st.Maps, MapState{Name: s.set.Name, Type: setType(s.set), Elements: elementsText(s)})
 		}
 	}
-	for i, r := range o.rules {
-		// A rule's anonymous sets are listed as objects of their own, named
-		// by the rule and their order in it, so that a change of one
-		// element shows as one element.
-		anonymous := 0
-		ref := func(l *expr.Lookup) string {
-			s, ok := resolve(l)
-			switch {
-			case !ok:
-				return "@" + l.SetName + " (missing)"
-			case !s.set.Anonymous:
-				return "@" + l.SetName
+	for _, c := range chains {
+		cs := ChainState{Name: c.chain.Name, Hook: hookText(c.chain)}
+		for i, r := range c.rules {
+			// A rule's anonymous sets are listed as maps of their own,
+			// named by the rule and their order in it, so that a change of
+			// one element shows as one element.
+			anonymous := 0
+			ref := func(l *expr.Lookup) string {
+				s, ok := resolve(l)
+				switch {
+				case !ok:
+					return "@" + l.SetName + " (missing)"
+				case !s.set.Anonymous:
+					return "@" + l.SetName
+				}
+				anonymous++
+				name := fmt.Sprintf("%s rule %d set %d", c.chain.Name, i+1, anonymous)
+				st.Maps = append(st.Maps, MapState{Name: name, Type: setType(s.set), Elements: elementsText(s)})
+				return "{" + name + "}"
 			}
-			anonymous++
-			name := fmt.Sprintf("rule %d set %d", i+1, anonymous)
-			st.Maps = append(st.Maps, MapState{Name: name, Type: setType(s.set), Elements: elementsText(s)})
-			return "{" + name + "}"
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			cs.Rules = append(cs.Rules, RuleState{Comment: comment, Text: ruleText(r.Exprs, ref)})
 		}
-		var parts []string
-		for _, e := range r.Exprs {
-			// google/nftables v0.3.0 reads no byteorder expressions back:
-			// the state holds what can be read, so leave them out of both
-			// sides.
-			if _, unreadable := e.(*expr.Byteorder); unreadable {
-				continue
-			}
-			parts = append(parts, exprText(e, ref))
-		}
-		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-		st.Rules = append(st.Rules, RuleState{Comment: comment, Exprs: strings.Join(parts, "; ")})
+		st.Chains = append(st.Chains, cs)
 	}
+	slices.SortFunc(st.Chains, func(a, b ChainState) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(st.Maps, func(a, b MapState) int { return strings.Compare(a.Name, b.Name) })
+	slices.Sort(st.Objects)
 	return st
 }
 
-// Read returns the state of natpool's table as the kernel holds it, or
-// ErrNoTable.
+// Read returns the state of the table as the kernel holds it, everything in
+// it: every chain, set, stateful object and flowtable. ErrNoTable when there
+// is no such table.
 func (k *Kernel) Read(table string) (*TableState, error) {
 	c := k.conn
 	t, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv4)
@@ -127,15 +143,6 @@ func (k *Kernel) Read(table string) (*TableState, error) {
 		return nil, err
 	}
 	o := &objects{table: t}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return nil, err
-	}
-	for _, ch := range chains {
-		if ch.Table.Name == table && ch.Name == Chain {
-			o.chain = ch
-		}
-	}
 	sets, err := c.GetSets(t)
 	if err != nil {
 		return nil, err
@@ -150,40 +157,109 @@ func (k *Kernel) Read(table string) (*TableState, error) {
 		byName[s.Name] = sw
 		o.sets = append(o.sets, sw)
 	}
-	if o.chain != nil {
-		if o.rules, err = c.GetRules(t, o.chain); err != nil {
-			return nil, err
-		}
+	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, err
 	}
-	st := o.state(func(l *expr.Lookup) (setWithElements, bool) {
+	var chains []chainRules
+	for _, ch := range all {
+		if ch.Table.Name != table {
+			continue
+		}
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("chain %s: %w", ch.Name, err)
+		}
+		chains = append(chains, chainRules{ch, rules})
+	}
+	objects, err := k.objectsText(t)
+	if err != nil {
+		return nil, err
+	}
+	return o.state(chains, objects, func(l *expr.Lookup) (setWithElements, bool) {
 		s, ok := byName[l.SetName]
 		return s, ok
-	})
-	if o.chain == nil {
-		st.Chain = "missing"
-	}
-	return st, nil
+	}), nil
 }
 
-func chainText(c *nftables.Chain) string {
-	policy := "none"
-	if c.Policy != nil && *c.Policy == nftables.ChainPolicyAccept {
-		policy = "accept"
+// objectsText lists a table's stateful objects and flowtables, which
+// natpool never makes.
+func (k *Kernel) objectsText(t *nftables.Table) ([]string, error) {
+	objs, err := k.conn.GetNamedObjects(t)
+	if err != nil {
+		return nil, fmt.Errorf("stateful objects: %w", err)
 	}
-	prio := 0
+	var out []string
+	for _, o := range objs {
+		if n, ok := o.(*nftables.NamedObj); ok {
+			out = append(out, fmt.Sprintf("object %s type %d", n.Name, n.Type))
+		} else {
+			out = append(out, fmt.Sprintf("object %T", o))
+		}
+	}
+	flowtables, err := k.conn.ListFlowtables(t)
+	if err != nil {
+		return nil, fmt.Errorf("flowtables: %w", err)
+	}
+	for _, f := range flowtables {
+		out = append(out, "flowtable "+f.Name)
+	}
+	return out, nil
+}
+
+var hookNames = map[nftables.ChainHook]string{
+	*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input", *nftables.ChainHookForward: "forward",
+	*nftables.ChainHookOutput: "output", *nftables.ChainHookPostrouting: "postrouting",
+}
+
+// priorityNames are nft's names of the standard priorities of the ip family.
+var priorityNames = []struct {
+	name string
+	prio int32
+}{{"raw", -300}, {"mangle", -150}, {"dstnat", -100}, {"filter", 0}, {"security", 50}, {"srcnat", 100}}
+
+// hookText writes a base chain's declaration as nft does; "" for a regular
+// chain, which has no hook.
+func hookText(c *nftables.Chain) string {
+	if c.Hooknum == nil {
+		return ""
+	}
+	hook, ok := hookNames[*c.Hooknum]
+	if !ok {
+		hook = fmt.Sprint(*c.Hooknum)
+	}
+	prio := "0"
 	if c.Priority != nil {
-		prio = int(*c.Priority)
+		p := int32(*c.Priority)
+		prio = fmt.Sprint(p)
+		for _, n := range priorityNames {
+			switch d := p - n.prio; {
+			case d == 0:
+				prio = n.name
+			case d > 0 && d <= 10:
+				prio = fmt.Sprintf("%s + %d", n.name, d)
+			case d < 0 && d >= -10:
+				prio = fmt.Sprintf("%s - %d", n.name, -d)
+			default:
+				continue
+			}
+			break
+		}
 	}
-	return fmt.Sprintf("%s type %s hook %d priority %d policy %s", c.Name, c.Type, *c.Hooknum, prio, policy)
+	policy := "accept"
+	if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
+		policy = "drop"
+	}
+	return fmt.Sprintf("type %s hook %s priority %s; policy %s", c.Type, hook, prio, policy)
 }
 
 func setType(s *nftables.Set) string {
-	t := fmt.Sprintf("key %s/%d", s.KeyType.Name, s.KeyType.Bytes)
+	t := fmt.Sprintf("type %s", s.KeyType.Name)
 	if s.IsMap {
-		t += fmt.Sprintf(" data %d bytes", s.DataType.Bytes)
+		t += fmt.Sprintf(" : %d bytes", s.DataType.Bytes)
 	}
 	if s.Interval {
-		t += " interval"
+		t += "; flags interval"
 	}
 	return t
 }
@@ -199,8 +275,11 @@ func elementsText(s setWithElements) []string {
 		return boolOrder(b.IntervalEnd, a.IntervalEnd)
 	})
 	key := bytesText
-	if s.set.KeyType.Name == nftables.TypeInteger.Name { // jhash buckets, in network byte order
+	switch s.set.KeyType.Name {
+	case nftables.TypeInteger.Name: // jhash buckets, in network byte order
 		key = func(b []byte) string { return fmt.Sprint(binary.BigEndian.Uint32(b)) }
+	case nftables.TypeInetProto.Name:
+		key = operand{kind: protoValue}.value
 	}
 	out := make([]string, len(elems))
 	for i, e := range elems {
@@ -227,55 +306,7 @@ func bytesText(b []byte) string {
 	case 16:
 		return fmt.Sprintf("%s . %s-%s . %s", bytesText(b[0:4]), bytesText(b[4:6]), bytesText(b[8:12]), bytesText(b[12:14]))
 	}
-	return hex.EncodeToString(b)
-}
-
-// exprText writes one expression canonically, naming the set of a lookup
-// by ref (anonymous set names are the kernel's own).
-func exprText(e expr.Any, ref func(*expr.Lookup) string) string {
-	switch e := e.(type) {
-	case *expr.Payload:
-		return fmt.Sprintf("payload %d+%d/%d -> r%d", e.Base, e.Offset, e.Len, reg(e.DestRegister))
-	case *expr.Bitwise:
-		return fmt.Sprintf("r%d = r%d & %s", reg(e.DestRegister), reg(e.SourceRegister), bytesText(e.Mask))
-	case *expr.Cmp:
-		if len(e.Data) == unix.IFNAMSIZ {
-			return fmt.Sprintf("cmp %d r%d %q", e.Op, reg(e.Register), strings.TrimRight(string(e.Data), "\x00"))
-		}
-		return fmt.Sprintf("cmp %d r%d %s", e.Op, reg(e.Register), bytesText(e.Data))
-	case *expr.Meta:
-		return fmt.Sprintf("meta %d -> r%d", e.Key, reg(e.Register))
-	case *expr.Immediate:
-		return fmt.Sprintf("r%d = %s", reg(e.Register), bytesText(e.Data))
-	case *expr.Hash:
-		return fmt.Sprintf("r%d = jhash(r%d, %d) mod %d seed %#x offset %d", reg(e.DestRegister), reg(e.SourceRegister), e.Length, e.Modulus, e.Seed, e.Offset)
-	case *expr.Lookup:
-		target := ref(e)
-		if e.IsDestRegSet {
-			return fmt.Sprintf("lookup r%d in %s -> r%d", reg(e.SourceRegister), target, reg(e.DestRegister))
-		}
-		return fmt.Sprintf("lookup r%d in %s", reg(e.SourceRegister), target)
-	case *expr.NAT:
-		// The kernel reports an unset maximum register as the minimum.
-		orMin := func(max, min uint32) uint32 {
-			if max == 0 {
-				return min
-			}
-			return max
-		}
-		return fmt.Sprintf("snat addr r%d-r%d proto r%d-r%d persistent %v specified %v",
-			reg(e.RegAddrMin), reg(orMin(e.RegAddrMax, e.RegAddrMin)), reg(e.RegProtoMin), reg(orMin(e.RegProtoMax, e.RegProtoMin)), e.Persistent, e.Specified)
-	}
-	return fmt.Sprintf("%T %+v", e, e)
-}
-
-// reg names a register as the kernel reports it: a 4-byte register that
-// starts a 16-byte one (NFT_REG32_00, _04, ...) under the 16-byte number.
-func reg(r uint32) uint32 {
-	if r >= r32 && (r-r32)%4 == 0 {
-		return reg1 + (r-r32)/4
-	}
-	return r
+	return "0x" + hex.EncodeToString(b)
 }
 
 func boolOrder(a, b bool) int {
@@ -292,13 +323,14 @@ func boolOrder(a, b bool) int {
 // the second lacks (Missing) and what the second has that the first lacks
 // (Extra), for one object.
 type Difference struct {
-	Object  string // "chain", "map NAME" or "rule N (COMMENT)"
+	Object  string // "chain NAME", "rule N of chain NAME (COMMENT)", "map NAME" or "objects"
 	Missing []string
 	Extra   []string
 }
 
 // Compare lists how have differs from want, object by object, in a stable
-// order: the chain, the maps by name, then the rules by position.
+// order: each chain and its rules by position, the maps by name, then
+// stateful objects.
 func Compare(want, have *TableState) []Difference {
 	var out []Difference
 	add := func(object string, w, h []string) {
@@ -306,42 +338,65 @@ func Compare(want, have *TableState) []Difference {
 			out = append(out, Difference{object, missing, extra})
 		}
 	}
-	add("chain", []string{want.Chain}, []string{have.Chain})
-	maps := map[string][2]*MapState{}
-	var names []string
-	for i := range want.Maps {
-		m := &want.Maps[i]
-		names = append(names, m.Name)
-		maps[m.Name] = [2]*MapState{m, nil}
-	}
-	for i := range have.Maps {
-		m := &have.Maps[i]
-		pair, seen := maps[m.Name]
-		if !seen {
-			names = append(names, m.Name)
+	for _, name := range names(want.Chains, have.Chains, func(c ChainState) string { return c.Name }) {
+		w, h := find(want.Chains, name, func(c ChainState) string { return c.Name }), find(have.Chains, name, func(c ChainState) string { return c.Name })
+		add("chain "+name, chainLines(w), chainLines(h))
+		var wr, hr []RuleState
+		if w != nil {
+			wr = w.Rules
 		}
-		maps[m.Name] = [2]*MapState{pair[0], m}
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		pair := maps[name]
-		add("map "+name, mapLines(pair[0]), mapLines(pair[1]))
-	}
-	for i := range max(len(want.Rules), len(have.Rules)) {
-		var w, h []string
-		comment := ""
-		if i < len(want.Rules) {
-			w, comment = []string{want.Rules[i].Exprs}, want.Rules[i].Comment
+		if h != nil {
+			hr = h.Rules
 		}
-		if i < len(have.Rules) {
-			h = []string{have.Rules[i].Exprs}
-			if comment == "" {
-				comment = have.Rules[i].Comment
+		for i := range max(len(wr), len(hr)) {
+			var wl, hl []string
+			comment := ""
+			if i < len(hr) {
+				hl, comment = []string{hr[i].Text}, hr[i].Comment
 			}
+			if i < len(wr) {
+				wl, comment = []string{wr[i].Text}, wr[i].Comment
+			}
+			add(fmt.Sprintf("rule %d of chain %s (%s)", i+1, name, comment), wl, hl)
 		}
-		add(fmt.Sprintf("rule %d (%s)", i+1, comment), w, h)
 	}
+	for _, name := range names(want.Maps, have.Maps, func(m MapState) string { return m.Name }) {
+		add("map "+name, mapLines(find(want.Maps, name, func(m MapState) string { return m.Name })),
+			mapLines(find(have.Maps, name, func(m MapState) string { return m.Name })))
+	}
+	add("objects", want.Objects, have.Objects)
 	return out
+}
+
+// names returns the sorted union of the names of a and b.
+func names[T any](a, b []T, name func(T) string) []string {
+	var out []string
+	for _, x := range a {
+		out = append(out, name(x))
+	}
+	for _, x := range b {
+		out = append(out, name(x))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func find[T any](list []T, n string, name func(T) string) *T {
+	if i := slices.IndexFunc(list, func(x T) bool { return name(x) == n }); i >= 0 {
+		return &list[i]
+	}
+	return nil
+}
+
+// chainLines is a chain's declaration, nil for an absent chain.
+func chainLines(c *ChainState) []string {
+	switch {
+	case c == nil:
+		return nil
+	case c.Hook == "":
+		return []string{"regular chain (no hook)"}
+	}
+	return []string{c.Hook}
 }
 
 // mapLines is a map's type and elements, nil for an absent map.
@@ -349,7 +404,7 @@ func mapLines(m *MapState) []string {
 	if m == nil {
 		return nil
 	}
-	return append([]string{"type " + m.Type}, m.Elements...)
+	return append([]string{m.Type}, m.Elements...)
 }
 
 // setDiff returns the lines of a that b lacks, in a's order.
