@@ -131,13 +131,13 @@ func LiveCapacityTable(w io.Writer, caps []pool.LiveCapacity) error {
 			continue
 		}
 		fmt.Fprintln(w, "busiest inside hosts:")
-		if err := Table(w, hostHeader(c), hostRows(c, c.TopHosts), 2, 3); err != nil {
+		if err := hostTable(w, c, c.TopHosts); err != nil {
 			return err
 		}
 		if c.BlockSize > 0 {
 			fmt.Fprintf(w, "hosts using more than %.0f%% of their %d-port block: %d\n", 100*pool.FullBlock, c.BlockSize, len(c.FullBlocks))
 			if len(c.FullBlocks) > 0 {
-				if err := Table(w, hostHeader(c), hostRows(c, c.FullBlocks), 2, 3); err != nil {
+				if err := hostTable(w, c, c.FullBlocks); err != nil {
 					return err
 				}
 			}
@@ -146,14 +146,13 @@ func LiveCapacityTable(w io.Writer, caps []pool.LiveCapacity) error {
 	return nil
 }
 
-func hostHeader(c pool.LiveCapacity) []string {
+// hostTable writes hosts and their connections, in block mode with the
+// share of the block they use.
+func hostTable(w io.Writer, c pool.LiveCapacity, hosts []pool.HostUse) error {
+	header := []string{"HOST", "PUBLIC", "ENTRIES"}
 	if c.BlockSize > 0 {
-		return []string{"HOST", "PUBLIC", "ENTRIES", "BLOCK USE"}
+		header = append(header, "BLOCK USE")
 	}
-	return []string{"HOST", "PUBLIC", "ENTRIES"}
-}
-
-func hostRows(c pool.LiveCapacity, hosts []pool.HostUse) [][]string {
 	var rows [][]string
 	for _, h := range hosts {
 		row := []string{h.Host.String(), h.Public.String(), fmt.Sprint(h.Entries)}
@@ -162,7 +161,7 @@ func hostRows(c pool.LiveCapacity, hosts []pool.HostUse) [][]string {
 		}
 		rows = append(rows, row)
 	}
-	return rows
+	return Table(w, header, rows, 2)
 }
 
 type liveJSON struct {
