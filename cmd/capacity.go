@@ -76,15 +76,16 @@ func runCapacity(o *capacityOptions, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	entries, _, err := c.SNATs()
-	if err != nil {
+	counter := plan.NewLiveCounter()
+	if _, err := c.Scan(plan.CTLabel, func(e *compiler.Entry) error {
+		if e.Natpool {
+			counter.Count(e.Connection, 1)
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
-	conns := make([]pool.Connection, len(entries))
-	for i, e := range entries {
-		conns[i] = e.Connection
-	}
-	caps := plan.LiveCapacity(conns)
+	caps := counter.Capacity()
 	if o.output == "json" {
 		return render.LiveCapacityJSON(stdout, caps)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/natpool/natpool/pool"
 )
 
@@ -178,5 +180,32 @@ func TestCapacityGolden(t *testing.T) {
 	}
 	if code, _, stderr := run("capacity", "-f", "../testdata/cgnat.yaml", "--target", "1.5"); code != exitTrouble || !strings.Contains(stderr, "target 1.5") {
 		t.Errorf("--target 1.5: exit %d, %q", code, stderr)
+	}
+}
+
+// Every command that takes a spec takes every spec flag, with one meaning:
+// the flags of apply work for flush, status and capacity alike.
+func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
+	root := newRootCmd(nil, nil)
+	plan, _, err := root.Find([]string{"plan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec []*pflag.Flag
+	plan.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name != "output" {
+			spec = append(spec, f)
+		}
+	})
+	for _, name := range []string{"lookup", "render", "apply", "status", "flush", "capacity"} {
+		cmd, _, err := root.Find([]string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range spec {
+			if got := cmd.Flags().Lookup(want.Name); got == nil || got.Usage != want.Usage || got.Shorthand != want.Shorthand {
+				t.Errorf("%s --%s: %+v, want %q as in plan", name, want.Name, got, want.Usage)
+			}
+		}
 	}
 }

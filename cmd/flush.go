@@ -18,7 +18,7 @@ type flushOptions struct {
 	netns  string
 	stale  bool
 	public []string
-	oif    string
+	egress string
 	dryRun bool
 	output string
 }
@@ -27,33 +27,34 @@ func newFlushCmd(stdout io.Writer) *cobra.Command {
 	o := &flushOptions{}
 	cmd := &cobra.Command{
 		Use:   "flush",
-		Short: "Delete the conntrack entries a change made stale, or those of an address or uplink",
-		Long: `Flush deletes IPv4 source-NATed conntrack entries, and only those selected:
+		Short: "Delete the conntrack entries a change made stale, or those of an address or egress entry",
+		Long: `Flush deletes conntrack entries that natpool's rules translated (they carry
+natpool's conntrack label, --ct-label), and only those selected:
 
-  --stale         entries of the plan's inside hosts whose public address (or,
-                  in block mode, port block) the plan no longer gives them:
-                  after a pool change only the hosts that moved lose their
-                  connections
-  --public ADDR   entries of the plan's hosts translated to ADDR (repeatable):
-                  when one uplink's address is gone
-  --oif NAME      only entries of the egress entry on that interface (with
-                  neither of the above: all of them)
+  --stale         entries whose public address (or, in block mode, port
+                  block) the plan no longer gives their host: after a pool
+                  change only the hosts that moved lose their connections,
+                  and so do all connections through an address the change
+                  removed
+  --public ADDR   entries translated to ADDR (repeatable): when one uplink's
+                  address is gone
+  --egress NAME   only entries of that egress entry: its inside hosts through
+                  its pool (with neither of the above: all of them)
 
-Only entries of the plan's inside hosts are ever deleted, so flush needs the
-spec even for --public; entries that are not source-NATed, or that the plan
-still makes, never are. --dry-run counts per public address and deletes
-nothing.`,
+Entries other rules made (masquerade, another tool's NAT) carry no natpool
+label and are never touched, even for hosts inside the plan. --dry-run
+counts per public address and deletes nothing.`,
 		Example: `  natpool apply -f campus.yaml && natpool flush -f campus.yaml --stale
   natpool flush -f site.yaml --public 203.0.113.9 --netns nat0
-  natpool flush -f site.yaml --oif eth3 --dry-run`,
+  natpool flush -f site.yaml --egress isp-b --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runFlush(o, stdout) },
 	}
-	addSpecFlags(cmd, &o.spec, "oif")
+	addSpecFlags(cmd, &o.spec)
 	netnsFlag(cmd, &o.netns)
 	cmd.Flags().BoolVar(&o.stale, "stale", false, "delete entries the plan no longer gives")
 	cmd.Flags().StringSliceVar(&o.public, "public", nil, "delete entries translated to this public address (repeatable)")
-	cmd.Flags().StringVar(&o.oif, "oif", "", "only entries of the egress entry on this interface")
+	egressFlag(cmd, &o.egress, "only entries of this egress entry")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "count what would be deleted, per public address")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
@@ -63,6 +64,7 @@ nothing.`,
 type flushReport struct {
 	Scanned  int            `json:"scanned"`
 	SNAT     int            `json:"snat"`
+	Natpool  int            `json:"natpool"`
 	Selected int            `json:"selected"`
 	Deleted  int            `json:"deleted"`
 	DryRun   bool           `json:"dry_run"`
@@ -73,7 +75,7 @@ func runFlush(o *flushOptions, stdout io.Writer) error {
 	if err := checkChoice("output", o.output, "text", "json"); err != nil {
 		return err
 	}
-	selector, err := o.selector()
+	plan, selector, err := o.selector()
 	if err != nil {
 		return err
 	}
@@ -82,24 +84,29 @@ func runFlush(o *flushOptions, stdout io.Writer) error {
 		return err
 	}
 	defer c.Close()
-	entries, scanned, err := c.SNATs()
-	if err != nil {
-		return err
-	}
-	r := flushReport{Scanned: scanned, SNAT: len(entries), DryRun: o.dryRun, ByPublic: map[string]int{}}
-	for _, e := range entries {
+	r := flushReport{DryRun: o.dryRun, ByPublic: map[string]int{}}
+	r.Scanned, err = c.Scan(plan.CTLabel, func(e *compiler.Entry) error {
+		r.SNAT++
+		if !e.Natpool {
+			return nil
+		}
+		r.Natpool++
 		if !selector(e) {
-			continue
+			return nil
 		}
 		r.Selected++
 		r.ByPublic[e.Public.Addr().String()]++
 		if o.dryRun {
-			continue
+			return nil
 		}
 		if err := c.Delete(e); err != nil {
 			return fmt.Errorf("deleting the entry of %s as %s: %w (%d deleted before)", e.Host, e.Public, err, r.Deleted)
 		}
 		r.Deleted++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if o.output == "json" {
 		return writeJSON(stdout, r)
@@ -108,7 +115,7 @@ func runFlush(o *flushOptions, stdout io.Writer) error {
 	if o.dryRun {
 		verb = "would delete"
 	}
-	fmt.Fprintf(stdout, "scanned %d conntrack entries in %s, %d source-NATed; %s %d\n", r.Scanned, where(o.netns), r.SNAT, verb, r.Selected)
+	fmt.Fprintf(stdout, "scanned %d conntrack entries in %s, %d source-NATed, %d by natpool; %s %d\n", r.Scanned, where(o.netns), r.SNAT, r.Natpool, verb, r.Selected)
 	publics := make([]string, 0, len(r.ByPublic))
 	for p := range r.ByPublic {
 		publics = append(publics, p)
@@ -124,16 +131,14 @@ func runFlush(o *flushOptions, stdout io.Writer) error {
 	return render.Table(stdout, []string{"PUBLIC", "ENTRIES"}, rows, 1)
 }
 
-// selector combines the flags: (--stale or --public) within --oif's entry.
-func (o *flushOptions) selector() (compiler.Selector, error) {
-	if !o.stale && len(o.public) == 0 && o.oif == "" {
-		return nil, fmt.Errorf("say what to flush: --stale, --public ADDR or --oif NAME")
+// selector combines the flags: (--stale or --public) within --egress's entry.
+func (o *flushOptions) selector() (*pool.Plan, compiler.Selector, error) {
+	if !o.stale && len(o.public) == 0 && o.egress == "" {
+		return nil, nil, fmt.Errorf("say what to flush: --stale, --public ADDR or --egress NAME")
 	}
-	// Even --public needs the plan: flush deletes only natpool's entries,
-	// those of the plan's inside hosts.
 	plan, err := o.spec.plan()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var reasons []compiler.Selector
 	if o.stale {
@@ -144,27 +149,27 @@ func (o *flushOptions) selector() (compiler.Selector, error) {
 		for i, s := range o.public {
 			a, err := pool.ParseAddr(s)
 			if err != nil {
-				return nil, fmt.Errorf("--public %w", err)
+				return nil, nil, fmt.Errorf("--public %w", err)
 			}
 			addrs[i] = a
 		}
-		reasons = append(reasons, compiler.TranslatedTo(plan, addrs))
+		reasons = append(reasons, compiler.TranslatedTo(addrs))
 	}
-	scope := func(compiler.SNAT) bool { return true }
-	if o.oif != "" {
-		i := slices.IndexFunc(plan.Egress, func(e *pool.Egress) bool { return e.OIF == o.oif })
-		if i < 0 {
-			return nil, fmt.Errorf("no egress entry of the plan leaves through %q", o.oif)
+	scope := func(*compiler.Entry) bool { return true }
+	if o.egress != "" {
+		e, err := plan.EgressNamed(o.egress)
+		if err != nil {
+			return nil, nil, err
 		}
-		scope = compiler.Of(plan.Egress[i])
+		scope = compiler.Of(e)
 	}
-	return func(s compiler.SNAT) bool {
-		if !scope(s) {
+	return plan, func(e *compiler.Entry) bool {
+		if !scope(e) {
 			return false
 		}
 		if len(reasons) == 0 {
 			return true
 		}
-		return slices.ContainsFunc(reasons, func(r compiler.Selector) bool { return r(s) })
+		return slices.ContainsFunc(reasons, func(r compiler.Selector) bool { return r(e) })
 	}, nil
 }

@@ -229,17 +229,17 @@ func TestFlushOfOneUplink(t *testing.T) {
 		}
 		return r
 	}
-	if r := flush("--oif", "uplink1", "--dry-run"); r.Selected != 0 {
-		t.Errorf("--oif uplink1 selects %d of isp-a's entries", r.Selected)
+	if r := flush("--egress", "isp-b", "--dry-run"); r.Selected != 0 {
+		t.Errorf("--egress isp-b selects %d of isp-a's entries", r.Selected)
 	}
-	if r := flush("--oif", netnstest.Uplink, "--public", "203.0.113.9"); r.Deleted != viaNine || viaNine == 0 {
-		t.Errorf("--oif %s --public 203.0.113.9 deleted %d, want %d", netnstest.Uplink, r.Deleted, viaNine)
+	if r := flush("--egress", "isp-a", "--public", "203.0.113.9"); r.Deleted != viaNine || viaNine == 0 {
+		t.Errorf("--egress isp-a --public 203.0.113.9 deleted %d, want %d", r.Deleted, viaNine)
 	}
-	if r := flush("--oif", netnstest.Uplink); r.Deleted != len(hosts)-viaNine {
-		t.Errorf("--oif %s deleted %d, want the %d left", netnstest.Uplink, r.Deleted, len(hosts)-viaNine)
+	if r := flush("--egress", "isp-a"); r.Deleted != len(hosts)-viaNine {
+		t.Errorf("--egress isp-a deleted %d, want the %d left", r.Deleted, len(hosts)-viaNine)
 	}
-	if code, _, stderr := run("flush", "-f", path, "--netns", ns.Name, "--oif", "eth7"); code != exitTrouble || !strings.Contains(stderr, `"eth7"`) {
-		t.Errorf("--oif eth7: exit %d, %q", code, stderr)
+	if code, _, stderr := run("flush", "-f", path, "--netns", ns.Name, "--egress", "isp-c"); code != exitTrouble || !strings.Contains(stderr, `"isp-c"`) {
+		t.Errorf("--egress isp-c: exit %d, %q", code, stderr)
 	}
 }
 
@@ -518,6 +518,48 @@ func TestStatusIsInSyncWithNftOfTheRender(t *testing.T) {
 			if code, out, stderr := run(append([]string{"status", "--netns", ns.Name}, tc...)...); code != 0 {
 				t.Errorf("%s of %v, then status: exit %d\n%s%s", format, tc, code, out, stderr)
 			}
+		}
+	}
+}
+
+// Another table's masquerade for hosts inside the plan's prefix makes
+// conntrack entries natpool did not translate: they carry no natpool label,
+// and flush never deletes them, even when the plan would call every one of
+// its hosts stale. The spec flags mean what they mean to apply (--oif).
+func TestFlushKeepsEntriesOtherRulesMade(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	ns.MustRun(`table ip foreign {
+	chain post {
+		type nat hook postrouting priority srcnat - 10; policy accept;
+		ip saddr 10.16.0.0/28 masquerade
+	}
+}
+`, "nft", "-f", "-")
+	old := []string{"--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--oif", netnstest.Uplink, "--netns", ns.Name}
+	moved := []string{"--private", "10.16.0.0/24", "--pool", "192.76.9.0/29", "--oif", netnstest.Uplink, "--netns", ns.Name}
+	must(t, 0, append([]string{"apply"}, old...)...)
+	var hosts []netip.Addr
+	for i := range 256 {
+		hosts = append(hosts, netip.AddrFrom4([4]byte{10, 16, 0, byte(i)}))
+	}
+	ns.SendUDP(hosts, 40000)
+	must(t, 0, append([]string{"apply"}, moved...)...)
+
+	var r struct{ SNAT, Natpool, Selected, Deleted int }
+	if err := json.Unmarshal([]byte(must(t, 0, append([]string{"flush", "--stale", "-o", "json"}, moved...)...)), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.SNAT != 256 || r.Natpool != 240 || r.Deleted != 240 {
+		t.Errorf("flush --stale: %+v, want 256 source-NATed, 240 of them natpool's, all 240 deleted", r)
+	}
+	flows := ns.Flows()
+	for _, h := range hosts {
+		_, kept := flows[h]
+		if foreign := h.As4()[3] < 16; kept != foreign {
+			t.Errorf("%s: masqueraded by another table %v, but its entry kept %v", h, foreign, kept)
 		}
 	}
 }

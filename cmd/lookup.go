@@ -39,7 +39,7 @@ With several egress entries each entry that knows the address answers, unless
 		},
 	}
 	addSpecFlags(cmd, &o.spec)
-	cmd.Flags().StringVar(&o.egress, "egress", "", "answer from this egress entry only")
+	egressFlag(cmd, &o.egress, "answer from this egress entry only")
 	cmd.Flags().BoolVar(&o.all, "all", false, "list every host of a public address, not ranges")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd

@@ -15,18 +15,19 @@ import (
 type specOptions struct {
 	file      string
 	tableFlag string
+	ctLabel   string
 	egress    pool.EgressSpec
 	flags     *pflag.FlagSet
-	own       map[string]bool // the flags added here: a command's own flag of the same name is not a spec flag
 }
 
-// addSpecFlags adds the spec flags to cmd, except those named in except
-// (a command that gives one of those names another meaning).
-func addSpecFlags(cmd *cobra.Command, o *specOptions, except ...string) {
+// addSpecFlags adds the spec flags to cmd: every command that takes a spec
+// takes them all, with one meaning.
+func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
 	o.flags = cmd.Flags()
 	f.StringVarP(&o.file, "file", "f", "", "YAML spec file (flags override it)")
 	f.StringVar(&o.tableFlag, "table", "", "nftables table natpool owns (default natpool)")
+	f.StringVar(&o.ctLabel, "ct-label", "", fmt.Sprintf("conntrack label bit natpool's rules set on the connections they translate, 0-127 (default %d)", pool.DefaultCTLabel))
 	f.StringSliceVar(&o.egress.Private, "private", nil, "inside hosts: PREFIX or A-B (repeatable)")
 	f.StringSliceVar(&o.egress.Pool, "pool", nil, "public addresses: PREFIX, A-B or ADDR, each with an optional =WEIGHT (repeatable)")
 	f.StringSliceVar(&o.egress.Exclude, "exclude", nil, "inside hosts or public addresses never mapped or used: PREFIX or ADDR (repeatable)")
@@ -40,13 +41,7 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions, except ...string) {
 	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
 	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address, a power of two")
 	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host")
-	o.own = map[string]bool{}
-	f.VisitAll(func(fl *pflag.Flag) {
-		if !slices.Contains(except, fl.Name) {
-			cmd.Flags().AddFlag(fl)
-			o.own[fl.Name] = true
-		}
-	})
+	cmd.Flags().AddFlagSet(f)
 	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
 	_ = cmd.MarkFlagFilename("hosts")
@@ -61,9 +56,8 @@ func (o *specOptions) plan() (*pool.Plan, error) {
 			return nil, err
 		}
 	}
-	if o.flags.Changed("table") {
-		spec.Table = o.tableFlag
-	}
+	overrideWith(o, "table", &spec.Table, o.tableFlag)
+	overrideWith(o, "ct-label", &spec.CTLabel, o.ctLabel)
 	for i := range spec.Egress {
 		e := &spec.Egress[i]
 		overrideWith(o, "private", &e.Private, o.egress.Private)
@@ -99,7 +93,7 @@ func (o *specOptions) table() (string, error) {
 
 // overrideWith sets *dst to value when the spec flag name was given.
 func overrideWith[T any](o *specOptions, name string, dst *T, value T) {
-	if o.own[name] && o.flags.Changed(name) {
+	if o.flags.Changed(name) {
 		*dst = value
 	}
 }
@@ -122,4 +116,9 @@ func checkChoice(flag, value string, choices ...string) error {
 		return nil
 	}
 	return fmt.Errorf("%s %q: want one of %v", flag, value, choices)
+}
+
+// egressFlag adds --egress NAME, which picks one egress entry of the spec.
+func egressFlag(cmd *cobra.Command, dst *string, usage string) {
+	cmd.Flags().StringVar(dst, "egress", "", usage)
 }

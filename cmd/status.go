@@ -107,4 +107,3 @@ func size(diffs []compiler.Difference) int {
 	}
 	return n
 }
-

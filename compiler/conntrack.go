@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
@@ -19,15 +19,16 @@ import (
 // Conntrack reads and deletes entries of one namespace's connection
 // tracking table.
 type Conntrack struct {
-	netns *os.File // held open for the connection's life, as in Kernel
-	conn  *conntrack.Conn
+	netns *os.File // held open for the connections' life, as in Kernel
 	dump  *netlink.Conn
+	del   *netlink.Conn // deletes while a dump runs on the other socket
+	buf   []byte
 }
 
 // DialConntrack connects to the conntrack table of the named network
 // namespace, or of the current one when netns is empty.
 func DialConntrack(netns string) (*Conntrack, error) {
-	c := &Conntrack{}
+	c := &Conntrack{buf: make([]byte, dumpBuffer)}
 	cfg := &netlink.Config{}
 	if netns != "" {
 		f, err := openNetNS(netns)
@@ -37,8 +38,8 @@ func DialConntrack(netns string) (*Conntrack, error) {
 		c.netns, cfg.NetNS = f, int(f.Fd())
 	}
 	var err error
-	if c.conn, err = conntrack.Dial(cfg); err == nil {
-		c.dump, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if c.dump, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err == nil {
+		c.del, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	}
 	if err != nil {
 		c.Close()
@@ -49,11 +50,10 @@ func DialConntrack(netns string) (*Conntrack, error) {
 
 // Close releases the connections and the namespace.
 func (c *Conntrack) Close() error {
-	if c.conn != nil {
-		c.conn.Close()
-	}
-	if c.dump != nil {
-		c.dump.Close()
+	for _, conn := range []*netlink.Conn{c.dump, c.del} {
+		if conn != nil {
+			conn.Close()
+		}
 	}
 	if c.netns != nil {
 		return c.netns.Close()
@@ -61,67 +61,73 @@ func (c *Conntrack) Close() error {
 	return nil
 }
 
-// SNAT is an IPv4 source-NATed conntrack entry: the connection as natpool
-// sees it.
-type SNAT struct {
+// Entry is an IPv4 source-NATed conntrack entry: the connection as natpool
+// sees it, and whether natpool's rules translated it.
+type Entry struct {
 	pool.Connection
-	msg netlink.Message // the entry as dumped, decoded whole only to delete it
+	// Natpool reports whether the entry carries the label natpool's rules
+	// set (Ruleset.Label): natpool translated it, not another rule.
+	Natpool bool
+	// The entry's original tuple and zone as dumped, enough to delete it;
+	// they point into the dump buffer and are valid during Scan's callback.
+	orig, zone []byte
 }
 
-// SNATs returns the IPv4 source-NATed entries, and how many IPv4 entries
-// the table holds in all.
+// Scan dumps the IPv4 conntrack table and calls fn with each source-NATed
+// entry as it is decoded, label being the conntrack label bit natpool's
+// rules set. fn may Delete the entry; it must not keep it. Scan returns how
+// many IPv4 entries the table held; nothing of the dump outlives it, so a
+// scan of millions of entries runs in constant memory.
 //
 // The dump runs on a socket of its own, read 32 KiB at a time, and decodes
-// only the fields natpool needs: the kernel sizes each round of a dump
-// by the reader's buffer, and the library reads a page at a time and
-// decodes every field, which takes most of a flush of 100,000 entries.
-func (c *Conntrack) SNATs() ([]SNAT, int, error) {
+// only the fields natpool needs: the kernel sizes each round of a dump by
+// the reader's buffer.
+func (c *Conntrack) Scan(label int, fn func(*Entry) error) (int, error) {
 	req := netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtGet), Flags: netlink.Request | netlink.Dump},
 		Data:   []byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg: IPv4 entries only
 	}
 	if _, err := c.dump.Send(req); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	raw, err := c.dump.SyscallConn()
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	var out []SNAT
 	total := 0
+	var e Entry
 	for {
-		buf := make([]byte, dumpBuffer)
 		var n int
 		var recvErr error
 		err := raw.Read(func(fd uintptr) bool {
-			n, _, recvErr = unix.Recvfrom(int(fd), buf, 0)
+			n, _, recvErr = unix.Recvfrom(int(fd), c.buf, 0)
 			return recvErr != unix.EAGAIN
 		})
 		if err == nil {
 			err = recvErr
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("conntrack dump: %w", err)
+			return total, fmt.Errorf("conntrack dump: %w", err)
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
 		if err != nil {
-			return nil, 0, fmt.Errorf("conntrack dump: %w", err)
+			return total, fmt.Errorf("conntrack dump: %w", err)
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return out, total, nil
+				return total, nil
 			case unix.NLMSG_ERROR:
 				if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
-					return nil, 0, fmt.Errorf("conntrack dump: %w", syscall.Errno(-errno))
+					return total, fmt.Errorf("conntrack dump: %w", syscall.Errno(-errno))
 				}
 				continue
 			}
 			total++
-			msg := netlink.Message{Header: netlink.Header{Length: m.Header.Len, Type: netlink.HeaderType(m.Header.Type),
-				Flags: netlink.HeaderFlags(m.Header.Flags), Sequence: m.Header.Seq, PID: m.Header.Pid}, Data: m.Data}
-			if s, ok := decodeSNAT(msg); ok {
-				out = append(out, s)
+			if decodeEntry(m.Data, label, &e) {
+				if err := fn(&e); err != nil {
+					return total, err
+				}
 			}
 		}
 	}
@@ -130,9 +136,12 @@ func (c *Conntrack) SNATs() ([]SNAT, int, error) {
 // ctnetlink message and attribute types (linux/netfilter/nfnetlink_conntrack.h).
 const (
 	ipctnlMsgCtGet         = 1
+	ipctnlMsgCtDelete      = 2
 	ctaTupleOrig           = 1
 	ctaTupleReply          = 2
 	ctaStatus              = 3
+	ctaZone                = 18
+	ctaLabels              = 22
 	ctaTupleIP             = 1
 	ctaTupleProto          = 2
 	ctaIPv4Src             = 1
@@ -142,33 +151,42 @@ const (
 	ipsSrcNAT       uint32 = 1 << 4 // IPS_SRC_NAT
 )
 
-// decodeSNAT reads the status, the original tuple and the reply's
-// destination address and port of an entry; false unless it is source-NATed.
-func decodeSNAT(m netlink.Message) (SNAT, bool) {
-	_, ad, err := netfilter.DecodeNetlink(m)
+// decodeEntry reads an entry's status, labels, original tuple and the
+// reply's destination address and port into e; false unless it is an IPv4
+// source-NATed entry.
+func decodeEntry(data []byte, label int, e *Entry) bool {
+	_, ad, err := netfilter.DecodeNetlink(netlink.Message{Data: data})
 	if err != nil {
-		return SNAT{}, false
+		return false
 	}
 	var status uint32
 	var orig, reply tuple
+	*e = Entry{}
 	for ad.Next() {
 		switch ad.Type() {
 		case ctaTupleOrig:
+			e.orig = ad.Bytes()
 			ad.Nested(orig.decode)
 		case ctaTupleReply:
 			ad.Nested(reply.decode)
 		case ctaStatus:
 			status = ad.Uint32()
+		case ctaZone:
+			e.zone = ad.Bytes()
+		case ctaLabels:
+			labels := ad.Bytes()
+			e.Natpool = label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0 // see LabelBits
 		}
 	}
 	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {
-		return SNAT{}, false
+		return false
 	}
-	return SNAT{Connection: pool.Connection{
+	e.Connection = pool.Connection{
 		Host:   orig.src,
 		Public: netip.AddrPortFrom(reply.dst, reply.dport),
 		Dest:   pool.Destination{Addr: netip.AddrPortFrom(orig.dst, orig.dport), Proto: orig.proto},
-	}, msg: m}, true
+	}
+	return true
 }
 
 // tuple is the part of a conntrack tuple natpool reads.
@@ -210,43 +228,46 @@ func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
 	return nil
 }
 
-// Delete removes one entry; an entry that has gone meanwhile is no error.
-func (c *Conntrack) Delete(s SNAT) error {
-	var ev conntrack.Event
-	if err := ev.Unmarshal(s.msg); err != nil {
+// Delete removes the entry Scan passed to its callback, by its original
+// tuple and zone as the kernel dumped them; an entry that has gone
+// meanwhile is no error.
+func (c *Conntrack) Delete(e *Entry) error {
+	attrs := []netlink.Attribute{{Type: unix.NLA_F_NESTED | ctaTupleOrig, Data: e.orig}}
+	if e.zone != nil {
+		attrs = append(attrs, netlink.Attribute{Type: ctaZone, Data: e.zone})
+	}
+	data, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
 		return err
 	}
-	err := c.conn.Delete(*ev.Flow)
+	_, err = c.del.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtDelete), Flags: netlink.Request | netlink.Acknowledge},
+		Data:   append([]byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, data...),
+	})
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	return err
 }
 
-// Selector decides which source-NATed entries a flush deletes. Every
-// selector keeps to natpool's own entries: those of the plan's inside hosts.
-type Selector func(SNAT) bool
+// Selector decides which of natpool's entries a flush deletes. Entries
+// without natpool's label are never selected: other rules made them.
+type Selector func(*Entry) bool
 
-// StaleIn selects the entries of natpool's inside hosts whose translation
-// the plan no longer gives: after a pool change, the hosts that moved.
+// StaleIn selects natpool's entries whose translation the plan no longer
+// gives: after a pool change, the hosts that moved, and every entry through
+// an address the change removed.
 func StaleIn(p *pool.Plan) Selector {
-	return func(s SNAT) bool { return p.Classify(s.Host, s.Public.Addr(), s.Public.Port()) == pool.Stale }
+	return func(e *Entry) bool { return !p.Gives(e.Host, e.Public.Addr(), e.Public.Port()) }
 }
 
-// TranslatedTo selects the entries of natpool's inside hosts translated to
-// one of addrs; entries others made to the same addresses stay.
-func TranslatedTo(p *pool.Plan, addrs []netip.Addr) Selector {
-	set := map[netip.Addr]bool{}
-	for _, a := range addrs {
-		set[a] = true
-	}
-	return func(s SNAT) bool {
-		return set[s.Public.Addr()] && p.Classify(s.Host, s.Public.Addr(), s.Public.Port()) != pool.Foreign
-	}
+// TranslatedTo selects natpool's entries translated to one of addrs.
+func TranslatedTo(addrs []netip.Addr) Selector {
+	return func(e *Entry) bool { return slices.Contains(addrs, e.Public.Addr()) }
 }
 
 // Of selects the entries of one egress entry: its inside hosts leaving
 // through its pool.
-func Of(e *pool.Egress) Selector {
-	return func(s SNAT) bool { return e.Inside.Contains(s.Host) && e.Carries(s.Public.Addr()) }
+func Of(eg *pool.Egress) Selector {
+	return func(e *Entry) bool { return eg.Inside.Contains(e.Host) && eg.Carries(e.Public.Addr()) }
 }

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -178,8 +179,11 @@ func (d *decompiler) expr(e expr.Any) {
 		d.out = append(d.out, verdictText(e))
 	case *expr.Ct:
 		text := fmt.Sprintf("ct %s", ctNames[e.Key])
-		if e.SourceRegister {
-			value := d.reg(e.Register)
+		// google/nftables v0.3.0 reads a ct set back without its source
+		// register (and so with none at all); nft, like natpool, loads the
+		// value into register 1.
+		if e.SourceRegister || e.Register == 0 {
+			value := d.reg(cmp.Or(e.Register, reg1))
 			text += " set " + value.text
 			if e.Key == expr.CtKeyLABELS && len(value.data) == 16 {
 				text = "ct label set " + labelsText(value.data)
@@ -212,11 +216,9 @@ var ctNames = map[expr.CtKey]string{expr.CtKeySTATE: "state", expr.CtKeyMARK: "m
 // labelsText writes the bits of a 16-byte ct label value as nft does.
 func labelsText(b []byte) string {
 	var labels []string
-	for i, x := range b {
+	for i, x := range b { // see LabelBits
 		for ; x != 0; x &= x - 1 {
-			// The kernel's label bitmap is an array of host-order words.
-			bit := (i/4)*32 + (i%4)*8 + bits.TrailingZeros8(x)
-			labels = append(labels, fmt.Sprint(bit))
+			labels = append(labels, fmt.Sprint(8*i+bits.TrailingZeros8(x)))
 		}
 	}
 	return strings.Join(labels, ", ")
@@ -307,10 +309,10 @@ func (d *decompiler) oneValue(regs []uint32) (uint32, bool) {
 		if r == 0 {
 			continue
 		}
-		if r < r32 {
-			return 0, false
+		b := reg(r)
+		if r >= r32 {
+			b = reg1 + (r-r32)/4
 		}
-		b := reg1 + (r-r32)/4
 		if base != 0 && b != base {
 			return 0, false
 		}

@@ -131,7 +131,7 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 		o.add(setWithElements{s, len(m.Elements), elems})
 	}
 	for _, r := range rs.Rules {
-		exprs, err := o.ruleExprs(r, named)
+		exprs, err := o.ruleExprs(r, rs.Label, named)
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +168,7 @@ func mask(sreg, dreg uint32, m netip.Addr) *expr.Bitwise {
 	return &expr.Bitwise{SourceRegister: sreg, DestRegister: dreg, Len: 4, Mask: ip4(m), Xor: make([]byte, 4)}
 }
 
-func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any, error) {
+func (o *objects) ruleExprs(r Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
 	var x []expr.Any
 	switch src := r.Sources; {
 	case len(src) > 1:
@@ -186,6 +186,10 @@ func (o *objects) ruleExprs(r Rule, named map[string]*nftables.Set) ([]expr.Any,
 			[]nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}}})
 		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, lookup(s, reg1))
 	}
+	// Mark the connection as natpool's before translating it, as nft
+	// encodes `ct label set N`.
+	x = append(x, &expr.Immediate{Register: reg1, Data: LabelBits(label)},
+		&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyLABELS})
 	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
 	t := r.Target
 	portReg := uint32(reg2) // where the port range goes, if the rule has one

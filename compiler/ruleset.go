@@ -25,8 +25,11 @@ const Chain = "postrouting"
 type Ruleset struct {
 	Table  string
 	Digest string // identifies the plan: the same spec gives the same digest
-	Maps   []Map
-	Rules  []Rule
+	// Label is the conntrack label bit every rule sets on the connections
+	// it translates: how natpool tells its own conntrack entries.
+	Label int
+	Maps  []Map
+	Rules []Rule
 }
 
 // Elements returns the number of map elements, the bucket ranges of the
@@ -153,6 +156,15 @@ func Stamp(comment string) (digest string, natpool bool) {
 	return "", strings.HasPrefix(comment, "egress ")
 }
 
+// LabelBits is the 16-byte conntrack label bitmap with only bit set, as the
+// kernel keeps it: an array of host-order words, little-endian on the NAT
+// boxes natpool models.
+func LabelBits(bit int) []byte {
+	b := make([]byte, 16)
+	b[bit/8] = 1 << (bit % 8)
+	return b
+}
+
 // BucketRange is a run of consecutive jhash buckets of one public address.
 type BucketRange struct {
 	Lo, Hi uint32
@@ -230,7 +242,7 @@ type Options struct {
 
 // Compile builds the ruleset of a plan.
 func Compile(p *pool.Plan, o Options) *Ruleset {
-	rs := &Ruleset{Table: p.Table}
+	rs := &Ruleset{Table: p.Table, Label: p.CTLabel}
 	for _, e := range p.Egress {
 		compileEgress(rs, e, o)
 	}
@@ -355,7 +367,7 @@ func addr(v uint32) netip.Addr {
 // output formats stamp it so that stale files and drift can be recognised.
 func digest(rs *Ruleset) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "table %s\n", rs.Table)
+	fmt.Fprintf(h, "table %s label %d\n", rs.Table, rs.Label)
 	for _, m := range rs.Maps {
 		fmt.Fprintf(h, "map %s %d %d\n", m.Name, m.Kind, len(m.Elements))
 		var b [16]byte

@@ -29,6 +29,17 @@ func (d Destination) String() string {
 	return fmt.Sprintf("%s/%s", d.Addr, name)
 }
 
+// destKey packs a destination into one word: address, port, protocol.
+type destKey uint64
+
+func keyOf(d Destination) destKey {
+	return destKey(u32(d.Addr.Addr()))<<24 | destKey(d.Addr.Port())<<8 | destKey(d.Proto)
+}
+
+func (k destKey) destination() Destination {
+	return Destination{netip.AddrPortFrom(addrOf(uint32(k>>24)), uint16(k>>8)), uint8(k)}
+}
+
 // FullBlock is the share of its block above which a host is reported.
 const FullBlock = 0.8
 
@@ -46,6 +57,9 @@ type LiveCapacity struct {
 	// FullBlocks are the hosts whose busiest destination takes more than
 	// FullBlock of their port block (block mode).
 	FullBlocks []HostUse
+	// BlockUse is, in block mode, the share of its block each host with
+	// connections uses towards its busiest destination.
+	BlockUse []float64
 }
 
 // LivePublic is one public address's port use.
@@ -70,86 +84,146 @@ type HostUse struct {
 	BlockUse float64
 }
 
-// LiveCapacity reports, per egress entry, the port use of its connections:
-// those of its inside hosts through its pool. Others' are left out.
-func (p *Plan) LiveCapacity(conns []Connection) []LiveCapacity {
-	var out []LiveCapacity
+// LiveCounter counts the connections of a plan's egress entries as they are
+// added and removed, one at a time: a dump of millions of conntrack entries,
+// or a stream of conntrack events, is never held. What it keeps grows with
+// the distinct public addresses, hosts and destinations, not the
+// connections.
+type LiveCounter struct {
+	egress []*liveEgress
+}
+
+type liveEgress struct {
+	e          *Egress
+	entries    []int            // per Pool index
+	hosts      []int            // distinct hosts per Pool index
+	publicDest map[pubDest]int  // connections per public address and destination
+	publicHost map[pubHost]int  // connections per public address and host
+	host       map[uint32]int   // connections per host
+	hostDest   map[hostDest]int // connections per host and destination (block mode)
+}
+
+type (
+	pubDest  struct{ pub, dest uint64 }
+	pubHost  struct{ pub, host uint32 }
+	hostDest struct {
+		host uint32
+		dest destKey
+	}
+)
+
+// NewLiveCounter returns a counter of the plan's connections.
+func (p *Plan) NewLiveCounter() *LiveCounter {
+	c := &LiveCounter{}
 	for _, e := range p.Egress {
-		out = append(out, e.liveCapacity(conns))
+		le := &liveEgress{e: e, entries: make([]int, len(e.Pool)), hosts: make([]int, len(e.Pool)),
+			publicDest: map[pubDest]int{}, publicHost: map[pubHost]int{}, host: map[uint32]int{}}
+		if _, ok := e.Mapping.(*BlockMapping); ok {
+			le.hostDest = map[hostDest]int{}
+		}
+		c.egress = append(c.egress, le)
+	}
+	return c
+}
+
+// Count adds (delta 1) or removes (delta -1) a connection. Connections of
+// hosts outside an entry, or through addresses outside its pool, are not
+// the entry's.
+func (c *LiveCounter) Count(conn Connection, delta int) {
+	for _, le := range c.egress {
+		i, ok := le.e.index[u32(conn.Public.Addr())]
+		if !ok || !le.e.Inside.Contains(conn.Host) {
+			continue
+		}
+		h, d := u32(conn.Host), keyOf(conn.Dest)
+		le.entries[i] += delta
+		add(le.publicDest, pubDest{uint64(i), uint64(d)}, delta)
+		if add(le.publicHost, pubHost{uint32(i), h}, delta) {
+			le.hosts[i] += delta
+		}
+		add(le.host, h, delta)
+		if le.hostDest != nil {
+			add(le.hostDest, hostDest{h, d}, delta)
+		}
+	}
+}
+
+// add adds delta to m[k], deleting a key that drops to zero; it reports
+// whether the key appeared or disappeared.
+func add[K comparable](m map[K]int, k K, delta int) bool {
+	n := m[k] + delta
+	if n <= 0 {
+		delete(m, k)
+		return n == 0 && delta < 0
+	}
+	m[k] = n
+	return n == delta
+}
+
+// Capacity reports, per egress entry, the port use of the connections
+// counted so far.
+func (c *LiveCounter) Capacity() []LiveCapacity {
+	out := make([]LiveCapacity, 0, len(c.egress))
+	for _, le := range c.egress {
+		out = append(out, le.capacity())
 	}
 	return out
 }
 
-func (e *Egress) liveCapacity(conns []Connection) LiveCapacity {
-	type key struct {
-		addr netip.Addr
-		dest Destination
-	}
-	perPublic := map[netip.Addr]*LivePublic{}
-	hostsOf := map[netip.Addr]map[netip.Addr]bool{}
-	perDest := map[key]int{}  // public address and destination -> connections
-	hostDest := map[key]int{} // host and destination -> connections
-	hosts := map[netip.Addr]*HostUse{}
-	for _, c := range conns {
-		if !e.Inside.Contains(c.Host) || !e.Carries(c.Public.Addr()) {
-			continue
-		}
-		pub := c.Public.Addr()
-		lp := perPublic[pub]
-		if lp == nil {
-			lp = &LivePublic{Addr: pub}
-			perPublic[pub], hostsOf[pub] = lp, map[netip.Addr]bool{}
-		}
-		lp.Entries++
-		hostsOf[pub][c.Host] = true
-		perDest[key{pub, c.Dest}]++
-		hostDest[key{c.Host, c.Dest}]++
-		h := hosts[c.Host]
-		if h == nil {
-			h = &HostUse{Host: c.Host, Public: pub}
-			hosts[c.Host] = h
-		}
-		h.Entries++
-	}
+func (le *liveEgress) capacity() LiveCapacity {
+	e := le.e
 	r := LiveCapacity{Egress: e.Name, Strategy: e.Strategy, Ports: e.Ports}
-	for k, n := range perDest {
-		lp := perPublic[k.addr]
-		if n > lp.BusiestEntries || n == lp.BusiestEntries && k.dest.String() < lp.Busiest.String() {
-			lp.Busiest, lp.BusiestEntries = k.dest, n
+	busiest := make([]struct {
+		dest destKey
+		n    int
+	}, len(e.Pool))
+	for k, n := range le.publicDest {
+		b := &busiest[k.pub]
+		if d := destKey(k.dest); n > b.n || n == b.n && d < b.dest {
+			b.dest, b.n = d, n
 		}
 	}
-	for _, pub := range e.Pool {
-		lp := perPublic[pub.Addr]
-		if lp == nil {
-			lp = &LivePublic{Addr: pub.Addr}
+	for i, p := range e.Pool {
+		lp := LivePublic{Addr: p.Addr, Entries: le.entries[i], Hosts: le.hosts[i], BusiestEntries: busiest[i].n,
+			Utilisation: float64(busiest[i].n) / float64(e.Ports.Len())}
+		if lp.BusiestEntries > 0 {
+			lp.Busiest = busiest[i].dest.destination()
 		}
-		lp.Hosts = len(hostsOf[pub.Addr])
-		lp.Utilisation = float64(lp.BusiestEntries) / float64(e.Ports.Len())
-		r.Public = append(r.Public, *lp)
+		r.Public = append(r.Public, lp)
 	}
 	block, isBlock := e.Mapping.(*BlockMapping)
+	use := map[uint32]float64{}
 	if isBlock {
 		r.BlockSize = block.BlockSize
-		for k, n := range hostDest {
-			h := hosts[k.addr]
-			h.BlockUse = max(h.BlockUse, float64(n)/float64(block.BlockSize))
+		for k, n := range le.hostDest {
+			use[k.host] = max(use[k.host], float64(n)/float64(block.BlockSize))
 		}
-	}
-	all := make([]HostUse, 0, len(hosts))
-	for _, h := range hosts {
-		all = append(all, *h)
-		if isBlock && h.BlockUse > FullBlock {
-			r.FullBlocks = append(r.FullBlocks, *h)
+		r.BlockUse = make([]float64, 0, len(use))
+		for _, u := range use {
+			r.BlockUse = append(r.BlockUse, u)
 		}
+		slices.Sort(r.BlockUse)
 	}
-	busiest := func(a, b HostUse) int {
+	order := func(a, b HostUse) int {
 		if c := cmp.Compare(b.Entries, a.Entries); c != 0 {
 			return c
 		}
 		return a.Host.Compare(b.Host)
 	}
-	slices.SortFunc(all, busiest)
-	slices.SortFunc(r.FullBlocks, busiest)
-	r.TopHosts = all[:min(topHosts, len(all))]
+	for h, n := range le.host {
+		hu := HostUse{Host: addrOf(h), Entries: n, BlockUse: use[h]}
+		if i := e.Mapping.owner(h); i >= 0 {
+			hu.Public = e.Pool[i].Addr
+		}
+		if isBlock && hu.BlockUse > FullBlock {
+			r.FullBlocks = append(r.FullBlocks, hu)
+		}
+		// Keep the busiest few in order, not every host.
+		if len(r.TopHosts) < topHosts || order(hu, r.TopHosts[len(r.TopHosts)-1]) < 0 {
+			at, _ := slices.BinarySearchFunc(r.TopHosts, hu, order)
+			r.TopHosts = slices.Insert(r.TopHosts, at, hu)[:min(topHosts, len(r.TopHosts)+1)]
+		}
+	}
+	slices.SortFunc(r.FullBlocks, order)
 	return r
 }

@@ -38,12 +38,15 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 	}
 	var answers []Answer
 	var firstErr error
-	found := false
+	if egress != "" {
+		if _, err := p.EgressNamed(egress); err != nil {
+			return nil, err
+		}
+	}
 	for _, e := range p.Egress {
 		if egress != "" && e.Name != egress {
 			continue
 		}
-		found = true
 		a, ok, err := e.lookup(addr, port, hasPort)
 		switch {
 		case err != nil && firstErr == nil:
@@ -53,14 +56,22 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 		}
 	}
 	switch {
-	case !found:
-		return nil, fmt.Errorf("no egress entry is named %q", egress)
 	case len(answers) > 0:
 		return answers, nil
 	case firstErr != nil:
 		return nil, firstErr
 	}
 	return nil, fmt.Errorf("%s is neither an inside host nor a public address of the plan", addr)
+}
+
+// EgressNamed returns the egress entry of that name.
+func (p *Plan) EgressNamed(name string) (*Egress, error) {
+	for _, e := range p.Egress {
+		if e.Name == name {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("no egress entry is named %q", name)
 }
 
 // lookup answers for addr (and port) if this entry knows addr; ok is false
@@ -177,27 +188,15 @@ func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
 	}
 }
 
-// Translation says what the plan makes of a source-NATed connection from
-// host that left as public:port.
-type Translation int
-
-// What the plan makes of a translation.
-const (
-	Foreign Translation = iota // host is no inside host of the plan: not natpool's
-	Current                    // an egress entry gives host this address (and port)
-	Stale                      // host is inside, but no egress entry gives it this
-)
-
-// Classify tells whether a connection from host translated to public:port
-// is one the plan still makes. A host may leave through several egress
-// entries (two uplinks); the translation is current if any of them gives it.
-func (p *Plan) Classify(host, public netip.Addr, port uint16) Translation {
-	verdict := Foreign
+// Gives reports whether the plan translates host to public (and, in block
+// mode, to a port of host's block): whether a connection that left so is one
+// the plan still makes. A host may leave through several egress entries (two
+// uplinks); any of them may give it.
+func (p *Plan) Gives(host, public netip.Addr, port uint16) bool {
 	for _, e := range p.Egress {
 		if !e.Inside.Contains(host) {
 			continue
 		}
-		verdict = Stale
 		x := u32(host)
 		i := e.Mapping.owner(x)
 		if i < 0 || e.Pool[i].Addr != public {
@@ -206,9 +205,9 @@ func (p *Plan) Classify(host, public netip.Addr, port uint16) Translation {
 		if b, ok := e.Mapping.(*BlockMapping); ok && !b.HostPorts(x).Contains(port) {
 			continue
 		}
-		return Current
+		return true
 	}
-	return verdict
+	return false
 }
 
 // Carries reports whether public is an address of the entry's pool.

@@ -47,10 +47,15 @@ type Public struct {
 	Weight int // relative share of the inside hosts; 1 unless given
 }
 
+// DefaultCTLabel is the conntrack label bit natpool's rules set unless the
+// spec names another: the last of the kernel's 128.
+const DefaultCTLabel = 127
+
 // Plan is a checked spec with its computed mapping: what natpool reports,
 // renders and applies.
 type Plan struct {
 	Table    string
+	CTLabel  int // the conntrack label bit natpool's rules set
 	Egress   []*Egress
 	Spec     Spec     // the spec the plan was made from
 	Warnings []string // things worth telling a person that do not stop the plan
@@ -98,6 +103,14 @@ func NewPlan(spec Spec) (*Plan, error) {
 	}
 	if !validName.MatchString(p.Table) {
 		return nil, fmt.Errorf("table name %q: use letters, digits, '_' and '-'", p.Table)
+	}
+	p.CTLabel = DefaultCTLabel
+	if spec.CTLabel != "" {
+		n, err := strconv.Atoi(spec.CTLabel)
+		if err != nil || n < 0 || n > 127 {
+			return nil, fmt.Errorf("ct-label %q must be a conntrack label bit, 0-127", spec.CTLabel)
+		}
+		p.CTLabel = n
 	}
 	if len(spec.Egress) == 0 {
 		return nil, fmt.Errorf("no egress entries: give --private and --pool, or a spec file with egress")

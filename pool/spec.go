@@ -20,8 +20,12 @@ const DefaultTable = "natpool"
 // Spec is natpool's input as written in a spec file or given as flags: the
 // table natpool owns and its egress entries. NewPlan checks and parses it.
 type Spec struct {
-	Table  string       `yaml:"table" json:"table"`
-	Egress []EgressSpec `yaml:"egress" json:"egress"`
+	Table string `yaml:"table" json:"table"`
+	// CTLabel is the conntrack label bit natpool's rules set on the
+	// connections they translate, so that flush and capacity tell them from
+	// other tools' (0-127; empty for DefaultCTLabel).
+	CTLabel string       `yaml:"ct-label" json:"ct-label,omitempty"`
+	Egress  []EgressSpec `yaml:"egress" json:"egress"`
 }
 
 // EgressSpec is one egress entry as written. Every value is kept as text so

@@ -37,6 +37,9 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	for _, m := range rs.Maps {
 		maps[m.Name] = m
 	}
+	// Every rule marks the connections it translates as natpool's, with
+	// connlabel as its last match: only when the rest matched.
+	out := iptablesRules{b: &b, chain: chain, mark: fmt.Sprintf(" -m connlabel --label %d --set", rs.Label)}
 	for _, r := range rs.Rules {
 		t := r.Target
 		switch t.Kind {
@@ -48,9 +51,9 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 			for _, e := range m.Elements {
 				match := sourceMatch(compact(netipx.IPRangeFrom(e.From, e.To))) + oif(r)
 				if t.Kind == compiler.ByHostBlock {
-					writeL4(&b, chain, match, fmt.Sprintf("%s:%s", e.Addr, e.Ports), "")
+					out.l4(match, fmt.Sprintf("%s:%s", e.Addr, e.Ports), "")
 				} else {
-					fmt.Fprintf(&b, "-A %s %s -j SNAT --to-source %s\n", chain, match, e.Addr)
+					out.snat(match, e.Addr.String(), "")
 				}
 			}
 			continue
@@ -66,14 +69,14 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 					if lo == hi {
 						values = fmt.Sprintf("%#x", lo)
 					}
-					writeSNAT(&b, chain, r, fmt.Sprintf(`%s -m u32 --u32 "0xc&%#x=%s"`, match, mask, values), e.Addr.String(), "")
+					out.rule(r, fmt.Sprintf(`%s -m u32 --u32 "0xc&%#x=%s"`, match, mask, values), e.Addr.String(), "")
 				}
 			case compiler.ByJhash:
 				for i, a := range r.Publics() {
-					writeSNAT(&b, chain, r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.Egress, i)), a.String(), "")
+					out.rule(r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.Egress, i)), a.String(), "")
 				}
 			case compiler.ByRange:
-				writeSNAT(&b, chain, r, match, fmt.Sprintf("%s-%s", t.First, t.Last), " --persistent")
+				out.rule(r, match, fmt.Sprintf("%s-%s", t.First, t.Last), " --persistent")
 			}
 		}
 	}
@@ -85,19 +88,30 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	return err
 }
 
-// writeSNAT writes the SNAT rule(s) of r for match: with a port range, one
-// rule each for TCP and UDP (iptables takes ports only after -p).
-func writeSNAT(b *strings.Builder, chain string, r compiler.Rule, match, to, suffix string) {
-	if r.L4 {
-		writeL4(b, chain, match, fmt.Sprintf("%s:%s", to, r.Ports), suffix)
-		return
-	}
-	fmt.Fprintf(b, "-A %s %s -j SNAT --to-source %s%s\n", chain, match, to, suffix)
+// iptablesRules writes the SNAT rules of natpool's chain.
+type iptablesRules struct {
+	b     *strings.Builder
+	chain string
+	mark  string // the connlabel match that ends every rule's matches
 }
 
-func writeL4(b *strings.Builder, chain, match, to, suffix string) {
+// rule writes the SNAT rule(s) of r for match: with a port range, one rule
+// each for TCP and UDP (iptables takes ports only after -p).
+func (w iptablesRules) rule(r compiler.Rule, match, to, suffix string) {
+	if r.L4 {
+		w.l4(match, fmt.Sprintf("%s:%s", to, r.Ports), suffix)
+		return
+	}
+	w.snat(match, to, suffix)
+}
+
+func (w iptablesRules) snat(match, to, suffix string) {
+	fmt.Fprintf(w.b, "-A %s %s%s -j SNAT --to-source %s%s\n", w.chain, match, w.mark, to, suffix)
+}
+
+func (w iptablesRules) l4(match, to, suffix string) {
 	for _, proto := range []string{"tcp", "udp"} {
-		fmt.Fprintf(b, "-A %s %s -p %s -j SNAT --to-source %s%s\n", chain, match, proto, to, suffix)
+		w.snat(fmt.Sprintf("%s -p %s", match, proto), to, suffix)
 	}
 }
 

@@ -61,7 +61,7 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n", compiler.Chain)
 	for _, r := range rs.Rules {
 		b.WriteString("\t\t")
-		b.WriteString(nftRule(r, rs.Comment(r)))
+		b.WriteString(nftRule(r, rs.Label, rs.Comment(r)))
 		b.WriteByte('\n')
 	}
 	b.WriteString("\t}\n}\n")
@@ -76,7 +76,7 @@ func key(e compiler.Element) string {
 	return e.From.String() + "-" + e.To.String()
 }
 
-func nftRule(r compiler.Rule, comment string) string {
+func nftRule(r compiler.Rule, label int, comment string) string {
 	var parts []string
 	if len(r.Sources) == 1 {
 		parts = append(parts, "ip saddr "+compact(r.Sources[0]))
@@ -118,6 +118,6 @@ func nftRule(r compiler.Rule, comment string) string {
 	if t.Kind == compiler.ByRange {
 		snat += " persistent"
 	}
-	parts = append(parts, snat, fmt.Sprintf("comment %q", comment))
+	parts = append(parts, fmt.Sprintf("ct label set %d", label), snat, fmt.Sprintf("comment %q", comment))
 	return strings.Join(parts, " ")
 }

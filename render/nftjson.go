@@ -37,7 +37,7 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 		"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
 	for _, r := range rs.Rules {
 		cmds = append(cmds, obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
-			"comment": rs.Comment(r), "expr": nftJSONExprs(r)}}})
+			"comment": rs.Comment(r), "expr": nftJSONExprs(r, rs.Label)}}})
 	}
 	return writeJSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
 }
@@ -62,7 +62,7 @@ func match(left, right any) obj {
 	return obj{"match": obj{"op": "==", "left": left, "right": right}}
 }
 
-func nftJSONExprs(r compiler.Rule) []any {
+func nftJSONExprs(r compiler.Rule, label int) []any {
 	var sources any
 	if len(r.Sources) == 1 {
 		sources = addrRange(r.Sources[0])
@@ -101,7 +101,7 @@ func nftJSONExprs(r compiler.Rule) []any {
 	if r.Ports != (pool.PortRange{}) {
 		snat["port"] = portRange(r.Ports)
 	}
-	return append(exprs, obj{"snat": snat})
+	return append(exprs, obj{"mangle": obj{"key": obj{"ct": obj{"key": "label"}}, "value": label}}, obj{"snat": snat})
 }
 
 // addrRange writes an address range as nft JSON does: an address, a prefix

@@ -133,9 +133,9 @@ func TestEduroamU32Rules(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0x0:0x4" -j SNAT --to-source 192.76.8.1`,
-		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xeb:0xef" -j SNAT --to-source 192.76.8.48`,
-		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xfa:0xfe" -j SNAT --to-source 192.76.8.51`,
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0x0:0x4" -m connlabel --label 127 --set -j SNAT --to-source 192.76.8.1`,
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xeb:0xef" -m connlabel --label 127 --set -j SNAT --to-source 192.76.8.48`,
+		`-A NATPOOL -s 10.16.0.0/12 -o bond1 -m u32 --u32 "0xc&0xff=0xfa:0xfe" -m connlabel --label 127 --set -j SNAT --to-source 192.76.8.51`,
 	} {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("missing rule %s", want)
