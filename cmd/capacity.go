@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -18,7 +17,7 @@ type capacityOptions struct {
 	output string
 }
 
-func newCapacityCmd(stdout io.Writer) *cobra.Command {
+func newCapacityCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &capacityOptions{demand: pool.DefaultDemand}
 	cmd := &cobra.Command{
 		Use:   "capacity",
@@ -40,7 +39,7 @@ of their block.`,
 		Example: `  natpool capacity -f campus.yaml --sessions-per-host 200 --same-destination-share 0.2
   natpool capacity -f cgnat.yaml --live --netns nat0 -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return runCapacity(o, stdout) },
+		RunE: func(*cobra.Command, []string) error { return runCapacity(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
 	f := cmd.Flags()
@@ -53,11 +52,11 @@ of their block.`,
 	return cmd
 }
 
-func runCapacity(o *capacityOptions, stdout io.Writer) error {
+func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
 	if err := checkChoice("output", o.output, "table", "json"); err != nil {
 		return err
 	}
-	plan, err := o.spec.plan()
+	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err
 	}
@@ -71,23 +70,5 @@ func runCapacity(o *capacityOptions, stdout io.Writer) error {
 		}
 		return render.CapacityTable(stdout, caps, o.demand)
 	}
-	c, err := compiler.DialConntrack(o.netns)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	counter := plan.NewLiveCounter()
-	if _, err := c.Scan(plan.CTLabel, func(e *compiler.Entry) error {
-		if e.Natpool {
-			counter.Count(e.Connection, 1)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	caps := counter.Capacity()
-	if o.output == "json" {
-		return render.LiveCapacityJSON(stdout, caps)
-	}
-	return render.LiveCapacityTable(stdout, caps)
+	return runLiveCapacity(o, plan, stdout)
 }

@@ -17,7 +17,7 @@ type lookupOptions struct {
 	output  string
 }
 
-func newLookupCmd(stdout io.Writer) *cobra.Command {
+func newLookupCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &lookupOptions{}
 	cmd := &cobra.Command{
 		Use:   "lookup ADDR[:PORT]...",
@@ -35,7 +35,7 @@ With several egress entries each entry that knows the address answers, unless
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			o.queries = args
-			return runLookup(o, stdout)
+			return runLookup(o, stdout, stderr)
 		},
 	}
 	addSpecFlags(cmd, &o.spec)
@@ -45,11 +45,11 @@ With several egress entries each entry that knows the address answers, unless
 	return cmd
 }
 
-func runLookup(o *lookupOptions, stdout io.Writer) error {
+func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
 	if err := checkChoice("output", o.output, "text", "json"); err != nil {
 		return err
 	}
-	plan, err := o.spec.plan()
+	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err
 	}

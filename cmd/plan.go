@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -49,12 +48,9 @@ func runPlan(o *planOptions, stdout, stderr io.Writer) error {
 	if err := checkChoice("output", o.output, "table", "json"); err != nil {
 		return err
 	}
-	plan, err := o.spec.plan()
+	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err
-	}
-	for _, w := range plan.Warnings {
-		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
 	}
 	report := plan.Report()
 	if o.output == "json" {

@@ -48,12 +48,9 @@ func runRender(o *renderOptions, stdout, stderr io.Writer) error {
 	if err := checkChoice("format", o.format, render.Formats...); err != nil {
 		return err
 	}
-	plan, err := o.spec.plan()
+	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err
-	}
-	for _, w := range plan.Warnings {
-		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
 	}
 	return render.Ruleset(stdout, stderr, plan, o.format, render.Options{Version: Version, NoJump: o.noJump})
 }

@@ -73,7 +73,7 @@ a port no host owns); 2 trouble (bad input, no namespace, no table).`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
-		newApplyCmd(stdout, stderr), newStatusCmd(stdout), newFlushCmd(stdout), newCapacityCmd(stdout))
+	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout, stderr), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
+		newApplyCmd(stdout, stderr), newStatusCmd(stdout, stderr), newFlushCmd(stdout, stderr), newCapacityCmd(stdout, stderr))
 	return root
 }

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -47,8 +48,21 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	_ = cmd.MarkFlagFilename("hosts")
 }
 
-// plan builds the plan from the spec file and the flags.
-func (o *specOptions) plan() (*pool.Plan, error) {
+// plan builds the plan from the spec file and the flags, and tells its
+// warnings on stderr: the one way every command that takes a spec plans it.
+func (o *specOptions) plan(stderr io.Writer) (*pool.Plan, error) {
+	p, err := o.build()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range p.Warnings {
+		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
+	}
+	return p, nil
+}
+
+// build plans the spec file with the flags applied.
+func (o *specOptions) build() (*pool.Plan, error) {
 	spec := pool.Spec{Egress: []pool.EgressSpec{{}}}
 	if o.file != "" {
 		var err error

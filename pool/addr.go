@@ -16,9 +16,11 @@ type span struct{ lo, hi uint32 }
 
 func (s span) size() uint64 { return uint64(s.hi-s.lo) + 1 }
 
-func (s span) ipRange() netipx.IPRange { return netipx.IPRangeFrom(addrOf(s.lo), addrOf(s.hi)) }
+func (s span) ipRange() netipx.IPRange {
+	return netipx.IPRangeFrom(AddrFromUint32(s.lo), AddrFromUint32(s.hi))
+}
 
-func spanOf(r netipx.IPRange) span { return span{u32(r.From()), u32(r.To())} }
+func spanOf(r netipx.IPRange) span { return span{Uint32(r.From()), Uint32(r.To())} }
 
 // spansOf converts the ranges of an IPv4 set.
 func spansOf(s *netipx.IPSet) []span {
@@ -74,12 +76,14 @@ func countOf(spans []span) uint64 {
 	return n
 }
 
-func u32(a netip.Addr) uint32 {
+// Uint32 returns an IPv4 address as a number, for arithmetic on addresses.
+func Uint32(a netip.Addr) uint32 {
 	b := a.As4()
 	return binary.BigEndian.Uint32(b[:])
 }
 
-func addrOf(u uint32) netip.Addr {
+// AddrFromUint32 returns the IPv4 address of a number; see Uint32.
+func AddrFromUint32(u uint32) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], u)
 	return netip.AddrFrom4(b)

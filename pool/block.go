@@ -35,7 +35,7 @@ func (m *BlockMapping) describe(n int) []string {
 			break // the addresses after the last host's carry none
 		}
 		last := min(first+uint64(m.HostsPerIP), m.space()) - 1
-		out[i] = fmt.Sprintf("%s-%s", addrOf(m.host(first)), addrOf(m.host(last)))
+		out[i] = fmt.Sprintf("%s-%s", AddrFromUint32(m.host(first)), AddrFromUint32(m.host(last)))
 	}
 	return out
 }
@@ -82,7 +82,7 @@ func (m *BlockMapping) Groups(fn func(first netip.Addr, public int)) {
 				continue // the group began in the previous range
 			}
 			first := max(g, uint64(s.lo))
-			fn(addrOf(uint32(g)), int((m.starts[i]+first-uint64(s.lo))/h))
+			fn(AddrFromUint32(uint32(g)), int((m.starts[i]+first-uint64(s.lo))/h))
 			last = g
 		}
 	}

@@ -72,7 +72,7 @@ func newHashMapping(e *Egress, bucketsOpt, seedOpt string, warnings *[]string) (
 	}
 	keys := make([]uint64, len(e.Pool))
 	for i, p := range e.Pool {
-		keys[i] = uint64(u32(p.Addr)) << 32
+		keys[i] = uint64(Uint32(p.Addr)) << 32
 	}
 	weighted := e.weighted()
 	for b := range m.Owners {

@@ -12,7 +12,7 @@ type kernelVector struct{ src, translated string }
 func checkVectors(t *testing.T, base string, vectors []kernelVector, index func(src uint32) uint32) {
 	t.Helper()
 	for _, v := range vectors {
-		got := addrOf(u32(netip.MustParseAddr(base)) + index(u32(netip.MustParseAddr(v.src))))
+		got := AddrFromUint32(Uint32(netip.MustParseAddr(base)) + index(Uint32(netip.MustParseAddr(v.src))))
 		if got.String() != v.translated {
 			t.Errorf("%s: model says %s, kernel translated to %s", v.src, got, v.translated)
 		}

@@ -33,11 +33,11 @@ func (d Destination) String() string {
 type destKey uint64
 
 func keyOf(d Destination) destKey {
-	return destKey(u32(d.Addr.Addr()))<<24 | destKey(d.Addr.Port())<<8 | destKey(d.Proto)
+	return destKey(Uint32(d.Addr.Addr()))<<24 | destKey(d.Addr.Port())<<8 | destKey(d.Proto)
 }
 
 func (k destKey) destination() Destination {
-	return Destination{netip.AddrPortFrom(addrOf(uint32(k>>24)), uint16(k>>8)), uint8(k)}
+	return Destination{netip.AddrPortFrom(AddrFromUint32(uint32(k>>24)), uint16(k>>8)), uint8(k)}
 }
 
 // FullBlock is the share of its block above which a host is reported.
@@ -131,11 +131,11 @@ func (p *Plan) NewLiveCounter() *LiveCounter {
 // the entry's.
 func (c *LiveCounter) Count(conn Connection, delta int) {
 	for _, le := range c.egress {
-		i, ok := le.e.index[u32(conn.Public.Addr())]
+		i, ok := le.e.index[Uint32(conn.Public.Addr())]
 		if !ok || !le.e.Inside.Contains(conn.Host) {
 			continue
 		}
-		h, d := u32(conn.Host), keyOf(conn.Dest)
+		h, d := Uint32(conn.Host), keyOf(conn.Dest)
 		le.entries[i] += delta
 		add(le.publicDest, pubDest{uint64(i), uint64(d)}, delta)
 		if add(le.publicHost, pubHost{uint32(i), h}, delta) {
@@ -211,7 +211,7 @@ func (le *liveEgress) capacity() LiveCapacity {
 		return a.Host.Compare(b.Host)
 	}
 	for h, n := range le.host {
-		hu := HostUse{Host: addrOf(h), Entries: n, BlockUse: use[h]}
+		hu := HostUse{Host: AddrFromUint32(h), Entries: n, BlockUse: use[h]}
 		if i := e.Mapping.owner(h); i >= 0 {
 			hu.Public = e.Pool[i].Addr
 		}

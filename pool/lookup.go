@@ -77,7 +77,7 @@ func (p *Plan) EgressNamed(name string) (*Egress, error) {
 // lookup answers for addr (and port) if this entry knows addr; ok is false
 // when addr is none of its business.
 func (e *Egress) lookup(addr netip.Addr, port uint16, hasPort bool) (Answer, bool, error) {
-	x := u32(addr)
+	x := Uint32(addr)
 	a := Answer{Egress: e.Name}
 	if i, public := e.index[x]; public {
 		a.Public = addr
@@ -124,9 +124,9 @@ func (e *Egress) portOwner(a Answer, port uint16) (Answer, bool, error) {
 	if block >= b.HostsPerIP {
 		return a, true, nil // in the ports left over after the last block
 	}
-	n := uint64(e.index[u32(a.Public)])*uint64(b.HostsPerIP) + uint64(block)
+	n := uint64(e.index[Uint32(a.Public)])*uint64(b.HostsPerIP) + uint64(block)
 	if n < b.space() {
-		if h := addrOf(b.host(n)); e.Inside.Contains(h) {
+		if h := AddrFromUint32(b.host(n)); e.Inside.Contains(h) {
 			a.Private = h
 		}
 	}
@@ -171,7 +171,7 @@ func (e *Egress) collect(only int) ([][]netipx.IPRange, uint64) {
 func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
 	b, ok := e.Mapping.(*BlockMapping)
 	if !ok {
-		e.eachMapped(func(x uint32, i int) { fn(addrOf(x), e.Pool[i].Addr, e.Ports) })
+		e.eachMapped(func(x uint32, i int) { fn(AddrFromUint32(x), e.Pool[i].Addr, e.Ports) })
 		return
 	}
 	// Block mode numbers hosts in address order: count along each range
@@ -180,7 +180,7 @@ func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
 	for _, s := range e.inside {
 		n, _ := b.number(s.lo)
 		for x := s.lo; ; x, n = x+1, n+1 {
-			fn(addrOf(x), e.Pool[n/h].Addr, b.Block(int(n%h)))
+			fn(AddrFromUint32(x), e.Pool[n/h].Addr, b.Block(int(n%h)))
 			if x == s.hi {
 				break
 			}
@@ -197,7 +197,7 @@ func (p *Plan) Gives(host, public netip.Addr, port uint16) bool {
 		if !e.Inside.Contains(host) {
 			continue
 		}
-		x := u32(host)
+		x := Uint32(host)
 		i := e.Mapping.owner(x)
 		if i < 0 || e.Pool[i].Addr != public {
 			continue
@@ -212,6 +212,6 @@ func (p *Plan) Gives(host, public netip.Addr, port uint16) bool {
 
 // Carries reports whether public is an address of the entry's pool.
 func (e *Egress) Carries(public netip.Addr) bool {
-	_, ok := e.index[u32(public)]
+	_, ok := e.index[Uint32(public)]
 	return ok
 }

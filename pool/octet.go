@@ -77,7 +77,7 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string) (*OctetMapping, error
 	if e.Active != nil {
 		loads := make([]uint64, span.Len())
 		for _, h := range e.Active {
-			if v := u32(h.Addr) & m.Mask(); span.Lo <= v && v <= span.Hi {
+			if v := Uint32(h.Addr) & m.Mask(); span.Lo <= v && v <= span.Hi {
 				loads[v-span.Lo] += h.Count
 			}
 		}

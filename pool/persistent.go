@@ -12,7 +12,7 @@ type PersistentMapping struct {
 	First, Last netip.Addr
 }
 
-func (m *PersistentMapping) size() uint32 { return u32(m.Last) - u32(m.First) + 1 }
+func (m *PersistentMapping) size() uint32 { return Uint32(m.Last) - Uint32(m.First) + 1 }
 
 func (m *PersistentMapping) owner(x uint32) int { return int(PersistentIndex(x, m.size())) }
 

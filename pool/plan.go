@@ -283,7 +283,7 @@ func (e *Egress) setAddresses(es EgressSpec, warnings *[]string) error {
 			if len(e.Pool) == MaxPool {
 				return fmt.Errorf("the pool has more than %d addresses", MaxPool)
 			}
-			e.index[u32(a)] = len(e.Pool)
+			e.index[Uint32(a)] = len(e.Pool)
 			e.Pool = append(e.Pool, Public{a, r.weight})
 		}
 	}

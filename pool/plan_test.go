@@ -190,15 +190,15 @@ func randomSpec(rng *rand.Rand, strategy Strategy) EgressSpec {
 	base := uint32(10<<24) + rng.Uint32N(1<<20)<<4
 	for range 1 + rng.IntN(3) {
 		size := uint32(1) << (8 + rng.IntN(6))
-		es.Private = append(es.Private, fmt.Sprintf("%s-%s", addrOf(base), addrOf(base+size-1)))
+		es.Private = append(es.Private, fmt.Sprintf("%s-%s", AddrFromUint32(base), AddrFromUint32(base+size-1)))
 		base += size + rng.Uint32N(1024)
 	}
 	n := 2 + rng.IntN(63)
 	first := uint32(198<<24|18<<16) + rng.Uint32N(1<<12)
-	es.Pool = []string{fmt.Sprintf("%s-%s", addrOf(first), addrOf(first+uint32(n)-1))}
+	es.Pool = []string{fmt.Sprintf("%s-%s", AddrFromUint32(first), AddrFromUint32(first+uint32(n)-1))}
 	if strategy == Block {
 		es.HostsPerIP = "1024"
-		es.Pool = []string{fmt.Sprintf("%s-%s", addrOf(first), addrOf(first+160))}
+		es.Pool = []string{fmt.Sprintf("%s-%s", AddrFromUint32(first), AddrFromUint32(first+160))}
 	}
 	return es
 }
@@ -216,7 +216,7 @@ func TestPropertiesOverRandomInputs(t *testing.T) {
 			for range 50 {
 				host := a.inside[rng.IntN(len(a.inside))]
 				x := host.lo + rng.Uint32N(uint32(host.size()))
-				checkRoundTrip(t, name, a, addrOf(x))
+				checkRoundTrip(t, name, a, AddrFromUint32(x))
 			}
 		}
 	}
@@ -247,7 +247,7 @@ func TestEqualWeightsAreWithinCeilOverFloor(t *testing.T) {
 		lo := rng.IntN(256 - n)
 		hi := lo + n - 1 + rng.IntN(257-lo-n)
 		e := mustPlan(t, EgressSpec{Private: []string{"10.0.0.0/16"}, Strategy: "octet", Octets: fmt.Sprintf("%d-%d", lo, hi),
-			Pool: []string{fmt.Sprintf("192.0.2.0-%s", addrOf(u32(netip.MustParseAddr("192.0.2.0"))+uint32(n-1)))}})
+			Pool: []string{fmt.Sprintf("192.0.2.0-%s", AddrFromUint32(Uint32(netip.MustParseAddr("192.0.2.0"))+uint32(n-1)))}})
 		values := hi - lo + 1
 		floor, ceil := values/n, (values+n-1)/n
 		if got := e.report().Imbalance; got > float64(ceil)/float64(floor)+1e-9 {
@@ -261,8 +261,10 @@ func TestHashMovesAboutOneNthWhenThePoolChanges(t *testing.T) {
 	for range 12 {
 		n := 2 + rng.IntN(63)
 		es := EgressSpec{Private: []string{"10.16.0.0/14"}, Strategy: "hash", Seed: fmt.Sprint(rng.Uint32())}
-		first := u32(netip.MustParseAddr("192.76.8.0"))
-		poolOf := func(k int) []string { return []string{fmt.Sprintf("%s-%s", addrOf(first), addrOf(first+uint32(k)-1))} }
+		first := Uint32(netip.MustParseAddr("192.76.8.0"))
+		poolOf := func(k int) []string {
+			return []string{fmt.Sprintf("%s-%s", AddrFromUint32(first), AddrFromUint32(first+uint32(k)-1))}
+		}
 		es.Pool = poolOf(n)
 		old := mustPlan(t, es)
 		es.Pool = poolOf(n + 1)

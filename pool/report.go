@@ -68,7 +68,7 @@ func (e *Egress) report() EgressReport {
 	e.eachMapped(func(_ uint32, i int) { hosts[i]++ })
 	active := make([]uint64, len(e.Pool))
 	for _, h := range e.Active {
-		if i := e.Mapping.owner(u32(h.Addr)); i >= 0 {
+		if i := e.Mapping.owner(Uint32(h.Addr)); i >= 0 {
 			active[i] += h.Count
 		}
 	}

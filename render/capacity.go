@@ -101,7 +101,7 @@ func CapacityJSON(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
 		}
 		out.Egress = append(out.Egress, ej)
 	}
-	return writeJSON(w, out)
+	return JSON(w, out)
 }
 
 // LiveCapacityTable writes the port use per egress entry: per public
@@ -223,5 +223,5 @@ func LiveCapacityJSON(w io.Writer, caps []pool.LiveCapacity) error {
 		}
 		out.Egress = append(out.Egress, ej)
 	}
-	return writeJSON(w, out)
+	return JSON(w, out)
 }

@@ -82,7 +82,7 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 		}
 		out.Churn = append(out.Churn, cj)
 	}
-	return writeJSON(w, out)
+	return JSON(w, out)
 }
 
 func ratio(a, b uint64) float64 {

@@ -138,7 +138,7 @@ func LookupJSON(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 		}
 	}
 	if len(out) == 1 {
-		return writeJSON(w, out[0])
+		return JSON(w, out[0])
 	}
-	return writeJSON(w, out)
+	return JSON(w, out)
 }

@@ -39,7 +39,7 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 		cmds = append(cmds, obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
 			"comment": rs.Comment(r), "expr": nftJSONExprs(r, rs.Label)}}})
 	}
-	return writeJSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
+	return JSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
 }
 
 func nftJSONMap(table string, m compiler.Map) obj {

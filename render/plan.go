@@ -151,10 +151,11 @@ func PlanJSON(w io.Writer, r *pool.Report) error {
 		}
 		out.Egress = append(out.Egress, ej)
 	}
-	return writeJSON(w, out)
+	return JSON(w, out)
 }
 
-func writeJSON(w io.Writer, v any) error {
+// JSON writes v as indented JSON, the form of every -o json.
+func JSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/natpool/natpool/compiler"
-	"github.com/natpool/natpool/compiler/netnstest"
 	"github.com/natpool/natpool/pool"
 )
 
@@ -147,35 +146,6 @@ func TestEduroamU32Rules(t *testing.T) {
 	golden(t, "eduroam.iptables", b.String())
 }
 
-// Every golden ruleset loads with the kernel's own tools in a scratch
-// namespace: nft -c, nft -j -c (a crash fails too), iptables-restore --test
-// after ipset restore of the sets it matches.
-func TestRenderedRulesetsLoad(t *testing.T) {
-	ns := netnstest.New(t, "nft", "iptables-restore", "ipset")
-	out := rendered(t)
-	for _, c := range cases {
-		if text, ok := out[c.name+".ipset"]; ok {
-			ns.MustRun(text, "ipset", "restore")
-		}
-	}
-	for name, text := range out {
-		var args []string
-		switch {
-		case strings.HasSuffix(name, ".nft"):
-			args = []string{"nft", "-c", "-f", "-"}
-		case strings.HasSuffix(name, ".nft.json"):
-			args = []string{"nft", "-j", "-c", "-f", "-"}
-		case strings.HasSuffix(name, ".iptables"):
-			args = []string{"iptables-restore", "--test", "--noflush"}
-		default:
-			continue
-		}
-		if msg, err := ns.Run(text, args[0], args[1:]...); err != nil {
-			t.Errorf("%s does not load with %s: %v\n%s", name, strings.Join(args, " "), err, msg)
-		}
-	}
-}
-
 func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
 	tests := []struct{ old, new string }{
 		{"a\nb\nc\n", "a\nB\nc\n"},
@@ -203,28 +173,5 @@ func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
 	want := "--- a\n+++ b\n@@ -3,7 +3,7 @@\n 3\n 4\n 5\n-6\n+six\n 7\n 8\n 9\n"
 	if got != want {
 		t.Errorf("UnifiedDiff:\n%s\nwant:\n%s", got, want)
-	}
-}
-
-// nft text and nft JSON are one ruleset: loaded in turn, they list alike.
-// Port blocks are the exception by design: nft text carries them per host,
-// nft JSON in the compact encoding, whose translations the kernel tests check
-// with packets.
-func TestNFTAndNFTJSONLoadTheSameTable(t *testing.T) {
-	ns := netnstest.New(t, "nft")
-	out := rendered(t)
-	for _, c := range cases {
-		if c.spec.Strategy == "block" {
-			continue
-		}
-		text, js := out[c.name+".nft"], out[c.name+".nft.json"]
-		ns.MustRun(text, "nft", "-f", "-")
-		fromText := ns.MustRun("", "nft", "list", "table", "ip", "natpool")
-		ns.MustRun(js, "nft", "-j", "-f", "-")
-		fromJSON := ns.MustRun("", "nft", "list", "table", "ip", "natpool")
-		if fromText != fromJSON {
-			t.Errorf("%s: nft and nft-json list differently:\n%s", c.name, UnifiedDiff("nft", "nft-json", fromText, fromJSON))
-		}
-		ns.MustRun("", "nft", "delete", "table", "ip", "natpool")
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netnstest gives tests scratch network namespaces, made with
 // iproute2 and deleted when the test ends, and runs the kernel's own tools
 // (nft, iptables-restore, ipset, conntrack) inside them.

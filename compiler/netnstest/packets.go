@@ -1,3 +1,5 @@
+//go:build linux
+
 package netnstest
 
 import (
@@ -12,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/linux"
 )
 
 // The uplink every packet test uses: the namespace's default route leaves
@@ -96,7 +98,7 @@ func WriteUDP(fd int, srcs []netip.AddrPort) error {
 // the namespace.
 func (ns *NS) rawSocket() (int, error) {
 	fd := -1
-	err := compiler.Within(ns.Name, func() error {
+	err := linux.Within(ns.Name, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 		return err

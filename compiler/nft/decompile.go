@@ -1,4 +1,6 @@
-package compiler
+//go:build linux
+
+package nft
 
 import (
 	"cmp"

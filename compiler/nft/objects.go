@@ -1,4 +1,6 @@
-package compiler
+//go:build linux
+
+package nft
 
 import (
 	"encoding/binary"
@@ -12,6 +14,9 @@ import (
 	"github.com/google/nftables/userdata"
 	"go4.org/netipx"
 	"golang.org/x/sys/unix"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // The kernel objects of a ruleset, built as nft builds them from the
@@ -66,22 +71,22 @@ func listed(s *nftables.Set, elems []nftables.SetElement) setWithElements {
 
 func (s setWithElements) all() []nftables.SetElement { return s.elements(0, s.n) }
 
-func buildObjects(rs *Ruleset) (*objects, error) {
+func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 	o := &objects{table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: rs.Table}}
 	accept := nftables.ChainPolicyAccept
-	o.chain = &nftables.Chain{Name: Chain, Table: o.table, Type: nftables.ChainTypeNAT,
+	o.chain = &nftables.Chain{Name: compiler.Chain, Table: o.table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
 	named := map[string]*nftables.Set{}
 	for _, m := range rs.Maps {
 		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Ranges()}
 		// put writes an element's data, width bytes, into dst.
 		var width int
-		var put func(dst []byte, e Element)
+		var put func(dst []byte, e compiler.Element)
 		switch m.Kind {
-		case AddrMap:
+		case compiler.AddrMap:
 			s.DataType, width = nftables.TypeIPAddr, 4
-			put = func(dst []byte, e Element) { a := e.Addr.As4(); copy(dst, a[:]) }
-		case PortBlockMap:
+			put = func(dst []byte, e compiler.Element) { a := e.Addr.As4(); copy(dst, a[:]) }
+		case compiler.PortBlockMap:
 			dt, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 			if err != nil {
 				return nil, err
@@ -90,18 +95,18 @@ func buildObjects(rs *Ruleset) (*objects, error) {
 			// field padded to a 4-byte register.
 			dt.Bytes *= 2
 			s.DataType, width = dt, 16
-			put = func(dst []byte, e Element) {
+			put = func(dst []byte, e compiler.Element) {
 				a := e.Addr.As4()
 				copy(dst[0:], a[:])
 				binary.BigEndian.PutUint16(dst[4:], e.Ports.Lo)
 				copy(dst[8:], a[:])
 				binary.BigEndian.PutUint16(dst[12:], e.Ports.Hi)
 			}
-		case PortMap:
+		case compiler.PortMap:
 			s.DataType, width = nftables.TypeInetService, 2
-			put = func(dst []byte, e Element) { binary.BigEndian.PutUint16(dst, e.Ports.Lo) }
+			put = func(dst []byte, e compiler.Element) { binary.BigEndian.PutUint16(dst, e.Ports.Lo) }
 		}
-		value := func(e Element) []byte {
+		value := func(e compiler.Element) []byte {
 			v := make([]byte, width)
 			put(v, e)
 			return v
@@ -168,7 +173,7 @@ func mask(sreg, dreg uint32, m netip.Addr) *expr.Bitwise {
 	return &expr.Bitwise{SourceRegister: sreg, DestRegister: dreg, Len: 4, Mask: ip4(m), Xor: make([]byte, 4)}
 }
 
-func (o *objects) ruleExprs(r Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
+func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
 	var x []expr.Any
 	switch src := r.Sources; {
 	case len(src) > 1:
@@ -188,35 +193,35 @@ func (o *objects) ruleExprs(r Rule, label int, named map[string]*nftables.Set) (
 	}
 	// Mark the connection as natpool's before translating it, as nft
 	// encodes `ct label set N`.
-	x = append(x, &expr.Immediate{Register: reg1, Data: LabelBits(label)},
+	x = append(x, &expr.Immediate{Register: reg1, Data: compiler.LabelBits(label)},
 		&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyLABELS})
 	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
 	t := r.Target
 	portReg := uint32(reg2) // where the port range goes, if the rule has one
 	switch t.Kind {
-	case ByValue:
+	case compiler.ByValue:
 		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
-	case ByJhash:
-		var runs []Element // bucket numbers as 4-byte keys in network order
+	case compiler.ByJhash:
+		var runs []compiler.Element // bucket numbers as 4-byte keys in network order
 		for _, b := range t.BucketRanges() {
-			runs = append(runs, Element{From: addr(b.Lo), To: addr(b.Hi), Addr: b.Addr})
+			runs = append(runs, compiler.Element{From: pool.AddrFromUint32(b.Lo), To: pool.AddrFromUint32(b.Hi), Addr: b.Addr})
 		}
-		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e Element) []byte { return ip4(e.Addr) }, true)))
+		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e compiler.Element) []byte { return ip4(e.Addr) }, true)))
 		x = append(x, saddr(reg2),
 			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(len(t.Buckets)), Seed: t.Seed, Type: expr.HashTypeJenkins},
 			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			lookupMap(s, reg1, reg1))
-	case ByRange:
+	case compiler.ByRange:
 		x = append(x, &expr.Immediate{Register: reg1, Data: ip4(t.First)}, &expr.Immediate{Register: reg2, Data: ip4(t.Last)})
 		nat.RegAddrMax, nat.Persistent, portReg = reg2, true, reg3
-	case ByHost:
+	case compiler.ByHost:
 		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
-	case ByHostBlock:
+	case compiler.ByHostBlock:
 		// The map's data fills NFT_REG_1 as address, low port, address,
 		// high port: 4-byte registers 8, 9, 10 and 11.
 		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
 		nat.RegAddrMax, nat.RegProtoMin, nat.RegProtoMax, nat.Specified = r32+2, r32+1, r32+3, true
-	case ByValuePorts:
+	case compiler.ByValuePorts:
 		x = append(x, saddr(r32),
 			mask(r32, r32+1, t.Mask), lookupMap(named[t.Map], r32+1, r32+2),
 			mask(r32, r32+3, t.PortMask), lookupMap(named[t.MinMap], r32+3, r32+4), lookupMap(named[t.MaxMap], r32+3, r32+5))
@@ -224,7 +229,7 @@ func (o *objects) ruleExprs(r Rule, label int, named map[string]*nftables.Set) (
 	default:
 		return nil, fmt.Errorf("egress %s: no kernel form for target kind %d", r.Egress, t.Kind)
 	}
-	if r.Ports != (Rule{}).Ports {
+	if r.Ports != (compiler.Rule{}).Ports {
 		x = append(x, &expr.Immediate{Register: portReg, Data: binaryutil.BigEndian.PutUint16(r.Ports.Lo)},
 			&expr.Immediate{Register: portReg + 1, Data: binaryutil.BigEndian.PutUint16(r.Ports.Hi)})
 		nat.RegProtoMin, nat.RegProtoMax, nat.Specified = portReg, portReg+1, true
@@ -270,7 +275,7 @@ func ifname(name string) []byte {
 // first range starts there, then per range its start (with its value, when
 // val is set) and an end element at the address after it. first says
 // whether elems begins the set.
-func intervals(elems []Element, val func(Element) []byte, first bool) []nftables.SetElement {
+func intervals(elems []compiler.Element, val func(compiler.Element) []byte, first bool) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, 2*len(elems)+1)
 	zero := netip.IPv4Unspecified()
 	if first && (len(elems) == 0 || elems[0].From != zero) {
@@ -302,10 +307,10 @@ func joinAdjacent(elems []nftables.SetElement) []nftables.SetElement {
 	return out
 }
 
-func rangeElements(ranges []netipx.IPRange) []Element {
-	out := make([]Element, len(ranges))
+func rangeElements(ranges []netipx.IPRange) []compiler.Element {
+	out := make([]compiler.Element, len(ranges))
 	for i, r := range ranges {
-		out[i] = Element{From: r.From(), To: r.To()}
+		out[i] = compiler.Element{From: r.From(), To: r.To()}
 	}
 	return out
 }

@@ -1,4 +1,6 @@
-package compiler
+//go:build linux
+
+package nft
 
 import (
 	"encoding/binary"
@@ -13,6 +15,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/natpool/natpool/compiler"
 )
 
 // TableState is a table reduced to what decides its behaviour, written in
@@ -70,7 +74,7 @@ func (s *TableState) String() string {
 var ErrNoTable = errors.New("no such table")
 
 // Expected returns the state the kernel holds once rs is applied.
-func Expected(rs *Ruleset) (*TableState, error) {
+func Expected(rs *compiler.Ruleset) (*TableState, error) {
 	o, err := buildObjects(rs)
 	if err != nil {
 		return nil, err

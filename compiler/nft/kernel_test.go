@@ -1,4 +1,4 @@
-package compiler_test
+package nft_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/netnstest"
+	"github.com/natpool/natpool/compiler/nft"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -35,9 +36,9 @@ func plan(t *testing.T, es pool.EgressSpec) *pool.Plan {
 }
 
 // dial connects to the namespace, closing the connection with the test.
-func dial(t *testing.T, ns *netnstest.NS) *compiler.Kernel {
+func dial(t *testing.T, ns *netnstest.NS) *nft.Kernel {
 	t.Helper()
-	k, err := compiler.Dial(ns.Name)
+	k, err := nft.Dial(ns.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func dial(t *testing.T, ns *netnstest.NS) *compiler.Kernel {
 	return k
 }
 
-func read(t *testing.T, k *compiler.Kernel) *compiler.TableState {
+func read(t *testing.T, k *nft.Kernel) *nft.TableState {
 	t.Helper()
 	st, err := k.Read("natpool")
 	if err != nil {
@@ -98,7 +99,7 @@ func TestApplyListsLikeNftOfTheRender(t *testing.T) {
 				t.Errorf("the kernel holds different objects after apply and after nft -f:\n%s",
 					render.UnifiedDiff("nft -f", "apply", loadedByNft.String(), applied))
 			}
-			want, err := compiler.Expected(rs)
+			want, err := nft.Expected(rs)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,11 +1,12 @@
+//go:build linux
+
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 
-	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/nft"
 )
 
 // shownLines bounds the lines printed per changed object, and shownWidth
@@ -17,7 +18,7 @@ const (
 
 // writeDifferences writes differences as text: per object, the lines its
 // first side has marked "-", the lines of the second marked "+".
-func writeDifferences(w io.Writer, diffs []compiler.Difference, missing, extra string) {
+func writeDifferences(w io.Writer, diffs []nft.Difference, missing, extra string) {
 	for _, d := range diffs {
 		fmt.Fprintf(w, "%s: %d %s, %d %s\n", d.Object, len(d.Missing), missing, len(d.Extra), extra)
 		lines := 0
@@ -41,7 +42,7 @@ func writeDifferences(w io.Writer, diffs []compiler.Difference, missing, extra s
 }
 
 // differencesJSON gives differences the names missing and extra.
-func differencesJSON(diffs []compiler.Difference, missing, extra string) []map[string]any {
+func differencesJSON(diffs []nft.Difference, missing, extra string) []map[string]any {
 	out := []map[string]any{}
 	for _, d := range diffs {
 		out = append(out, map[string]any{"object": d.Object, missing: nonNil(d.Missing), extra: nonNil(d.Extra)})
@@ -54,10 +55,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

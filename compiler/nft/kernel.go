@@ -1,4 +1,9 @@
-package compiler
+//go:build linux
+
+// Package nft loads natpool's ruleset into nf_tables over netlink, in one
+// transaction, and reads natpool's table back to compare it with a plan.
+// It changes only natpool's own table. It builds on Linux only.
+package nft
 
 import (
 	"cmp"
@@ -7,13 +12,15 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/linux"
 )
 
 // Kernel talks to nf_tables in one network namespace. It changes only
@@ -33,7 +40,7 @@ func Dial(netns string) (*Kernel, error) {
 	k := &Kernel{bufSize: minBuffer}
 	opts := []nftables.ConnOption{nftables.WithSockOptions(k.setBuffers)}
 	if netns != "" {
-		f, err := openNetNS(netns)
+		f, err := linux.OpenNetNS(netns)
 		if err != nil {
 			return nil, err
 		}
@@ -43,25 +50,10 @@ func Dial(netns string) (*Kernel, error) {
 	conn, err := nftables.New(opts...)
 	if err != nil {
 		k.Close()
-		return nil, err
+		return nil, linux.Privileged(err)
 	}
 	k.conn = conn
 	return k, nil
-}
-
-// openNetNS opens a named network namespace, as `ip netns` keeps them.
-func openNetNS(name string) (*os.File, error) {
-	if name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return nil, fmt.Errorf("%q is not a network namespace name", name)
-	}
-	f, err := os.Open("/run/netns/" + name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no network namespace named %q", name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("network namespace %q: %w", name, err)
-	}
-	return f, nil
 }
 
 // Close releases the namespace.
@@ -97,7 +89,7 @@ func (k *Kernel) setBuffers(c *netlink.Conn) error {
 	err = raw.Control(func(fd uintptr) {
 		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
 			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, k.bufSize); e != nil && sockErr == nil {
-				sockErr = fmt.Errorf("socket buffer of %d bytes: %w", k.bufSize, e)
+				sockErr = linux.Privileged(fmt.Errorf("socket buffer of %d bytes: %w", k.bufSize, e))
 			}
 		}
 	})
@@ -110,39 +102,21 @@ func (k *Kernel) setBuffers(c *netlink.Conn) error {
 	return widenDumps(raw)
 }
 
-// dumpBuffer is the largest reply the kernel builds for one round of a dump.
-const dumpBuffer = 32 << 10
-
-// widenDumps makes the kernel fill dump replies on this socket up to 32 KiB.
-// It sizes them by the largest recvmsg the socket has made, and the netlink
-// library reads with page-sized buffers; a dump of a large set, whose walk
-// the kernel restarts every round, then takes eight times the rounds. One
-// read of a small reply into a 32 KiB buffer (the generation, which nft
-// asks for too) sets the size.
+// widenDumps makes the kernel fill dump replies on this socket up to
+// linux.DumpBuffer. It sizes them by the largest recvmsg the socket has
+// made, and the netlink library reads with page-sized buffers; a dump of a
+// large set, whose walk the kernel restarts every round, then takes eight
+// times the rounds. One read of a small reply into a full-size buffer (the
+// generation, which nft asks for too) sets the size.
 func widenDumps(raw syscall.RawConn) error {
 	req := make([]byte, unix.NLMSG_HDRLEN+4) // nlmsghdr, then nfgenmsg
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.NativeEndian.PutUint16(req[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN)
 	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
 	req[unix.NLMSG_HDRLEN] = unix.AF_UNSPEC
-	var opErr error
-	err := raw.Write(func(fd uintptr) bool {
-		opErr = unix.Sendto(int(fd), req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return opErr != unix.EAGAIN
-	})
+	err := linux.Send(raw, req)
 	if err == nil {
-		err = opErr
-	}
-	if err != nil {
-		return fmt.Errorf("widening netlink dumps: %w", err)
-	}
-	buf := make([]byte, dumpBuffer)
-	err = raw.Read(func(fd uintptr) bool {
-		_, _, opErr = unix.Recvfrom(int(fd), buf, 0)
-		return opErr != unix.EAGAIN
-	})
-	if err == nil {
-		err = opErr
+		_, err = linux.Recv(raw, make([]byte, linux.DumpBuffer))
 	}
 	if err != nil {
 		return fmt.Errorf("widening netlink dumps: %w", err)
@@ -182,7 +156,7 @@ func (k *Kernel) Stamp(table string) (TableStamp, error) {
 		}
 		for _, r := range rules {
 			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			if digest, ok := Stamp(comment); ok {
+			if digest, ok := compiler.Stamp(comment); ok {
 				st.Natpool = true
 				st.Digest = cmp.Or(st.Digest, digest)
 			}
@@ -211,7 +185,7 @@ func (k *Kernel) claim(table string) (TableStamp, error) {
 // Apply replaces natpool's table with rs in one transaction: the kernel
 // applies all of it or none, so on error the previous table stays as it was.
 // A table of that name that natpool did not make is refused and left alone.
-func (k *Kernel) Apply(rs *Ruleset) error {
+func (k *Kernel) Apply(rs *compiler.Ruleset) error {
 	if _, err := k.claim(rs.Table); err != nil {
 		return err
 	}

@@ -1,4 +1,8 @@
-package compiler
+//go:build linux
+
+// Package conntrack reads, counts and deletes the connection tracking
+// entries natpool's rules made, in constant memory. It builds on Linux only.
+package conntrack
 
 import (
 	"encoding/binary"
@@ -13,6 +17,7 @@ import (
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
+	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/pool"
 )
 
@@ -25,13 +30,13 @@ type Conntrack struct {
 	buf   []byte
 }
 
-// DialConntrack connects to the conntrack table of the named network
+// Dial connects to the conntrack table of the named network
 // namespace, or of the current one when netns is empty.
-func DialConntrack(netns string) (*Conntrack, error) {
-	c := &Conntrack{buf: make([]byte, dumpBuffer)}
+func Dial(netns string) (*Conntrack, error) {
+	c := &Conntrack{buf: make([]byte, linux.DumpBuffer)}
 	cfg := &netlink.Config{}
 	if netns != "" {
-		f, err := openNetNS(netns)
+		f, err := linux.OpenNetNS(netns)
 		if err != nil {
 			return nil, err
 		}
@@ -43,7 +48,7 @@ func DialConntrack(netns string) (*Conntrack, error) {
 	}
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, linux.Privileged(err)
 	}
 	return c, nil
 }
@@ -66,7 +71,7 @@ func (c *Conntrack) Close() error {
 type Entry struct {
 	pool.Connection
 	// Natpool reports whether the entry carries the label natpool's rules
-	// set (Ruleset.Label): natpool translated it, not another rule.
+	// set (compiler.Ruleset.Label): natpool translated it, not another rule.
 	Natpool bool
 	// The entry's original tuple and zone as dumped, enough to delete it;
 	// they point into the dump buffer and are valid during Scan's callback.
@@ -97,15 +102,7 @@ func (c *Conntrack) Scan(label int, fn func(*Entry) error) (int, error) {
 	total := 0
 	var e Entry
 	for {
-		var n int
-		var recvErr error
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, recvErr = unix.Recvfrom(int(fd), c.buf, 0)
-			return recvErr != unix.EAGAIN
-		})
-		if err == nil {
-			err = recvErr
-		}
+		n, err := linux.Recv(raw, c.buf)
 		if err != nil {
 			return total, fmt.Errorf("conntrack dump: %w", err)
 		}
@@ -135,20 +132,20 @@ func (c *Conntrack) Scan(label int, fn func(*Entry) error) (int, error) {
 
 // ctnetlink message and attribute types (linux/netfilter/nfnetlink_conntrack.h).
 const (
-	ipctnlMsgCtGet         = 1
-	ipctnlMsgCtDelete      = 2
-	ctaTupleOrig           = 1
-	ctaTupleReply          = 2
-	ctaStatus              = 3
-	ctaZone                = 18
-	ctaLabels              = 22
-	ctaTupleIP             = 1
-	ctaTupleProto          = 2
-	ctaIPv4Src             = 1
-	ctaIPv4Dst             = 2
-	ctaProtoNum            = 1
-	ctaProtoDstPort        = 3
-	ipsSrcNAT       uint32 = 1 << 4 // IPS_SRC_NAT
+	ipctnlMsgCtGet           = 1
+	ipctnlMsgCtDelete        = 2
+	ctaTupleOrig             = 1
+	ctaTupleReply            = 2
+	ctaStatus                = 3
+	ctaZone                  = 18
+	ctaLabels                = 22
+	ctaTupleIP               = 1
+	ctaTupleProto            = 2
+	ctaIPv4Src               = 1
+	ctaIPv4Dst               = 2
+	ctaProtoNum              = 1
+	ctaProtoDstPort          = 3
+	ipsSrcNAT         uint32 = 1 << 4 // IPS_SRC_NAT
 )
 
 // decodeEntry reads an entry's status, labels, original tuple and the
@@ -175,7 +172,7 @@ func decodeEntry(data []byte, label int, e *Entry) bool {
 			e.zone = ad.Bytes()
 		case ctaLabels:
 			labels := ad.Bytes()
-			e.Natpool = label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0 // see LabelBits
+			e.Natpool = label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0 // see compiler.LabelBits
 		}
 	}
 	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {

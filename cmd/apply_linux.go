@@ -1,0 +1,146 @@
+//go:build linux
+
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/linux"
+	"github.com/natpool/natpool/compiler/nft"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
+)
+
+func runApply(o *applyOptions, stdout, stderr io.Writer) error {
+	if err := checkChoice("output", o.output, "text", "json"); err != nil {
+		return err
+	}
+	encoding, err := encodingOf(o.encoding)
+	if err != nil {
+		return err
+	}
+	if o.delete {
+		return runDelete(o, stdout)
+	}
+	plan, err := o.spec.plan(stderr)
+	if err != nil {
+		return err
+	}
+	rs := compiler.Compile(plan, compiler.Options{Encoding: encoding})
+	k, err := nft.Dial(o.netns)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	if o.dryRun {
+		return dryRun(k, rs, o, stdout)
+	}
+	if err := k.Apply(rs); err != nil {
+		return err
+	}
+	warnMissingInterfaces(plan, o.netns, stderr)
+	if o.output == "json" {
+		return render.JSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "digest": rs.Digest,
+			"rules": len(rs.Rules), "maps": len(rs.Maps), "elements": rs.Elements()})
+	}
+	fmt.Fprintf(stdout, "applied table ip %s (plan %s) in %s: %d rules, %d maps, %d elements\n",
+		rs.Table, rs.Digest, where(o.netns), len(rs.Rules), len(rs.Maps), rs.Elements())
+	return nil
+}
+
+// warnMissingInterfaces reports oif names the namespace does not have: the
+// rules load and will match once such an interface appears.
+func warnMissingInterfaces(plan *pool.Plan, netns string, stderr io.Writer) {
+	names, err := linux.Interfaces(netns)
+	if err != nil {
+		return
+	}
+	for _, e := range plan.Egress {
+		if e.OIF != "" && !slices.ContainsFunc(names, func(name string) bool { return pool.MatchesInterface(e.OIF, name) }) {
+			fmt.Fprintf(stderr, "natpool: warning: egress %s: no interface %s in %s yet; its rule matches once it exists\n", e.Name, e.OIF, where(netns))
+		}
+	}
+}
+
+func dryRun(k *nft.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io.Writer) error {
+	want, err := nft.Expected(rs)
+	if err != nil {
+		return err
+	}
+	st, err := k.Stamp(rs.Table)
+	if err != nil {
+		return err
+	}
+	if st.Exists && !st.Natpool {
+		return &nft.NotNatpoolsError{Table: rs.Table}
+	}
+	if !st.Exists {
+		if o.output == "json" {
+			return render.JSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "create": true,
+				"rules": len(rs.Rules), "maps": len(rs.Maps), "elements": rs.Elements()})
+		}
+		fmt.Fprintf(stdout, "no table ip %s in %s yet: would create it with %d rules, %d maps, %d elements\n",
+			rs.Table, where(o.netns), len(rs.Rules), len(rs.Maps), rs.Elements())
+		return nil
+	}
+	have, err := k.Read(rs.Table)
+	if err != nil {
+		return err
+	}
+	// What the live table lacks is added; what the plan lacks is removed.
+	changes := nft.Compare(have, want)
+	if o.output == "json" {
+		return render.JSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "changes": differencesJSON(changes, "remove", "add")})
+	}
+	if len(changes) == 0 {
+		fmt.Fprintf(stdout, "table ip %s in %s already holds the plan: nothing to change\n", rs.Table, where(o.netns))
+		return nil
+	}
+	fmt.Fprintf(stdout, "would change table ip %s in %s:\n", rs.Table, where(o.netns))
+	writeDifferences(stdout, changes, "to remove", "to add")
+	return nil
+}
+
+func runDelete(o *applyOptions, stdout io.Writer) error {
+	table, err := o.spec.table()
+	if err != nil {
+		return err
+	}
+	k, err := nft.Dial(o.netns)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	if o.dryRun {
+		st, err := k.Stamp(table)
+		switch {
+		case err != nil:
+			return err
+		case st.Exists && !st.Natpool:
+			return &nft.NotNatpoolsError{Table: table}
+		case o.output == "json":
+			return render.JSON(stdout, map[string]any{"table": table, "netns": o.netns, "delete": st.Exists, "dry_run": true})
+		case st.Exists:
+			fmt.Fprintf(stdout, "would delete table ip %s in %s\n", table, where(o.netns))
+		default:
+			fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
+		}
+		return nil
+	}
+	deleted, err := k.Delete(table)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return render.JSON(stdout, map[string]any{"table": table, "netns": o.netns, "deleted": deleted})
+	}
+	if deleted {
+		fmt.Fprintf(stdout, "deleted table ip %s in %s\n", table, where(o.netns))
+	} else {
+		fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
+	}
+	return nil
+}

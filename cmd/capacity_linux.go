@@ -1,0 +1,35 @@
+//go:build linux
+
+package cmd
+
+import (
+	"io"
+
+	"github.com/natpool/natpool/compiler/conntrack"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
+)
+
+// runLiveCapacity reports the port use of the connections natpool's rules
+// translated, counted from a conntrack dump as it is read.
+func runLiveCapacity(o *capacityOptions, plan *pool.Plan, stdout io.Writer) error {
+	c, err := conntrack.Dial(o.netns)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	counter := plan.NewLiveCounter()
+	if _, err := c.Scan(plan.CTLabel, func(e *conntrack.Entry) error {
+		if e.Natpool {
+			counter.Count(e.Connection, 1)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	caps := counter.Capacity()
+	if o.output == "json" {
+		return render.LiveCapacityJSON(stdout, caps)
+	}
+	return render.LiveCapacityTable(stdout, caps)
+}
