@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"go4.org/netipx"
@@ -188,6 +187,10 @@ func (t Target) BucketRanges() []BucketRange {
 	return out
 }
 
+// KernelName returns the start of the names of the rule's egress entry's
+// maps and sets.
+func (r *Rule) KernelName() string { return r.egress.KernelName() }
+
 // Publics returns the public addresses of the rule's egress entry, in pool
 // order: the order of the per-address sets of HostSets.
 func (r *Rule) Publics() []netip.Addr {
@@ -255,7 +258,7 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	if e.Ports != pool.DefaultPorts {
 		r.Ports = e.Ports
 	}
-	name := mapName(e.Name)
+	name := e.KernelName()
 	switch m := e.Mapping.(type) {
 	case *pool.OctetMapping:
 		mp := Map{Name: name + "_octet", Kind: AddrMap}
@@ -353,11 +356,6 @@ func runs(elems []Element) []Element {
 	}
 	return out
 }
-
-var nonName = regexp.MustCompile(`[^A-Za-z0-9_]`)
-
-// mapName turns an egress name into the start of an nft identifier.
-func mapName(egress string) string { return nonName.ReplaceAllString(egress, "_") }
 
 func addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})

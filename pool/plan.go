@@ -116,6 +116,7 @@ func NewPlan(spec Spec) (*Plan, error) {
 		return nil, fmt.Errorf("no egress entries: give --private and --pool, or a spec file with egress")
 	}
 	names := map[string]bool{}
+	kernelNames := map[string]string{}
 	for i, es := range spec.Egress {
 		if es.Name == "" {
 			es.Name = fmt.Sprintf("egress%d", i+1)
@@ -127,6 +128,11 @@ func NewPlan(spec Spec) (*Plan, error) {
 			return nil, fmt.Errorf("egress name %q is used twice", es.Name)
 		}
 		names[es.Name] = true
+		k := kernelName(es.Name)
+		if other, taken := kernelNames[k]; taken {
+			return nil, fmt.Errorf("egress names %q and %q both become %q in the kernel's map and set names: rename one", other, es.Name, k)
+		}
+		kernelNames[k] = es.Name
 		e, err := newEgress(es, &p.Warnings)
 		if err != nil {
 			if len(spec.Egress) > 1 {
@@ -139,7 +145,18 @@ func NewPlan(spec Spec) (*Plan, error) {
 	return p, nil
 }
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+var (
+	validName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+	nonKernel = regexp.MustCompile(`[^A-Za-z0-9_]`)
+)
+
+// kernelName is what an egress name becomes in the names of its maps and
+// sets: letters, digits and '_'.
+func kernelName(name string) string { return nonKernel.ReplaceAllString(name, "_") }
+
+// KernelName returns the start of the names of the entry's maps and sets
+// in the kernel; no two entries of a plan share one.
+func (e *Egress) KernelName() string { return kernelName(e.Name) }
 
 func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	e := &Egress{Name: es.Name, OIF: es.OIF, Strategy: Strategy(es.Strategy), Ports: DefaultPorts}

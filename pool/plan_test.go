@@ -85,6 +85,17 @@ func TestNewPlanRejectsBadInput(t *testing.T) {
 	}
 }
 
+func TestNewPlanRefusesEgressNamesThatCollideInTheKernel(t *testing.T) {
+	es := EgressSpec{Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}}
+	a, b := es, es
+	a.Name, b.Name = "isp-a", "isp_a"
+	b.OIF = "eth1"
+	_, err := NewPlan(Spec{Egress: []EgressSpec{a, b}})
+	if err == nil || !strings.Contains(err.Error(), `"isp-a" and "isp_a" both become "isp_a"`) {
+		t.Errorf("got %v", err)
+	}
+}
+
 func TestOctetEduroamGivesFiveConsecutiveValuesPerAddress(t *testing.T) {
 	e := mustPlan(t, EgressSpec{Private: []string{"10.16.0.0/12"}, Pool: []string{"192.76.8.1-192.76.8.51"},
 		Strategy: "octet", Octets: "0-254"})

@@ -28,7 +28,7 @@ func IPSet(w io.Writer, rs *compiler.Ruleset, version string) error {
 					prefixes = append(prefixes, prefixText(p))
 				}
 			}
-			name := SetName(rs.Table, r.Egress, i)
+			name := SetName(rs.Table, r.KernelName(), i)
 			// maxelem: the default 65536, or the next power of two that holds the set.
 			maxelem := max(65536, 1<<bits.Len(uint(len(prefixes))))
 			fmt.Fprintf(&b, "create %s hash:net family inet maxelem %d -exist\nflush %s\n", name, maxelem, name)

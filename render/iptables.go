@@ -73,7 +73,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 				}
 			case compiler.ByJhash:
 				for i, a := range r.Publics() {
-					out.rule(r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.Egress, i)), a.String(), "")
+					out.rule(r, fmt.Sprintf("%s -m set --match-set %s src", match, SetName(rs.Table, r.KernelName(), i)), a.String(), "")
 				}
 			case compiler.ByRange:
 				out.rule(r, match, fmt.Sprintf("%s-%s", t.First, t.Last), " --persistent")
