@@ -183,8 +183,9 @@ func (k *Kernel) claim(table string) (TableStamp, error) {
 }
 
 // Apply replaces natpool's table with rs in one transaction: the kernel
-// applies all of it or none, so on error the previous table stays as it was.
-// A table of that name that natpool did not make is refused and left alone.
+// applies all of it or none, so on error the previous table stays as it was,
+// and the error names the object the kernel refused. A table of that name
+// that natpool did not make is refused and left alone.
 func (k *Kernel) Apply(rs *compiler.Ruleset) error {
 	if _, err := k.claim(rs.Table); err != nil {
 		return err
@@ -197,12 +198,28 @@ func (k *Kernel) Apply(rs *compiler.Ruleset) error {
 	if err != nil {
 		return err
 	}
-	c := k.conn
-	c.AddTable(o.table) // so that deleting it cannot fail on a first apply
-	c.DelTable(o.table)
-	c.AddTable(o.table)
-	c.AddChain(o.chain)
+	steps := o.steps()
 	elements := 0
+	for _, s := range o.sets {
+		elements += s.n
+	}
+	k.bufSize = max(minBuffer, 2*elements*bytesPerElement)
+	if err := k.send(o, steps, false); err != nil {
+		return k.refusal(o, steps, err)
+	}
+	return nil
+}
+
+// step is a part of the batch that replaces natpool's table: a set, a
+// message of a set's elements, or a rule. what names it, for an error.
+type step struct {
+	what  func() string
+	queue func(*nftables.Conn) error
+}
+
+// steps lists the batch after the table and its chain, in order.
+func (o *objects) steps() []step {
+	var steps []step
 	for _, s := range o.sets {
 		// A netlink attribute holds at most 64 KiB, so elements go in
 		// several messages of the batch, as nft sends them. google/nftables
@@ -214,28 +231,79 @@ func (k *Kernel) Apply(rs *compiler.Ruleset) error {
 			// AddSet sizes a constant set by the elements it is given;
 			// declare them all, as nft does. (Constant sets are the small
 			// anonymous ones.)
-			s.set.Size = uint32(len(s.all()))
+			s.set.Size = uint32(s.n)
 		}
-		if err := c.AddSet(s.set, s.elements(0, min(s.n, elementsPerMessage))); err != nil {
-			return err
-		}
+		steps = append(steps, step{func() string { return s.what }, func(c *nftables.Conn) error {
+			return c.AddSet(s.set, s.elements(0, min(s.n, elementsPerMessage)))
+		}})
 		more := *s.set
 		more.Anonymous = false
 		for i := elementsPerMessage; i < s.n; i += elementsPerMessage {
-			if err := c.SetAddElements(&more, s.elements(i, min(i+elementsPerMessage, s.n))); err != nil {
-				return err
+			j := min(i+elementsPerMessage, s.n)
+			steps = append(steps, step{
+				func() string {
+					e := s.elements(i, j)
+					return fmt.Sprintf("elements %s to %s of %s", bytesText(e[0].Key), bytesText(e[len(e)-1].Key), s.what)
+				},
+				func(c *nftables.Conn) error { return c.SetAddElements(&more, s.elements(i, j)) },
+			})
+		}
+	}
+	for i, r := range o.rules {
+		steps = append(steps, step{func() string { return fmt.Sprintf("rule %d of chain %s", i+1, o.chain.Name) },
+			func(c *nftables.Conn) error { c.AddRule(r); return nil }})
+	}
+	return steps
+}
+
+// send sends, in one batch, what replaces natpool's table: the table and
+// its chain, then steps. check closes the batch with a message that always
+// fails (deleting the table twice), so the kernel takes none of it and
+// reports every message it refuses.
+func (k *Kernel) send(o *objects, steps []step, check bool) error {
+	c := k.conn
+	c.AddTable(o.table) // so that deleting it cannot fail on a first apply
+	c.DelTable(o.table)
+	c.AddTable(o.table)
+	c.AddChain(o.chain)
+	for _, s := range steps {
+		if err := s.queue(c); err != nil {
+			c.Flush() // drop what was queued
+			return err
+		}
+	}
+	if check {
+		c.DelTable(o.table)
+		c.DelTable(o.table)
+	}
+	return c.Flush()
+}
+
+// refusal names what the kernel refused of a batch that failed with err:
+// the first step whose batch, checked, fails by more than its closing
+// message. The batches are checked by bisection, and none is taken.
+func (k *Kernel) refusal(o *objects, steps []step, err error) error {
+	refused := func(n int) bool {
+		var joined interface{ Unwrap() []error }
+		e := k.send(o, steps[:n], true)
+		return !errors.As(e, &joined) || len(joined.Unwrap()) > 1
+	}
+	what := fmt.Sprintf("table ip %s or its chain %s", o.table.Name, o.chain.Name)
+	switch {
+	case !refused(len(steps)):
+		return fmt.Errorf("the kernel refused the ruleset, nothing changed: %w", err)
+	case !refused(0):
+		lo, hi := 0, len(steps) // the first refused prefix has length in (lo, hi]
+		for hi-lo > 1 {
+			if mid := (lo + hi) / 2; refused(mid) {
+				hi = mid
+			} else {
+				lo = mid
 			}
 		}
-		elements += s.n
+		what = steps[hi-1].what() + " of table ip " + o.table.Name
 	}
-	for _, r := range o.rules {
-		c.AddRule(r)
-	}
-	k.bufSize = max(minBuffer, 2*elements*bytesPerElement)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("the kernel refused the ruleset, nothing changed: %w", err)
-	}
-	return nil
+	return fmt.Errorf("the kernel refused %s, nothing changed: %w", what, err)
 }
 
 // Delete removes natpool's table; false when there was none. A table of that

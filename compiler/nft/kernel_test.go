@@ -2,6 +2,7 @@ package nft_test
 
 import (
 	"bytes"
+	"strings"
 	"io"
 	"runtime"
 	"testing"
@@ -142,8 +143,30 @@ func TestRejectedBatchChangesNothing(t *testing.T) {
 	if err == nil {
 		t.Fatal("the kernel took an interval mapped to two addresses")
 	}
-	t.Logf("refused as expected: %v", err)
+	if !strings.Contains(err.Error(), "the kernel refused map default_octet of table ip natpool") {
+		t.Errorf("the error does not name the refused map: %v", err)
+	}
 	if after := ns.MustRun("", "nft", "list", "ruleset"); after != before {
 		t.Errorf("a rejected batch changed the ruleset (%v):\n%s", err, render.UnifiedDiff("before", "after", before, after))
+	}
+}
+
+// An element the kernel refuses deep inside a large map is named with the
+// message it came in.
+func TestRefusedElementsAreNamed(t *testing.T) {
+	ns := netnstest.New(t, "nft")
+	k := dial(t, ns)
+	rs := compiler.Compile(plan(t, pool.EgressSpec{Strategy: "block", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/24"}}),
+		compiler.Options{Encoding: compiler.PerHost})
+	m := &rs.Maps[0]
+	dup := m.Elements[len(m.Elements)/2]
+	dup.Addr = dup.Addr.Next() // one host twice, to two addresses
+	m.Elements = append(m.Elements, dup)
+	err := k.Apply(rs)
+	if err == nil || !strings.Contains(err.Error(), "of map default_blocks of table ip natpool") || !strings.Contains(err.Error(), "elements 10.16.") {
+		t.Errorf("got %v", err)
+	}
+	if out := ns.MustRun("", "nft", "list", "ruleset"); out != "" {
+		t.Errorf("a refused batch left:\n%s", out)
 	}
 }

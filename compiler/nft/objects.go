@@ -60,13 +60,14 @@ func (o *objects) add(s setWithElements) {
 // elements i to j.
 type setWithElements struct {
 	set      *nftables.Set
+	what     string // the set, for an error: "map NAME"
 	n        int
 	elements func(i, j int) []nftables.SetElement
 }
 
 // listed is a set whose kernel elements are at hand.
-func listed(s *nftables.Set, elems []nftables.SetElement) setWithElements {
-	return setWithElements{s, len(elems), func(i, j int) []nftables.SetElement { return elems[i:j] }}
+func listed(s *nftables.Set, what string, elems []nftables.SetElement) setWithElements {
+	return setWithElements{s, what, len(elems), func(i, j int) []nftables.SetElement { return elems[i:j] }}
 }
 
 func (s setWithElements) all() []nftables.SetElement { return s.elements(0, s.n) }
@@ -133,7 +134,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 			}
 		}
 		named[m.Name] = s
-		o.add(setWithElements{s, len(m.Elements), elems})
+		o.add(setWithElements{s, "map " + m.Name, len(m.Elements), elems})
 	}
 	for _, r := range rs.Rules {
 		exprs, err := o.ruleExprs(r, rs.Label, named)
@@ -148,12 +149,12 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 
 // anonymous adds a constant anonymous set (a map when dataType is set) for
 // one rule and returns it.
-func (o *objects) anonymous(keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
+func (o *objects) anonymous(r compiler.Rule, keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
 	s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: interval, KeyType: keyType}
 	if dataType.Bytes > 0 {
 		s.IsMap, s.DataType = true, dataType
 	}
-	o.add(listed(s, elems))
+	o.add(listed(s, "a set of the rule of egress "+r.Egress, elems))
 	return s
 }
 
@@ -177,7 +178,7 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 	var x []expr.Any
 	switch src := r.Sources; {
 	case len(src) > 1:
-		s := o.anonymous(nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
+		s := o.anonymous(r, nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
 		x = append(x, saddr(reg1), lookup(s, reg1))
 	default:
 		x = append(x, sourceMatch(src[0])...)
@@ -187,7 +188,7 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(r.OIF)})
 	}
 	if r.L4 {
-		s := o.anonymous(nftables.TypeInetProto, nftables.SetDatatype{}, false,
+		s := o.anonymous(r, nftables.TypeInetProto, nftables.SetDatatype{}, false,
 			[]nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}}})
 		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, lookup(s, reg1))
 	}
@@ -206,7 +207,7 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 		for _, b := range t.BucketRanges() {
 			runs = append(runs, compiler.Element{From: pool.AddrFromUint32(b.Lo), To: pool.AddrFromUint32(b.Hi), Addr: b.Addr})
 		}
-		s := o.anonymous(nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e compiler.Element) []byte { return ip4(e.Addr) }, true)))
+		s := o.anonymous(r, nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e compiler.Element) []byte { return ip4(e.Addr) }, true)))
 		x = append(x, saddr(reg2),
 			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(len(t.Buckets)), Seed: t.Seed, Type: expr.HashTypeJenkins},
 			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},

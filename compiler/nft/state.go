@@ -157,7 +157,7 @@ func (k *Kernel) Read(table string) (*TableState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		sw := listed(s, elems)
+		sw := listed(s, "set "+s.Name, elems)
 		byName[s.Name] = sw
 		o.sets = append(o.sets, sw)
 	}
