@@ -75,6 +75,8 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 		{[]string{"lookup", "-f", "../testdata/campus.yaml", "192.76.8.1:80"}, "need the block strategy"},
 		{[]string{"lookup", "-f", "../testdata/campus.yaml", "--egress", "nope", "10.16.0.1"}, `"nope"`},
 		{[]string{"lookup", "-f", "../testdata/cgnat.yaml", "198.18.0.1:0"}, `port "0"`},
+		{[]string{"apply", "-f", "../testdata/campus.yaml", "--netns", ""}, "--netns"},
+		{[]string{"status", "-f", "../testdata/campus.yaml", "--netns="}, "an empty name"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

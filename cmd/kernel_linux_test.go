@@ -563,3 +563,22 @@ func TestFlushKeepsEntriesOtherRulesMade(t *testing.T) {
 		}
 	}
 }
+
+// Without privilege every kernel command says once, on one line, that it
+// needs root or CAP_NET_ADMIN, whichever system call the kernel refused.
+func TestKernelCommandsSayTheyNeedPrivilege(t *testing.T) {
+	netnstest.Require(t, "setpriv")
+	ns := netnstest.New(t)
+	spec := []string{"--private", "10.16.0.0/24", "--pool", "192.76.8.0/29"}
+	for _, args := range [][]string{
+		{"apply"}, {"apply", "--netns", ns.Name}, {"apply", "--delete"}, {"status", "--netns", ns.Name},
+		{"flush", "--stale"}, {"capacity", "--live", "--netns", ns.Name},
+	} {
+		cmd := exec.Command("setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", natpoolBinary}, append(args, spec...)...)...)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != exitTrouble || strings.Count(string(out), "\n") != 1 ||
+			!strings.Contains(string(out), "needs root, or CAP_NET_ADMIN") {
+			t.Errorf("%v as nobody: exit %d, %q", args, code, out)
+		}
+	}
+}

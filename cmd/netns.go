@@ -10,8 +10,10 @@ import (
 )
 
 // netnsFlag adds --netns, completed from the namespaces ip netns knows.
+// An empty name is refused rather than taken as this namespace: a script
+// whose variable is unset must not act on the host.
 func netnsFlag(cmd *cobra.Command, dst *string) {
-	cmd.Flags().StringVar(dst, "netns", "", "act inside this named network namespace (/run/netns/NAME)")
+	cmd.Flags().Var((*netnsName)(dst), "netns", "act inside this named network namespace (/run/netns/NAME)")
 	_ = cmd.RegisterFlagCompletionFunc("netns", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		entries, _ := os.ReadDir("/run/netns")
 		var names []string
@@ -20,6 +22,21 @@ func netnsFlag(cmd *cobra.Command, dst *string) {
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
+}
+
+// netnsName is the value of --netns.
+type netnsName string
+
+func (n *netnsName) String() string { return string(*n) }
+
+func (n *netnsName) Type() string { return "NAME" }
+
+func (n *netnsName) Set(s string) error {
+	if s == "" {
+		return fmt.Errorf("an empty name: leave --netns out to act in this network namespace")
+	}
+	*n = netnsName(s)
+	return nil
 }
 
 // encodings are the kernel encodings of port blocks, by flag value.

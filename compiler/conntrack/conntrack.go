@@ -32,7 +32,8 @@ type Conntrack struct {
 
 // Dial connects to the conntrack table of the named network
 // namespace, or of the current one when netns is empty.
-func Dial(netns string) (*Conntrack, error) {
+func Dial(netns string) (_ *Conntrack, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	c := &Conntrack{buf: make([]byte, linux.DumpBuffer)}
 	cfg := &netlink.Config{}
 	if netns != "" {
@@ -42,13 +43,12 @@ func Dial(netns string) (*Conntrack, error) {
 		}
 		c.netns, cfg.NetNS = f, int(f.Fd())
 	}
-	var err error
 	if c.dump, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err == nil {
 		c.del, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	}
 	if err != nil {
 		c.Close()
-		return nil, linux.Privileged(err)
+		return nil, err
 	}
 	return c, nil
 }
@@ -87,7 +87,8 @@ type Entry struct {
 // The dump runs on a socket of its own, read 32 KiB at a time, and decodes
 // only the fields natpool needs: the kernel sizes each round of a dump by
 // the reader's buffer.
-func (c *Conntrack) Scan(label int, fn func(*Entry) error) (int, error) {
+func (c *Conntrack) Scan(label int, fn func(*Entry) error) (_ int, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	req := netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtGet), Flags: netlink.Request | netlink.Dump},
 		Data:   []byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, // nfgenmsg: IPv4 entries only
@@ -228,7 +229,8 @@ func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
 // Delete removes the entry Scan passed to its callback, by its original
 // tuple and zone as the kernel dumped them; an entry that has gone
 // meanwhile is no error.
-func (c *Conntrack) Delete(e *Entry) error {
+func (c *Conntrack) Delete(e *Entry) (err error) {
+	defer func() { err = linux.Privileged(err) }()
 	attrs := []netlink.Attribute{{Type: unix.NLA_F_NESTED | ctaTupleOrig, Data: e.orig}}
 	if e.zone != nil {
 		attrs = append(attrs, netlink.Attribute{Type: ctaZone, Data: e.zone})

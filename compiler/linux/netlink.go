@@ -43,13 +43,13 @@ func Send(raw syscall.RawConn, msg []byte) error {
 }
 
 // ErrPrivilege is what the kernel's refusals for want of privilege wrap.
-var ErrPrivilege = errors.New("natpool needs root (CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter --netns) to talk to the kernel")
+var ErrPrivilege = errors.New("talking to the kernel needs root, or CAP_NET_ADMIN (and CAP_SYS_ADMIN for --netns)")
 
 // Privileged turns a refusal for want of privilege into one error that
 // says so, whichever system call made it; other errors pass unchanged.
 func Privileged(err error) error {
-	if errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%w (%v)", ErrPrivilege, err)
+	if errors.Is(err, os.ErrPermission) && !errors.Is(err, ErrPrivilege) {
+		return fmt.Errorf("%w: %v", ErrPrivilege, err)
 	}
 	return err
 }

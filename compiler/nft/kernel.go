@@ -36,7 +36,8 @@ type Kernel struct {
 
 // Dial connects to nf_tables in the named network namespace
 // (/run/netns/NAME), or in the current one when netns is empty.
-func Dial(netns string) (*Kernel, error) {
+func Dial(netns string) (_ *Kernel, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	k := &Kernel{bufSize: minBuffer}
 	opts := []nftables.ConnOption{nftables.WithSockOptions(k.setBuffers)}
 	if netns != "" {
@@ -133,7 +134,8 @@ type TableStamp struct {
 
 // Stamp reads the stamp natpool writes on its rules (Ruleset.Comment) from
 // the table of that name.
-func (k *Kernel) Stamp(table string) (TableStamp, error) {
+func (k *Kernel) Stamp(table string) (_ TableStamp, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	t, err := k.conn.ListTableOfFamily(table, nftables.TableFamilyIPv4)
 	if errors.Is(err, unix.ENOENT) {
 		return TableStamp{}, nil
@@ -186,7 +188,8 @@ func (k *Kernel) claim(table string) (TableStamp, error) {
 // applies all of it or none, so on error the previous table stays as it was,
 // and the error names the object the kernel refused. A table of that name
 // that natpool did not make is refused and left alone.
-func (k *Kernel) Apply(rs *compiler.Ruleset) error {
+func (k *Kernel) Apply(rs *compiler.Ruleset) (err error) {
+	defer func() { err = linux.Privileged(err) }()
 	if _, err := k.claim(rs.Table); err != nil {
 		return err
 	}
@@ -308,7 +311,8 @@ func (k *Kernel) refusal(o *objects, steps []step, err error) error {
 
 // Delete removes natpool's table; false when there was none. A table of that
 // name that natpool did not make is refused and left alone.
-func (k *Kernel) Delete(table string) (bool, error) {
+func (k *Kernel) Delete(table string) (_ bool, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	st, err := k.claim(table)
 	if err != nil || !st.Exists {
 		return false, err

@@ -2,9 +2,9 @@ package nft_test
 
 import (
 	"bytes"
-	"strings"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/natpool/natpool/compiler"

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/linux"
 )
 
 // TableState is a table reduced to what decides its behaviour, written in
@@ -137,7 +138,8 @@ func (o *objects) state(chains []chainRules, objects []string, resolve func(*exp
 // Read returns the state of the table as the kernel holds it, everything in
 // it: every chain, set, stateful object and flowtable. ErrNoTable when there
 // is no such table.
-func (k *Kernel) Read(table string) (*TableState, error) {
+func (k *Kernel) Read(table string) (_ *TableState, err error) {
+	defer func() { err = linux.Privileged(err) }()
 	c := k.conn
 	t, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv4)
 	if errors.Is(err, unix.ENOENT) {
