@@ -294,13 +294,30 @@ func TestHashMovesAboutOneNthWhenThePoolChanges(t *testing.T) {
 	}
 }
 
+// A single value where a list goes is a list of one, and the JSON of a
+// saved plan is read for its spec.
+func TestSpecFileForms(t *testing.T) {
+	for _, text := range []string{
+		"egress:\n  - private: 10.16.0.0/24\n    pool: 192.76.8.1\n",
+		`{"table": "natpool", "egress": [], "spec": {"egress": [{"private": ["10.16.0.0/24"], "pool": ["192.76.8.1"]}]}}`,
+	} {
+		spec, err := ParseSpec([]byte(text))
+		if err != nil || len(spec.Egress) != 1 || !slices.Equal(spec.Egress[0].Private, []string{"10.16.0.0/24"}) || !slices.Equal(spec.Egress[0].Pool, []string{"192.76.8.1"}) {
+			t.Errorf("%s: %+v %v", text, spec, err)
+		}
+	}
+}
+
 func TestSpecFile(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
 		{"unknown key", "egress:\n  - name: a\n    pool: [1.2.3.4]\n    colour: red\n", `:4: unknown key "colour"`},
-		{"syntax error", "egress:\n  - name: a\n    pool: [1.2.3.4\n", ":2: did not find expected ','"},
-		{"wrong type", "egress:\n  - name: a\n    pool: {a: 1}\n", ":3: cannot unmarshal"},
+		{"syntax error", "egress:\n  - name: a\n    pool: [1.2.3.4\n", ": line 2: did not find expected ','"},
+		{"wrong type", "egress:\n  - name: a\n    pool: {a: 1}\n", ":3: pool must be a list"},
+		{"list for a value", "egress:\n  - name: [a, b]\n", ":2: name must be a single value"},
+		{"key twice", "egress:\n  - name: a\n    pool: [1.2.3.4]\n    name: b\n", `:4: key "name" is given twice (line 2 too)`},
+		{"second document", "egress:\n  - name: a\n---\ntable: x\n", ":3: a second YAML document"},
 		{"empty", "", "the spec is empty"},
 	}
 	for _, tt := range tests {

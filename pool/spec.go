@@ -7,8 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
+	"reflect"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -110,45 +109,104 @@ func (e *SpecError) Error() string {
 	return fmt.Sprintf("%s: %s", where, e.Msg)
 }
 
-var (
-	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type .*$`)
-)
-
-// ParseSpec parses a YAML (or JSON) spec strictly; its errors are *SpecError.
-// The JSON of `natpool plan -o json` is taken too: its "spec" is the spec.
+// ParseSpec parses a YAML (or JSON) spec strictly; its errors are *SpecError
+// naming the line. Unknown keys, a key given twice and a second document are
+// errors. The JSON of `natpool plan -o json` is taken too: its "spec" is the
+// spec.
 func ParseSpec(data []byte) (Spec, error) {
-	var saved struct {
-		Spec *Spec `yaml:"spec"`
-	}
-	if yaml.Unmarshal(data, &saved) == nil && saved.Spec != nil {
-		return *saved.Spec, nil
-	}
-	var spec Spec
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(&spec)
-	switch {
-	case err == nil:
-		return spec, nil
+	var doc, extra yaml.Node
+	switch err := dec.Decode(&doc); {
 	case errors.Is(err, io.EOF):
 		return Spec{}, &SpecError{Msg: "the spec is empty"}
+	case err != nil:
+		// A syntax error: the parser's own words, which name the line.
+		return Spec{}, &SpecError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
-	// yaml reports every problem, over several lines; the first one is what a
-	// person needs to fix.
-	msg := err.Error()
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
+	if err := dec.Decode(&extra); err == nil {
+		return Spec{}, &SpecError{Line: extra.Line, Msg: "a second YAML document: a spec is one document"}
 	}
-	m := yamlLine.FindStringSubmatch(msg)
-	if m == nil {
-		return Spec{}, &SpecError{Msg: strings.TrimPrefix(msg, "yaml: ")}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if root.Content[i].Value == "spec" { // saved plan JSON
+				root = root.Content[i+1]
+				break
+			}
+		}
 	}
-	line, _ := strconv.Atoi(m[1])
-	why := m[2]
-	if u := yamlUnknown.FindStringSubmatch(why); u != nil {
-		why = fmt.Sprintf("unknown key %q", u[1])
+	var spec Spec
+	if err := decodeNode(root, reflect.ValueOf(&spec).Elem(), "spec"); err != nil {
+		return Spec{}, err
 	}
-	return Spec{}, &SpecError{Line: line, Msg: why}
+	return spec, nil
+}
+
+// decodeNode sets v from a YAML node, by the yaml tags of v's fields: a
+// mapping for a struct, a sequence (or a single value) for a list of
+// strings, a sequence of mappings for a list of structs, and a scalar for a
+// string. what names v in errors.
+func decodeNode(n *yaml.Node, v reflect.Value, what string) error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			return &SpecError{Line: n.Line, Msg: fmt.Sprintf("%s must be a single value", what)}
+		}
+		if n.Tag != "!!null" {
+			v.SetString(n.Value)
+		}
+		return nil
+	case reflect.Slice:
+		items := []*yaml.Node{n}
+		switch {
+		case n.Kind == yaml.SequenceNode:
+			items = n.Content
+		case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
+			items = nil
+		case n.Kind != yaml.ScalarNode || v.Type().Elem().Kind() != reflect.String:
+			return &SpecError{Line: n.Line, Msg: fmt.Sprintf("%s must be a list", what)}
+		}
+		list := reflect.MakeSlice(v.Type(), len(items), len(items))
+		for i, item := range items {
+			if err := decodeNode(item, list.Index(i), fmt.Sprintf("%s[%d]", what, i+1)); err != nil {
+				return err
+			}
+		}
+		v.Set(list)
+		return nil
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return &SpecError{Line: n.Line, Msg: fmt.Sprintf("%s must be a mapping of keys to values", what)}
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, value := n.Content[i], n.Content[i+1]
+			if line, twice := seen[key.Value]; twice {
+				return &SpecError{Line: key.Line, Msg: fmt.Sprintf("key %q is given twice (line %d too)", key.Value, line)}
+			}
+			seen[key.Value] = key.Line
+			f, ok := fieldByTag(v, key.Value)
+			if !ok {
+				return &SpecError{Line: key.Line, Msg: fmt.Sprintf("unknown key %q", key.Value)}
+			}
+			if err := decodeNode(value, f, key.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("decodeNode: no decoding into %s", v.Type())
+}
+
+// fieldByTag returns the field of struct v whose yaml tag is name.
+func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
+	for i := range v.NumField() {
+		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
 }
