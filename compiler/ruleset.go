@@ -4,9 +4,6 @@
 package compiler
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -176,10 +173,16 @@ type BucketRange struct {
 // google/nftables declares for the keys of every interval set, so that a
 // table natpool applies lists like one nft loads.
 func (t Target) BucketRanges() []BucketRange {
+	return bucketRuns(len(t.Buckets), func(i int) netip.Addr { return t.Buckets[i] })
+}
+
+// bucketRuns gathers n buckets, bucket i going to addr(i), into runs.
+func bucketRuns(n int, addr func(i int) netip.Addr) []BucketRange {
 	var out []BucketRange
-	for i, a := range t.Buckets {
-		if n := len(out); n > 0 && out[n-1].Addr == a {
-			out[n-1].Hi = uint32(i)
+	for i := range n {
+		a := addr(i)
+		if k := len(out); k > 0 && out[k-1].Addr == a {
+			out[k-1].Hi = uint32(i)
 			continue
 		}
 		out = append(out, BucketRange{uint32(i), uint32(i), a})
@@ -249,7 +252,7 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 	for _, e := range p.Egress {
 		compileEgress(rs, e, o)
 	}
-	rs.Digest = digest(rs)
+	rs.Digest = Digest(p)
 	return rs
 }
 
@@ -359,37 +362,4 @@ func runs(elems []Element) []Element {
 
 func addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
-// digest identifies a ruleset by everything that decides its behaviour:
-// output formats stamp it so that stale files and drift can be recognised.
-func digest(rs *Ruleset) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "table %s label %d\n", rs.Table, rs.Label)
-	for _, m := range rs.Maps {
-		fmt.Fprintf(h, "map %s %d %d\n", m.Name, m.Kind, len(m.Elements))
-		var b [16]byte
-		for _, e := range m.Elements {
-			from, to, a := e.From.As4(), e.To.As4(), [4]byte{}
-			var ports pool.PortRange
-			switch m.Kind { // only what the kind uses decides behaviour
-			case AddrMap:
-				a = e.Addr.As4()
-			case PortBlockMap:
-				a, ports = e.Addr.As4(), e.Ports
-			case PortMap:
-				ports = e.Ports
-			}
-			copy(b[0:], from[:])
-			copy(b[4:], to[:])
-			copy(b[8:], a[:])
-			binary.BigEndian.PutUint16(b[12:], ports.Lo)
-			binary.BigEndian.PutUint16(b[14:], ports.Hi)
-			h.Write(b[:])
-		}
-	}
-	for _, r := range rs.Rules {
-		fmt.Fprintf(h, "rule %s %s %v %v %v %+v\n", r.Egress, r.OIF, r.Sources, r.L4, r.Ports, r.Target)
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8])
 }

@@ -1,0 +1,42 @@
+package compiler
+
+import (
+	"testing"
+
+	"github.com/natpool/natpool/pool"
+)
+
+func loadPlan(t *testing.T, path string) *pool.Plan {
+	t.Helper()
+	spec, err := pool.LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.NewPlan(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The digest is a format: these pins change only when the mapping or the
+// ruleset of a spec changes, or DigestVersion does.
+func TestDigestOfTheExampleSpecsIsPinned(t *testing.T) {
+	for spec, want := range map[string]string{
+		"campus":  "85b1a9bfb6177426",
+		"cgnat":   "395c1f3702214e72",
+		"two-isp": "fd31669d4e0336b9",
+	} {
+		if got := Digest(loadPlan(t, "../testdata/"+spec+".yaml")); got != want {
+			t.Errorf("%s: digest %s, pinned %s", spec, got, want)
+		}
+	}
+}
+
+// The digest names the plan, not how the kernel is given it.
+func TestDigestIsTheSameForEveryEncoding(t *testing.T) {
+	p := loadPlan(t, "../testdata/cgnat.yaml")
+	if a, b := Compile(p, Options{Encoding: Compact}).Digest, Compile(p, Options{Encoding: PerHost}).Digest; a != b {
+		t.Errorf("compact %s, per-host %s", a, b)
+	}
+}
