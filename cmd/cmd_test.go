@@ -3,18 +3,14 @@ package cmd
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
 
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // run runs natpool with args and returns its exit status and output.
 func run(args ...string) (code int, stdout, stderr string) {
@@ -35,26 +31,6 @@ func loadPlan(t *testing.T, path string) *pool.Plan {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("..", "testdata", "golden", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./cmd -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from its golden file; got:\n%s", name, got)
-	}
 }
 
 func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
@@ -99,7 +75,7 @@ func TestPlanGolden(t *testing.T) {
 				if code != 0 {
 					t.Fatalf("exit %d: %s", code, stderr)
 				}
-				golden(t, "plan-"+spec+"."+output, stdout)
+				golden.Check(t, "plan-"+spec+"."+output, stdout)
 			})
 		}
 	}
@@ -147,7 +123,7 @@ func TestLookup(t *testing.T) {
 			if code != tt.code {
 				t.Errorf("exit %d, want %d: %s", code, tt.code, stderr)
 			}
-			golden(t, tt.want, stdout)
+			golden.Check(t, tt.want, stdout)
 		})
 	}
 }
@@ -177,7 +153,7 @@ func TestCapacityGolden(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			golden(t, "capacity-"+tc.name, stdout)
+			golden.Check(t, "capacity-"+tc.name, stdout)
 		})
 	}
 	if code, _, stderr := run("capacity", "-f", "../testdata/cgnat.yaml", "--target", "1.5"); code != exitTrouble || !strings.Contains(stderr, "target 1.5") {

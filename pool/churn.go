@@ -16,6 +16,9 @@ type ChurnReport struct {
 	Ranges     []netipx.IPRange // the moved hosts (address or block), largest range first
 }
 
+// MovedShare is the share of the hosts whose public address changes.
+func (r ChurnReport) MovedShare() float64 { return ratio(r.Moved, r.Hosts) }
+
 // Churn compares the mapping of old with that of new over the hosts both map.
 func Churn(old, new *Egress) ChurnReport {
 	var r ChurnReport

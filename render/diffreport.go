@@ -37,7 +37,7 @@ func DiffText(w io.Writer, d DiffReport) error {
 			continue
 		}
 		r := c.Report
-		fmt.Fprintf(w, "churn: egress %s: %d of %d hosts (%s) change public address", c.Egress, r.Moved, r.Hosts, percent(ratio(r.Moved, r.Hosts)))
+		fmt.Fprintf(w, "churn: egress %s: %d of %d hosts (%s) change public address", c.Egress, r.Moved, r.Hosts, percent(r.MovedShare()))
 		if r.PortsMoved > 0 {
 			fmt.Fprintf(w, ", %d more change port block", r.PortsMoved)
 		}
@@ -76,18 +76,11 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 	for _, c := range d.Churn {
 		r := c.Report
 		cj := churnJSON{Egress: c.Egress, Change: c.Change, Hosts: r.Hosts, Moved: r.Moved,
-			MovedShare: ratio(r.Moved, r.Hosts), PortsMoved: r.PortsMoved, Largest: []string{}}
+			MovedShare: r.MovedShare(), PortsMoved: r.PortsMoved, Largest: []string{}}
 		for _, rg := range r.Ranges[:min(largestRanges, len(r.Ranges))] {
 			cj.Largest = append(cj.Largest, compact(rg))
 		}
 		out.Churn = append(out.Churn, cj)
 	}
 	return JSON(w, out)
-}
-
-func ratio(a, b uint64) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
 }

@@ -2,18 +2,14 @@ package render
 
 import (
 	"bytes"
-	"flag"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden/render")
 
 const version = "test"
 
@@ -47,24 +43,6 @@ func plan(t *testing.T, es pool.EgressSpec) *pool.Plan {
 // extensions are the golden file extensions of the formats.
 var extensions = map[string]string{"nft": "nft", "nft-json": "nft.json", "iptables": "iptables", "ipset": "ipset"}
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("..", "testdata", "golden", "render", name)
-	if *update {
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./render -update writes it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from its golden file:\n%s", name, UnifiedDiff("want", "got", string(want), got))
-	}
-}
-
 // rendered renders every case in every format that can carry it.
 func rendered(t *testing.T) map[string]string {
 	out := map[string]string{}
@@ -82,7 +60,7 @@ func rendered(t *testing.T) map[string]string {
 
 func TestRenderGolden(t *testing.T) {
 	for name, text := range rendered(t) {
-		golden(t, name, text)
+		golden.Check(t, "render/"+name, text)
 	}
 }
 
@@ -143,7 +121,7 @@ func TestEduroamU32Rules(t *testing.T) {
 	if n := strings.Count(b.String(), "-m u32"); n != 51 {
 		t.Errorf("%d u32 rules, want 51", n)
 	}
-	golden(t, "eduroam.iptables", b.String())
+	golden.Check(t, "render/"+"eduroam.iptables", b.String())
 }
 
 func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
