@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/netlink"
+	ct "github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
@@ -26,7 +27,7 @@ import (
 type Conntrack struct {
 	netns *os.File // held open for the connections' life, as in Kernel
 	dump  *netlink.Conn
-	del   *netlink.Conn // deletes while a dump runs on the other socket
+	conn  *ct.Conn // deletes while a dump runs on the other socket
 	buf   []byte
 }
 
@@ -44,7 +45,7 @@ func Dial(netns string) (_ *Conntrack, err error) {
 		c.netns, cfg.NetNS = f, int(f.Fd())
 	}
 	if c.dump, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err == nil {
-		c.del, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+		c.conn, err = ct.Dial(cfg)
 	}
 	if err != nil {
 		c.Close()
@@ -55,10 +56,11 @@ func Dial(netns string) (_ *Conntrack, err error) {
 
 // Close releases the connections and the namespace.
 func (c *Conntrack) Close() error {
-	for _, conn := range []*netlink.Conn{c.dump, c.del} {
-		if conn != nil {
-			conn.Close()
-		}
+	if c.dump != nil {
+		c.dump.Close()
+	}
+	if c.conn != nil {
+		c.conn.Close()
 	}
 	if c.netns != nil {
 		return c.netns.Close()
@@ -73,9 +75,9 @@ type Entry struct {
 	// Natpool reports whether the entry carries the label natpool's rules
 	// set (compiler.Ruleset.Label): natpool translated it, not another rule.
 	Natpool bool
-	// The entry's original tuple and zone as dumped, enough to delete it;
-	// they point into the dump buffer and are valid during Scan's callback.
-	orig, zone []byte
+	// msg is the entry as dumped, decoded whole only to delete it; it
+	// points into the dump buffer and is valid during Scan's callback.
+	msg netlink.Message
 }
 
 // Scan dumps the IPv4 conntrack table and calls fn with each source-NATed
@@ -122,7 +124,7 @@ func (c *Conntrack) Scan(label int, fn func(*Entry) error) (_ int, err error) {
 				continue
 			}
 			total++
-			if decodeEntry(m.Data, label, &e) {
+			if decodeEntry(m, label, &e) {
 				if err := fn(&e); err != nil {
 					return total, err
 				}
@@ -152,25 +154,23 @@ const (
 // decodeEntry reads an entry's status, labels, original tuple and the
 // reply's destination address and port into e; false unless it is an IPv4
 // source-NATed entry.
-func decodeEntry(data []byte, label int, e *Entry) bool {
-	_, ad, err := netfilter.DecodeNetlink(netlink.Message{Data: data})
+func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
+	*e = Entry{msg: netlink.Message{Header: netlink.Header{Length: m.Header.Len, Type: netlink.HeaderType(m.Header.Type),
+		Flags: netlink.HeaderFlags(m.Header.Flags), Sequence: m.Header.Seq, PID: m.Header.Pid}, Data: m.Data}}
+	_, ad, err := netfilter.DecodeNetlink(e.msg)
 	if err != nil {
 		return false
 	}
 	var status uint32
 	var orig, reply tuple
-	*e = Entry{}
 	for ad.Next() {
 		switch ad.Type() {
 		case ctaTupleOrig:
-			e.orig = ad.Bytes()
 			ad.Nested(orig.decode)
 		case ctaTupleReply:
 			ad.Nested(reply.decode)
 		case ctaStatus:
 			status = ad.Uint32()
-		case ctaZone:
-			e.zone = ad.Bytes()
 		case ctaLabels:
 			labels := ad.Bytes()
 			e.Natpool = label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0 // see compiler.LabelBits
@@ -226,23 +226,15 @@ func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
 	return nil
 }
 
-// Delete removes the entry Scan passed to its callback, by its original
-// tuple and zone as the kernel dumped them; an entry that has gone
-// meanwhile is no error.
+// Delete removes the entry Scan passed to its callback; an entry that has
+// gone meanwhile is no error.
 func (c *Conntrack) Delete(e *Entry) (err error) {
 	defer func() { err = linux.Privileged(err) }()
-	attrs := []netlink.Attribute{{Type: unix.NLA_F_NESTED | ctaTupleOrig, Data: e.orig}}
-	if e.zone != nil {
-		attrs = append(attrs, netlink.Attribute{Type: ctaZone, Data: e.zone})
-	}
-	data, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
+	var ev ct.Event
+	if err := ev.Unmarshal(e.msg); err != nil {
 		return err
 	}
-	_, err = c.del.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtDelete), Flags: netlink.Request | netlink.Acknowledge},
-		Data:   append([]byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, data...),
-	})
+	err = c.conn.Delete(*ev.Flow)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
