@@ -44,7 +44,10 @@ func (m *OctetMapping) Span() ValueRange {
 	return ValueRange{m.Values[0].Lo, m.Values[len(m.Values)-1].Hi}
 }
 
-func newOctetMapping(e *Egress, bitsOpt, octetsOpt string) (*OctetMapping, error) {
+// newOctetMapping cuts the value range by weight or, given a hosts file, so
+// that the active hosts of each address per unit of weight are as even as
+// contiguous cuts allow; it then counts the active hosts of each address.
+func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string) (*OctetMapping, error) {
 	m := &OctetMapping{Bits: 8}
 	if bitsOpt != "" {
 		n, err := strconv.Atoi(bitsOpt)
@@ -74,14 +77,13 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string) (*OctetMapping, error
 		weights[i] = uint64(p.Weight)
 	}
 	var sizes []uint64
-	if e.Active != nil {
-		loads := make([]uint64, span.Len())
-		for _, h := range e.Active {
-			if v := Uint32(h.Addr) & m.Mask(); span.Lo <= v && v <= span.Hi {
-				loads[v-span.Lo] += h.Count
-			}
+	var active []uint64 // active hosts per value
+	if hostsFile != "" {
+		var err error
+		if active, err = readHostCounts(hostsFile, e.Inside, int(m.Mask())+1, func(x uint32) int { return int(x & m.Mask()) }); err != nil {
+			return nil, err
 		}
-		sizes = balancedCuts(loads, weights)
+		sizes = balancedCuts(active[span.Lo:span.Hi+1], weights)
 	} else {
 		sizes = apportion(uint64(span.Len()), weights)
 	}
@@ -97,6 +99,14 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string) (*OctetMapping, error
 			m.owners[x] = int32(i)
 		}
 		lo = v.Hi + 1
+	}
+	if active != nil {
+		e.Active = make([]uint64, len(e.Pool))
+		for v, n := range active {
+			if i := m.owners[v]; i >= 0 {
+				e.Active[i] += n
+			}
+		}
 	}
 	return m, nil
 }

@@ -75,8 +75,9 @@ type Egress struct {
 	Inside *netipx.IPSet
 	// Pool holds the usable public addresses, ascending, exclusions removed.
 	Pool []Public
-	// Active holds the hosts actually seen (the hosts option), or nil.
-	Active []ActiveHost
+	// Active holds, per Pool index, the hosts actually seen (the hosts
+	// option, weighted by their counts); nil without a hosts file.
+	Active []uint64
 	// Mapping is the strategy's mapping: *OctetMapping, *HashMapping,
 	// *PersistentMapping or *BlockMapping.
 	Mapping Mapping
@@ -187,22 +188,21 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	if err := e.setAddresses(es, warnings); err != nil {
 		return nil, err
 	}
-	if es.Hosts != "" {
-		var err error
-		if e.Active, err = readActiveHosts(es.Hosts, e.Inside); err != nil {
-			return nil, err
-		}
-	}
 	var err error
 	switch e.Strategy {
 	case Octet:
-		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets)
+		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, es.Hosts)
 	case Hash:
 		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, warnings)
 	case Persistent:
 		e.Mapping, err = newPersistentMapping(e)
 	case Block:
 		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize)
+	}
+	if err == nil && es.Hosts != "" && e.Active == nil {
+		// The mapping does not depend on the hosts file: count its hosts
+		// per public address.
+		e.Active, err = readHostCounts(es.Hosts, e.Inside, len(e.Pool), e.Mapping.owner)
 	}
 	return e, err
 }

@@ -66,11 +66,9 @@ func (e *Egress) report() EgressReport {
 		Settings: e.settings(), HasActive: e.Active != nil}
 	hosts := make([]uint64, len(e.Pool))
 	e.eachMapped(func(_ uint32, i int) { hosts[i]++ })
-	active := make([]uint64, len(e.Pool))
-	for _, h := range e.Active {
-		if i := e.Mapping.owner(Uint32(h.Addr)); i >= 0 {
-			active[i] += h.Count
-		}
+	active := e.Active
+	if active == nil {
+		active = make([]uint64, len(e.Pool))
 	}
 	details := e.Mapping.describe(len(e.Pool))
 	for i, p := range e.Pool {
