@@ -15,13 +15,7 @@ import (
 )
 
 func runApply(o *applyOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "text", "json"); err != nil {
-		return err
-	}
-	encoding, err := encodingOf(o.encoding)
-	if err != nil {
-		return err
-	}
+	encoding := encodings[o.encoding]
 	if o.delete {
 		return runDelete(o, stdout)
 	}

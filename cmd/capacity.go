@@ -53,9 +53,6 @@ of their block.`,
 }
 
 func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "table", "json"); err != nil {
-		return err
-	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err

@@ -22,11 +22,7 @@ func run(args ...string) (code int, stdout, stderr string) {
 // loadPlan plans a spec file as natpool does.
 func loadPlan(t *testing.T, path string) *pool.Plan {
 	t.Helper()
-	spec, err := pool.LoadSpec(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pool.NewPlan(spec)
+	p, err := pool.PlanFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,19 +37,12 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 			return runDiff(o, stdout)
 		},
 	}
-	cmd.Flags().StringVar(&o.format, "format", render.Formats[0], fmt.Sprintf("ruleset format to diff: %v", render.Formats))
-	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(render.Formats...))
+	choiceFlag(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
 
 func runDiff(o *diffOptions, stdout io.Writer) error {
-	if err := checkChoice("format", o.format, render.Formats...); err != nil {
-		return err
-	}
-	if err := checkChoice("output", o.output, "text", "json"); err != nil {
-		return err
-	}
 	oldPlan, oldText, err := renderFile(o.oldFile, o.format)
 	if err != nil {
 		return err
@@ -96,13 +89,9 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 // renderFile plans a spec file and renders its ruleset in format; warnings
 // are dropped, since both sides are shown whole.
 func renderFile(path, format string) (*pool.Plan, string, error) {
-	spec, err := pool.LoadSpec(path)
+	plan, err := pool.PlanFile(path)
 	if err != nil {
 		return nil, "", err
-	}
-	plan, err := pool.NewPlan(spec)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	var out bytes.Buffer
 	if err := render.Ruleset(&out, io.Discard, plan, format, render.Options{Version: Version}); err != nil {

@@ -14,9 +14,6 @@ import (
 )
 
 func runFlush(o *flushOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "text", "json"); err != nil {
-		return err
-	}
 	plan, selector, err := o.selector(stderr)
 	if err != nil {
 		return err

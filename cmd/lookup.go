@@ -46,9 +46,6 @@ With several egress entries each entry that knows the address answers, unless
 }
 
 func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "text", "json"); err != nil {
-		return err
-	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err

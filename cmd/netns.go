@@ -44,16 +44,7 @@ var encodings = map[string]compiler.Encoding{"compact": compiler.Compact, "per-h
 
 // encodingFlag adds --encoding.
 func encodingFlag(cmd *cobra.Command, dst *string) {
-	cmd.Flags().StringVar(dst, "encoding", "compact", "block strategy: port blocks as compact (per group) or per-host maps")
-	_ = cmd.RegisterFlagCompletionFunc("encoding", fixedCompletion("compact", "per-host"))
-}
-
-func encodingOf(name string) (compiler.Encoding, error) {
-	e, ok := encodings[name]
-	if !ok {
-		return 0, fmt.Errorf("encoding %q: want compact or per-host", name)
-	}
-	return e, nil
+	choiceFlag(cmd, dst, "encoding", "", "block strategy: port blocks as compact (per group) or per-host maps", "compact", "per-host")
 }
 
 // where names the namespace for messages.

@@ -45,9 +45,6 @@ Strategies:
 }
 
 func runPlan(o *planOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "table", "json"); err != nil {
-		return err
-	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err

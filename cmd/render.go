@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -38,16 +37,12 @@ Formats:
 		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	cmd.Flags().StringVar(&o.format, "format", render.Formats[0], fmt.Sprintf("ruleset format: %v", render.Formats))
+	choiceFlag(cmd, &o.format, "format", "", "ruleset format", render.Formats...)
 	cmd.Flags().BoolVar(&o.noJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
-	_ = cmd.RegisterFlagCompletionFunc("format", fixedCompletion(render.Formats...))
 	return cmd
 }
 
 func runRender(o *renderOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("format", o.format, render.Formats...); err != nil {
-		return err
-	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -120,16 +121,33 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 
 // outputFlag adds -o/--output with the formats given, the first the default.
 func outputFlag(cmd *cobra.Command, dst *string, formats ...string) {
-	cmd.Flags().StringVarP(dst, "output", "o", formats[0], fmt.Sprintf("output format: %v", formats))
-	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion(formats...))
+	choiceFlag(cmd, dst, "output", "o", "output format", formats...)
 }
 
-// checkChoice refuses a flag value that is not one of choices.
-func checkChoice(flag, value string, choices ...string) error {
-	if slices.Contains(choices, value) {
-		return nil
+// choiceFlag adds a flag that takes one of choices, the first the default,
+// refusing any other value as it is parsed, and completes them.
+func choiceFlag(cmd *cobra.Command, dst *string, name, shorthand, usage string, choices ...string) {
+	*dst = choices[0]
+	cmd.Flags().VarP(&choice{dst, choices}, name, shorthand, fmt.Sprintf("%s: %s", usage, strings.Join(choices, ", ")))
+	_ = cmd.RegisterFlagCompletionFunc(name, fixedCompletion(choices...))
+}
+
+// choice is the value of a flag that takes one of a few words.
+type choice struct {
+	value   *string
+	choices []string
+}
+
+func (c *choice) String() string { return *c.value }
+
+func (c *choice) Type() string { return "string" }
+
+func (c *choice) Set(s string) error {
+	if !slices.Contains(c.choices, s) {
+		return fmt.Errorf("want one of %s", strings.Join(c.choices, ", "))
 	}
-	return fmt.Errorf("%s %q: want one of %v", flag, value, choices)
+	*c.value = s
+	return nil
 }
 
 // egressFlag adds --egress NAME, which picks one egress entry of the spec.

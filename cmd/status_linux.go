@@ -12,9 +12,6 @@ import (
 )
 
 func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
-	if err := checkChoice("output", o.output, "text", "json"); err != nil {
-		return err
-	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err

@@ -8,11 +8,7 @@ import (
 
 func loadPlan(t *testing.T, path string) *pool.Plan {
 	t.Helper()
-	spec, err := pool.LoadSpec(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pool.NewPlan(spec)
+	p, err := pool.PlanFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,20 @@ func LoadSpec(path string) (Spec, error) {
 	return spec, nil
 }
 
+// PlanFile loads a spec file (or a saved plan) and plans it; errors name
+// the file.
+func PlanFile(path string) (*Plan, error) {
+	spec, err := LoadSpec(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := NewPlan(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
 // SpecError is a spec file that does not parse: the first problem, on one line.
 type SpecError struct {
 	File string // empty when the spec did not come from a file

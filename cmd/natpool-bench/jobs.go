@@ -80,7 +80,9 @@ func benchIPSet(b *bench) error {
 	spec := []string{"--private", "10.16.0.0/12", "--pool", "192.76.8.0/26", "--oif", "uplink0", "--netns", ns}
 	var ipsetKB int
 	s, err := b.alternate(nil,
-		func() (sample, error) { return measure("", b.natpool, append([]string{"apply", "--strategy", "octet"}, spec...)...) },
+		func() (sample, error) {
+			return measure("", b.natpool, append([]string{"apply", "--strategy", "octet"}, spec...)...)
+		},
 		func() (sample, error) {
 			s, err := measure(restore, "ip", "netns", "exec", ns, "ipset", "restore")
 			if err != nil {
@@ -99,7 +101,9 @@ func benchIPSet(b *bench) error {
 			}
 			return s, inNamespace(ns, "ipset", "destroy")
 		},
-		func() (sample, error) { return measure("", b.natpool, append([]string{"apply", "--strategy", "hash"}, spec...)...) },
+		func() (sample, error) {
+			return measure("", b.natpool, append([]string{"apply", "--strategy", "hash"}, spec...)...)
+		},
 	)
 	if err != nil {
 		return err
