@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"cmp"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -132,16 +131,11 @@ func TestCGNATScaleTranslatesAsLookupPredicts(t *testing.T) {
 	for range 2000 {
 		group := rng.Uint32N(4096) << 10 // a random group's first, last or any host
 		for _, offset := range []uint32{0, 1023, rng.Uint32N(1024)} {
-			hosts = append(hosts, netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, u32(first)+group+offset))))
+			hosts = append(hosts, pool.AddrFromUint32(pool.Uint32(first)+group+offset))
 		}
 	}
 	ns.SendUDP(hosts, 40000)
 	netnstest.CheckFlows(t, p, hosts, ns.Flows())
-}
-
-func u32(a netip.Addr) uint32 {
-	b := a.As4()
-	return binary.BigEndian.Uint32(b[:])
 }
 
 // flows of plan A; apply plan B, one more public address (hash): flush

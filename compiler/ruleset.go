@@ -266,10 +266,10 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	case *pool.OctetMapping:
 		mp := Map{Name: name + "_octet", Kind: AddrMap}
 		for i, v := range m.Values {
-			mp.Elements = append(mp.Elements, Element{From: addr(v.Lo), To: addr(v.Hi), Addr: e.Pool[i].Addr})
+			mp.Elements = append(mp.Elements, Element{From: pool.AddrFromUint32(v.Lo), To: pool.AddrFromUint32(v.Hi), Addr: e.Pool[i].Addr})
 		}
 		rs.Maps = append(rs.Maps, mp)
-		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: addr(m.Mask())}
+		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: pool.AddrFromUint32(m.Mask())}
 	case *pool.HashMapping:
 		r.Target = Target{Kind: ByJhash, Seed: m.Seed}
 		for _, o := range m.Owners {
@@ -319,7 +319,7 @@ func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pm
 	pmin = Map{Name: name + "_pmin", Kind: PortMap}
 	pmax = Map{Name: name + "_pmax", Kind: PortMap}
 	t = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name,
-		Mask: addr(^uint32(0)), PortMask: addr(^uint32(0))}
+		Mask: pool.AddrFromUint32(^uint32(0)), PortMask: pool.AddrFromUint32(^uint32(0))}
 	port := func(key netip.Addr, ports pool.PortRange) {
 		pmin.Elements = append(pmin.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Lo, Hi: ports.Lo}})
 		pmax.Elements = append(pmax.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Hi, Hi: ports.Hi}})
@@ -335,12 +335,12 @@ func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pm
 		return addrs, pmin, pmax, t
 	}
 	low := uint32(m.HostsPerIP - 1)
-	t.Mask, t.PortMask = addr(^low), addr(low)
+	t.Mask, t.PortMask = pool.AddrFromUint32(^low), pool.AddrFromUint32(low)
 	m.Groups(func(first netip.Addr, public int) {
 		addrs.Elements = append(addrs.Elements, Element{From: first, To: first, Addr: e.Pool[public].Addr})
 	})
 	for b := range m.HostsPerIP {
-		port(addr(uint32(b)), m.Block(b))
+		port(pool.AddrFromUint32(uint32(b)), m.Block(b))
 	}
 	return addrs, pmin, pmax, t
 }
@@ -358,8 +358,4 @@ func runs(elems []Element) []Element {
 		out = append(out, Element{From: e.From, To: e.To, Addr: e.Addr})
 	}
 	return out
-}
-
-func addr(v uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

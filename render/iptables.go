@@ -5,12 +5,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 
 	"go4.org/netipx"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // PerHostRulesWarning is the number of inside hosts above which the block
@@ -62,9 +62,9 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 			match := sourceMatch(compact(src)) + oif(r)
 			switch t.Kind {
 			case compiler.ByValue:
-				mask := uint32FromAddr(t.Mask)
+				mask := pool.Uint32(t.Mask)
 				for _, e := range maps[t.Map].Elements {
-					lo, hi := uint32FromAddr(e.From), uint32FromAddr(e.To)
+					lo, hi := pool.Uint32(e.From), pool.Uint32(e.To)
 					values := fmt.Sprintf("%#x:%#x", lo, hi)
 					if lo == hi {
 						values = fmt.Sprintf("%#x", lo)
@@ -154,9 +154,4 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
-}
-
-func uint32FromAddr(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
