@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -102,8 +103,8 @@ func NewPlan(spec Spec) (*Plan, error) {
 	if p.Table == "" {
 		p.Table = DefaultTable
 	}
-	if !validName.MatchString(p.Table) {
-		return nil, fmt.Errorf("table name %q: use letters, digits, '_' and '-'", p.Table)
+	if err := checkName("table name", p.Table); err != nil {
+		return nil, err
 	}
 	p.CTLabel = DefaultCTLabel
 	if spec.CTLabel != "" {
@@ -143,7 +144,95 @@ func NewPlan(spec Spec) (*Plan, error) {
 		}
 		p.Egress = append(p.Egress, e)
 	}
+	if err := p.checkOverlaps(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// checkName refuses a table or egress name nft would not take.
+func checkName(what, name string) error {
+	switch {
+	case len(name) > 64:
+		return fmt.Errorf("%s %q is %d characters long: at most 64", what, name, len(name))
+	case !validName.MatchString(name):
+		return fmt.Errorf("%s %q: use letters, digits, '_', '.' and '-', starting with a letter, digit or '_'", what, name)
+	}
+	return nil
+}
+
+// checkOverlaps refuses entries the kernel would not run as planned: one
+// entry's inside hosts among another's public addresses, and an entry whose
+// inside hosts an earlier entry already translates on the same interfaces
+// (the kernel uses the first matching rule, lookup would answer for both).
+// It sweeps every entry's ranges once, in address order.
+func (p *Plan) checkOverlaps() error {
+	type ranged struct {
+		span
+		egress int
+		public bool
+	}
+	var all []ranged
+	for i, e := range p.Egress {
+		for _, s := range e.inside {
+			all = append(all, ranged{s, i, false})
+		}
+		for _, a := range e.Pool {
+			x := Uint32(a.Addr)
+			all = append(all, ranged{span{x, x}, i, true})
+		}
+	}
+	slices.SortFunc(all, func(a, b ranged) int { return cmp.Compare(a.lo, b.lo) })
+	var open []ranged // ranges that reach the current one's start
+	for _, r := range all {
+		open = slices.DeleteFunc(open, func(o ranged) bool { return o.hi < r.lo })
+		for _, o := range open {
+			if err := p.conflict(o.egress, o.public, r.egress, r.public, max(o.lo, r.lo)); err != nil {
+				return err
+			}
+		}
+		open = append(open, r)
+	}
+	return nil
+}
+
+// conflict says what is wrong when address x is in a range of entry a and
+// one of entry b (public tells pool from inside hosts); nil if nothing is.
+func (p *Plan) conflict(a int, aPublic bool, b int, bPublic bool, x uint32) error {
+	ea, eb := p.Egress[a], p.Egress[b]
+	addr := AddrFromUint32(x)
+	switch {
+	case aPublic && bPublic || a == b:
+		return nil // a shared pool; and within an entry, setAddresses checks
+	case aPublic || bPublic:
+		pub, in := ea, eb
+		if bPublic {
+			pub, in = eb, ea
+		}
+		return fmt.Errorf("%s is a public address of egress %s and an inside host of egress %s", addr, pub.Name, in.Name)
+	}
+	first, second := min(a, b), max(a, b)
+	if e1, e2 := p.Egress[first], p.Egress[second]; coversInterface(e1.OIF, e2.OIF) {
+		return fmt.Errorf("egress %s never applies to %s and the hosts around it: egress %s comes first and translates them on %s too (give them other interfaces, or drop one)",
+			e2.Name, addr, e1.Name, cmp.Or(e1.OIF, "every interface"))
+	}
+	return nil
+}
+
+// coversInterface reports whether every interface oif b matches is also
+// matched by oif a (empty: any interface).
+func coversInterface(a, b string) bool {
+	if a == "" {
+		return true
+	}
+	if b == "" {
+		return false
+	}
+	prefix, wildcard := strings.CutSuffix(a, "*")
+	if !wildcard {
+		return a == b
+	}
+	return strings.HasPrefix(strings.TrimSuffix(b, "*"), prefix)
 }
 
 var (
@@ -161,8 +250,8 @@ func (e *Egress) KernelName() string { return kernelName(e.Name) }
 
 func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	e := &Egress{Name: es.Name, OIF: es.OIF, Strategy: Strategy(es.Strategy), Ports: DefaultPorts}
-	if !validName.MatchString(e.Name) {
-		return nil, fmt.Errorf("egress name %q: use letters, digits, '_', '.' and '-'", e.Name)
+	if err := checkName("egress name", e.Name); err != nil {
+		return nil, err
 	}
 	if err := checkInterface(e.OIF); err != nil {
 		return nil, err

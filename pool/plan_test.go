@@ -85,6 +85,43 @@ func TestNewPlanRejectsBadInput(t *testing.T) {
 	}
 }
 
+// Two entries for the same inside hosts work only on different interfaces
+// (the two-ISP site); otherwise the kernel would only ever use the first.
+// One entry's public addresses are never another's inside hosts.
+func TestNewPlanRefusesEntriesTheKernelWouldNotRunAsPlanned(t *testing.T) {
+	entry := func(name, oif, private, pool string) EgressSpec {
+		return EgressSpec{Name: name, OIF: oif, Private: []string{private}, Pool: []string{pool}}
+	}
+	tests := []struct {
+		name   string
+		egress []EgressSpec
+		want   string // "" when the plan is fine
+	}{
+		{"two uplinks", []EgressSpec{entry("a", "eth2", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "eth3", "10.16.0.0/24", "198.51.100.0/29")}, ""},
+		{"same interface", []EgressSpec{entry("a", "eth2", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "eth2", "10.16.0.128/25", "198.51.100.0/29")},
+			"egress b never applies to 10.16.0.128"},
+		{"first on every interface", []EgressSpec{entry("a", "", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "eth3", "10.16.0.7", "198.51.100.0/29")},
+			"egress a comes first and translates them on every interface"},
+		{"every interface second", []EgressSpec{entry("a", "eth3", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "", "10.16.0.0/24", "198.51.100.0/29")}, ""},
+		{"wildcard first", []EgressSpec{entry("a", "wan*", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "wan0", "10.16.0.0/24", "198.51.100.0/29")}, "egress b never applies"},
+		{"wildcard second", []EgressSpec{entry("a", "wan0", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "wan*", "10.16.0.0/24", "198.51.100.0/29")}, ""},
+		{"pool of one is inside of another", []EgressSpec{entry("a", "eth2", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "eth3", "192.76.8.0/24", "198.51.100.0/29")},
+			"192.76.8.0 is a public address of egress a and an inside host of egress b"},
+		{"a shared pool", []EgressSpec{entry("a", "eth2", "10.16.0.0/24", "192.76.8.0/29"), entry("b", "eth3", "10.17.0.0/24", "192.76.8.0/29")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewPlan(Spec{Egress: tt.egress})
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestNewPlanRefusesEgressNamesThatCollideInTheKernel(t *testing.T) {
 	es := EgressSpec{Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}}
 	a, b := es, es
@@ -346,5 +383,18 @@ func TestSpecFileHostsAreRelativeToTheSpec(t *testing.T) {
 	}
 	if r := p.Report().Egress[0]; r.Active != 4 {
 		t.Errorf("active %d, want 4", r.Active)
+	}
+}
+
+func TestNewPlanRefusesBadTableNames(t *testing.T) {
+	es := EgressSpec{Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}}
+	for table, want := range map[string]string{
+		strings.Repeat("n", 65): "is 65 characters long: at most 64",
+		"nat pool":              "use letters, digits",
+		"-natpool":              "starting with a letter",
+	} {
+		if _, err := NewPlan(Spec{Table: table, Egress: []EgressSpec{es}}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("table %q: %v, want an error saying %q", table, err, want)
+		}
 	}
 }
