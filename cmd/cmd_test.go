@@ -42,8 +42,7 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 		{[]string{"plan", "--private", "10.0.0.0/8", "--pool", "192.0.2.1", "-o", "xml"}, `"xml"`},
 		{[]string{"plan", "-f", "/nonexistent.yaml"}, "/nonexistent.yaml"},
 		{[]string{"plan"}, "--private"},
-		{[]string{"lookup", "-f", "../testdata/campus.yaml", "8.8.8.8"}, "8.8.8.8 is neither"},
-		{[]string{"lookup", "-f", "../testdata/campus.yaml", "192.76.8.0"}, "192.76.8.0"},
+		{[]string{"lookup", "-f", "../testdata/campus.yaml", "10.16.0.1:80"}, "a port lookup takes a public address"},
 		{[]string{"lookup", "-f", "../testdata/campus.yaml", "192.76.8.1:80"}, "need the block strategy"},
 		{[]string{"lookup", "-f", "../testdata/campus.yaml", "--egress", "nope", "10.16.0.1"}, `"nope"`},
 		{[]string{"lookup", "-f", "../testdata/cgnat.yaml", "198.18.0.1:0"}, `port "0"`},
@@ -110,6 +109,8 @@ func TestLookup(t *testing.T) {
 	}{
 		{"forward and reverse", []string{"-f", "../testdata/two-isp.yaml", "192.168.1.9", "198.51.100.33"}, 0, "lookup-two-isp.txt"},
 		{"one egress", []string{"-f", "../testdata/two-isp.yaml", "--egress", "isp-a", "192.168.1.9", "-o", "json"}, 0, "lookup-isp-a.json"},
+		{"unmapped among mapped", []string{"-f", "../testdata/campus.yaml", "8.8.8.8", "10.16.0.1", "192.76.8.0", "10.16.0.2"}, 1, "lookup-unmapped.txt"},
+		{"unmapped as json", []string{"-f", "../testdata/campus.yaml", "8.8.8.8", "-o", "json"}, 1, "lookup-unmapped.json"},
 		{"port owners", []string{"-f", "../testdata/cgnat.yaml", "100.64.0.1", "198.18.0.0:1087", "198.18.0.0:1023", "-o", "json"}, 1, "lookup-cgnat.json"},
 		{"every host", []string{"-f", "../testdata/cgnat.yaml", "--private", "100.64.0.0/24", "--pool", "198.18.0.0/30", "--hosts-per-ip", "64", "198.18.0.1", "--all"}, 0, "lookup-all.txt"},
 	}

@@ -28,7 +28,10 @@ func newLookupCmd(stdout, stderr io.Writer) *cobra.Command {
   public:port        the one inside host that owns that port (block strategy)
 
 With several egress entries each entry that knows the address answers, unless
---egress picks one. Exit status: 0 answered, 1 a port no host owns, 2 trouble.`,
+--egress picks one. Every address is answered, one without a mapping (excluded,
+unmapped, unknown) saying why. Exit status: 0 all mapped, 1 an address without
+a mapping or a port no host owns, 2 trouble (a bad address, a port lookup of an
+inside host).`,
 		Example: `  natpool lookup -f campus.yaml 10.16.3.7
   natpool lookup -f campus.yaml 192.76.8.48 -o json
   natpool lookup -f cgnat.yaml 198.18.3.1:40001`,
@@ -68,7 +71,7 @@ func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, a := range answers {
-		if a.Kind == pool.PortOwner && !a.Private.IsValid() {
+		if a.Kind == pool.NoMapping || a.Kind == pool.PortOwner && !a.Private.IsValid() {
 			return &exitError{code: exitFound}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
 
@@ -101,7 +102,7 @@ func movedHostByHost(t *testing.T, a, b string) uint64 {
 	for h := netip.MustParseAddr("10.16.0.0"); h.Compare(netip.MustParseAddr("10.19.255.255")) <= 0; h = h.Next() {
 		x, errX := pa.Lookup(h.String(), "")
 		y, errY := pb.Lookup(h.String(), "")
-		if errX == nil && errY == nil && x[0].Public != y[0].Public {
+		if errX == nil && errY == nil && x[0].Kind == pool.Forward && y[0].Kind == pool.Forward && x[0].Public != y[0].Public {
 			moved++
 		}
 	}

@@ -15,6 +15,7 @@ const (
 	Forward   AnswerKind = iota // inside host -> public address (and ports)
 	Reverse                     // public address -> the inside hosts it carries
 	PortOwner                   // public address and port -> the one inside host (block strategy)
+	NoMapping                   // the address has no mapping: Reason says why
 )
 
 // Answer is what one egress entry says about a looked-up address.
@@ -27,10 +28,15 @@ type Answer struct {
 	Port    uint16           // PortOwner: the port asked
 	Hosts   uint64           // Reverse: how many hosts
 	Ranges  []netipx.IPRange // Reverse: the hosts, as ascending ranges
+	Query   netip.Addr       // NoMapping: the address asked
+	Reason  string           // NoMapping: why it has none
 }
 
 // Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
-// the address, or only from the entry named egress when it is not empty.
+// the address, or only from the entry named egress when it is not empty. An
+// address the plan maps nowhere gets one NoMapping answer saying why; an
+// error is a question that cannot be asked (a bad address, a port lookup
+// of an inside host or outside block mode).
 func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 	addr, port, hasPort, err := ParseQuery(query)
 	if err != nil {
@@ -38,6 +44,7 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 	}
 	var answers []Answer
 	var firstErr error
+	reason := "neither an inside host nor a public address of the plan"
 	if egress != "" {
 		if _, err := p.EgressNamed(egress); err != nil {
 			return nil, err
@@ -51,6 +58,8 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 		switch {
 		case err != nil && firstErr == nil:
 			firstErr = err
+		case ok && a.Kind == NoMapping:
+			reason = a.Reason
 		case ok:
 			answers = append(answers, a)
 		}
@@ -61,7 +70,7 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 	case firstErr != nil:
 		return nil, firstErr
 	}
-	return nil, fmt.Errorf("%s is neither an inside host nor a public address of the plan", addr)
+	return []Answer{{Kind: NoMapping, Query: addr, Reason: reason}}, nil
 }
 
 // EgressNamed returns the egress entry of that name.
@@ -95,7 +104,8 @@ func (e *Egress) lookup(addr netip.Addr, port uint16, hasPort bool) (Answer, boo
 		i := e.Mapping.owner(x)
 		if i < 0 {
 			m := e.Mapping.(*OctetMapping)
-			return a, false, fmt.Errorf("%s is not mapped: its value %d lies outside octets %s", addr, x&m.Mask(), m.Span())
+			a.Kind, a.Reason = NoMapping, fmt.Sprintf("its value %d lies outside octets %s", x&m.Mask(), m.Span())
+			return a, true, nil
 		}
 		a.Kind, a.Private, a.Public, a.Ports = Forward, addr, e.Pool[i].Addr, e.Ports
 		if b, ok := e.Mapping.(*BlockMapping); ok {
@@ -105,7 +115,8 @@ func (e *Egress) lookup(addr netip.Addr, port uint16, hasPort bool) (Answer, boo
 	}
 	for _, r := range e.Private {
 		if r.Contains(addr) {
-			return a, false, fmt.Errorf("%s is an excluded inside host", addr)
+			a.Kind, a.Reason = NoMapping, "an excluded inside host"
+			return a, true, nil
 		}
 	}
 	return a, false, nil

@@ -36,6 +36,8 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 				owner = a.Private.String()
 			}
 			fmt.Fprintf(w, "%s <- %s\n", netip.AddrPortFrom(a.Public, a.Port), owner)
+		case pool.NoMapping:
+			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
 		case pool.Reverse:
 			fmt.Fprintf(w, "%s <- %s in %s\n", a.Public, plural(a.Hosts, "host"), plural(uint64(len(a.Ranges)), "range"))
 			if o.All {
@@ -96,6 +98,13 @@ type answerJSON struct {
 	Addrs   []string `json:"addrs,omitempty"`
 }
 
+// answerNone is an address with no mapping.
+type answerNone struct {
+	Query  string `json:"query"`
+	Mapped bool   `json:"mapped"`
+	Reason string `json:"reason"`
+}
+
 // answerOwner is a port answer: its "private" is null when no host owns the port.
 type answerOwner struct {
 	Egress  string  `json:"egress,omitempty"`
@@ -124,6 +133,8 @@ func LookupJSON(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 				ao.Private = &s
 			}
 			out = append(out, ao)
+		case pool.NoMapping:
+			out = append(out, answerNone{Query: a.Query.String(), Reason: a.Reason})
 		case pool.Reverse:
 			aj := answerJSON{Egress: egress, Public: a.Public.String(), Hosts: &a.Hosts, Ranges: []string{}}
 			for _, r := range a.Ranges {
