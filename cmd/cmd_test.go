@@ -47,6 +47,9 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 		{[]string{"lookup", "-f", "../testdata/campus.yaml", "--egress", "nope", "10.16.0.1"}, `"nope"`},
 		{[]string{"lookup", "-f", "../testdata/cgnat.yaml", "198.18.0.1:0"}, `port "0"`},
 		{[]string{"apply", "-f", "../testdata/campus.yaml", "--netns", ""}, "--netns"},
+		{[]string{"completion", "foo"}, `unknown command "foo"`},
+		{[]string{"completion"}, "name a shell"},
+		{[]string{"capacity", "-f", "../testdata/campus.yaml", "--sessions-per-host", "Inf"}, "must be a finite number"},
 		{[]string{"status", "-f", "../testdata/campus.yaml", "--netns="}, "an empty name"},
 	}
 	for _, tt := range tests {

@@ -32,6 +32,8 @@ Formats:
              it is missing, so render reloads with --no-jump
   ipset      ipset restore input: the hash strategy's per-address sets`,
 		Example: `  natpool render -f campus.yaml > natpool.nft && nft -c -f natpool.nft
+  # iptables: the hash strategy matches ipset sets, which load first
+  natpool render -f campus.yaml --format ipset | ipset restore
   natpool render -f campus.yaml --format iptables | iptables-restore --noflush`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },

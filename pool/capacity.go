@@ -25,6 +25,8 @@ var DefaultDemand = Demand{SessionsPerHost: 100, SameDestinationShare: 0.1, Targ
 // Check refuses a demand that means nothing.
 func (d Demand) Check() error {
 	switch {
+	case math.IsInf(d.SessionsPerHost, 0):
+		return fmt.Errorf("sessions-per-host %v must be a finite number", d.SessionsPerHost)
 	case !(d.SessionsPerHost > 0):
 		return fmt.Errorf("sessions-per-host %v must be above 0", d.SessionsPerHost)
 	case !(d.SameDestinationShare > 0 && d.SameDestinationShare <= 1):

@@ -47,7 +47,7 @@ func (m *OctetMapping) Span() ValueRange {
 // newOctetMapping cuts the value range by weight or, given a hosts file, so
 // that the active hosts of each address per unit of weight are as even as
 // contiguous cuts allow; it then counts the active hosts of each address.
-func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string) (*OctetMapping, error) {
+func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string, warnings *[]string) (*OctetMapping, error) {
 	m := &OctetMapping{Bits: 8}
 	if bitsOpt != "" {
 		n, err := strconv.Atoi(bitsOpt)
@@ -100,6 +100,9 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string) (*OctetMap
 		}
 		lo = v.Hi + 1
 	}
+	if err := m.checkCoverage(e, warnings); err != nil {
+		return nil, err
+	}
 	if active != nil {
 		e.Active = make([]uint64, len(e.Pool))
 		for v, n := range active {
@@ -109,6 +112,44 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string) (*OctetMap
 		}
 	}
 	return m, nil
+}
+
+// checkCoverage refuses a mapping that maps no inside host, and warns of
+// public addresses whose values no inside host has (--bits 16 on a /24).
+func (m *OctetMapping) checkCoverage(e *Egress, warnings *[]string) error {
+	values := uint64(m.Mask()) + 1
+	hosts := make([]uint64, values) // inside hosts per value
+	for _, s := range e.inside {
+		whole := s.size() / values // full cycles of every value
+		for v := range hosts {
+			hosts[v] += whole
+		}
+		for x := s.lo + uint32(whole*values); whole*values < s.size(); x++ {
+			hosts[x&m.Mask()]++
+			if x == s.hi {
+				break
+			}
+		}
+	}
+	idle, mapped := 0, uint64(0)
+	for _, v := range m.Values {
+		n := uint64(0)
+		for x := v.Lo; x <= v.Hi; x++ {
+			n += hosts[x]
+		}
+		if n == 0 {
+			idle++
+		}
+		mapped += n
+	}
+	switch {
+	case mapped == 0:
+		return fmt.Errorf("octets %s match no inside host: with bits %d, the inside hosts' values lie elsewhere", m.Span(), m.Bits)
+	case idle > 0:
+		*warnings = append(*warnings, fmt.Sprintf("egress %s: %d of %d public addresses carry no inside host: no inside host has their values (bits %d, octets %s)",
+			e.Name, idle, len(e.Pool), m.Bits, m.Span()))
+	}
+	return nil
 }
 
 // apportion splits total into len(weights) parts proportional to the weights

@@ -280,7 +280,7 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	var err error
 	switch e.Strategy {
 	case Octet:
-		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, es.Hosts)
+		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, es.Hosts, warnings)
 	case Hash:
 		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, warnings)
 	case Persistent:

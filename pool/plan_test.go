@@ -398,3 +398,20 @@ func TestNewPlanRefusesBadTableNames(t *testing.T) {
 		}
 	}
 }
+
+// A plan that maps no host is refused; one that leaves public addresses
+// idle says so.
+func TestDegenerateOctetPlans(t *testing.T) {
+	es := EgressSpec{Strategy: "octet", Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}}
+	wide := es
+	wide.Bits = "16"
+	p, err := NewPlan(Spec{Egress: []EgressSpec{wide}})
+	if err != nil || len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "7 of 8 public addresses carry no inside host") {
+		t.Errorf("bits 16 on a /24: %v %q", err, p.Warnings)
+	}
+	none := es
+	none.Private, none.Octets = []string{"10.16.0.0-10.16.0.99"}, "200-255"
+	if _, err := NewPlan(Spec{Egress: []EgressSpec{none}}); err == nil || !strings.Contains(err.Error(), "octets 200-255 match no inside host") {
+		t.Errorf("octets matching no host: %v", err)
+	}
+}

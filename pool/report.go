@@ -48,7 +48,9 @@ type PublicLoad struct {
 	Hosts        uint64
 	Active       uint64
 	Share        float64 // of the egress entry's hosts
-	PortsPerHost int     // the block size, or the port range shared by the hosts
+	// PortsPerHost is the block size, or the port range over the hosts that
+	// share it: below 1 when there are more hosts than ports.
+	PortsPerHost float64
 	Detail       string  // what the strategy gives the address: values, buckets or hosts
 }
 
@@ -74,11 +76,11 @@ func (e *Egress) report() EgressReport {
 	for i, p := range e.Pool {
 		r.Hosts += hosts[i]
 		r.Active += active[i]
-		ports := e.Ports.Len()
+		ports := float64(e.Ports.Len())
 		if b, ok := e.Mapping.(*BlockMapping); ok {
-			ports = b.BlockSize
+			ports = float64(b.BlockSize)
 		} else if hosts[i] > 0 {
-			ports /= int(min(hosts[i], uint64(ports)))
+			ports /= float64(hosts[i])
 		}
 		r.Public = append(r.Public, PublicLoad{Addr: p.Addr, Weight: p.Weight, Hosts: hosts[i],
 			Active: active[i], PortsPerHost: ports, Detail: details[i]})

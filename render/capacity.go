@@ -39,7 +39,7 @@ func CapacityTable(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
 			c.Egress, c.Strategy, d.SessionsPerHost, 100*d.SameDestinationShare, budget)
 		var rows [][]string
 		for _, p := range c.Public {
-			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Hosts), fmt.Sprint(p.PortsPerHost),
+			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Hosts), portsPerHost(p.PortsPerHost),
 				fmt.Sprintf("%.0f", p.Demand), fmt.Sprint(p.Budget), utilisation(p.Utilisation), fmt.Sprintf("%.0f", p.Headroom)})
 		}
 		if err := Table(w, []string{"PUBLIC", "HOSTS", "PORTS/HOST", "DEMAND", "BUDGET", "UTILISATION", "HEADROOM"}, rows, 1, 2, 3, 4, 6); err != nil {
@@ -79,7 +79,7 @@ type egressCapacityJSON struct {
 type publicCapacityJSON struct {
 	Addr         string  `json:"addr"`
 	Hosts        uint64  `json:"hosts"`
-	PortsPerHost int     `json:"ports_per_host"`
+	PortsPerHost float64 `json:"ports_per_host"`
 	Demand       float64 `json:"demand"`
 	Budget       int     `json:"budget"`
 	Utilisation  float64 `json:"utilisation"`

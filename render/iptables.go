@@ -32,6 +32,12 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", header(o.Version, rs))
 	fmt.Fprintf(&b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
+	for _, r := range rs.Rules {
+		if r.Target.Kind == compiler.ByJhash {
+			fmt.Fprintf(&b, "# Load the sets it matches first: natpool render --format ipset | ipset restore\n")
+			break
+		}
+	}
 	fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", chain)
 	maps := map[string]compiler.Map{}
 	for _, m := range rs.Maps {

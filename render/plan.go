@@ -22,7 +22,7 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 		var rows [][]string
 		for _, p := range e.Public {
 			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Weight), fmt.Sprint(p.Hosts),
-				fmt.Sprint(p.Active), percent(p.Share), fmt.Sprint(p.PortsPerHost), p.Detail})
+				fmt.Sprint(p.Active), percent(p.Share), portsPerHost(p.PortsPerHost), p.Detail})
 		}
 		drop := map[int]bool{1: !weighted(e), 3: !e.HasActive, 6: e.Public[0].Detail == ""}
 		header, rows = dropColumns(header, rows, drop)
@@ -75,6 +75,15 @@ func weighted(e pool.EgressReport) bool {
 
 func percent(f float64) string { return fmt.Sprintf("%.2f%%", 100*f) }
 
+// portsPerHost writes whole ports, or the fraction when hosts outnumber
+// ports: 256 hosts sharing 77 ports have 0.30 each, not 1.
+func portsPerHost(p float64) string {
+	if p < 1 {
+		return fmt.Sprintf("%.2f", p)
+	}
+	return fmt.Sprint(int(p))
+}
+
 // dropColumns removes the columns marked in drop from header and rows.
 func dropColumns(header []string, rows [][]string, drop map[int]bool) ([]string, [][]string) {
 	keep := func(cells []string) []string {
@@ -121,7 +130,7 @@ type publicJSON struct {
 	Hosts        uint64  `json:"hosts"`
 	Active       *uint64 `json:"active"` // null without a hosts file
 	Share        float64 `json:"share"`
-	PortsPerHost int     `json:"ports_per_host"`
+	PortsPerHost float64 `json:"ports_per_host"`
 	Detail       string  `json:"detail,omitempty"`
 }
 
