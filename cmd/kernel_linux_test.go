@@ -84,6 +84,9 @@ func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
 		{"persistent", pool.EgressSpec{Strategy: "persistent", Private: []string{"10.64.0.0/22"}, Pool: []string{"192.76.8.0/26"}}, ""},
 		{"block", pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"}}, ""},
 		{"block-unaligned", pool.EgressSpec{Strategy: "block", BlockSize: "1000", Private: []string{"100.64.0.5-100.64.4.4"}, Pool: []string{"198.18.0.0/28"}}, ""},
+		// 64 windows of 1,024 hosts over 63 addresses: 31 windows cut in
+		// two groups of 63-port blocks, the last whole with 31-port blocks.
+		{"block-mixed-groups", pool.EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/16"}, Pool: []string{"198.18.0.0/26"}, Exclude: []string{"198.18.0.0"}}, ""},
 		{"wildcard-oif", pool.EgressSpec{Strategy: "hash", OIF: "uplink*", Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0/28"}}, ""},
 		{"block-per-host", pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"},
 			Exclude: []string{"100.64.2.9"}}, "per-host"},

@@ -31,8 +31,10 @@ const DigestVersion = "natpool-digest-v1"
 //	octet BITS                     and "values LO-HI ADDR" per public address
 //	hash SEED BUCKETS              and "buckets LO-HI ADDR" per run of buckets
 //	persistent FIRST-LAST
-//	block HOSTS-PER-IP BLOCK-SIZE  and "hosts FIRST-LAST" per range numbered,
-//	                               and "public ADDR" per public address
+//	block WINDOW SPLIT             and "cut P OFFSET SIZE BLOCK-SIZE" per group
+//	                               of each pattern P (0, 1) of the window,
+//	                               "hosts FIRST-LAST" per range numbered, and
+//	                               "public ADDR" per public address
 //
 // Addresses are dotted quads, numbers decimal (the seed 0x hex).
 func Digest(p *pool.Plan) string {
@@ -68,7 +70,12 @@ func canonical(w io.Writer, p *pool.Plan) {
 		case *pool.PersistentMapping:
 			line("persistent %s-%s", m.First, m.Last)
 		case *pool.BlockMapping:
-			line("block %d %d", m.HostsPerIP, m.BlockSize)
+			line("block %d %d", m.Window, m.Split)
+			for p, cut := range m.Patterns {
+				for _, g := range cut {
+					line("cut %d %d %d %d", p, g.Offset, g.Size, g.BlockSize)
+				}
+			}
 			for _, r := range e.Private {
 				line("hosts %s-%s", r.From(), r.To())
 			}

@@ -281,9 +281,9 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		// The maps carry the ports for TCP and UDP; other protocols get
 		// the address alone.
 		r.Ports = pool.PortRange{}
-		l4 := r
-		l4.L4 = true
 		if o.Encoding == PerHost {
+			l4 := r
+			l4.L4 = true
 			blocks := Map{Name: name + "_blocks", Kind: PortBlockMap, Elements: make([]Element, 0, e.InsideHosts())}
 			e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 				blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
@@ -292,13 +292,10 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 			rs.Maps = append(rs.Maps, blocks, addrs)
 			l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
 			r.Target = Target{Kind: ByHost, Map: addrs.Name}
+			rs.Rules = append(rs.Rules, l4, r)
 		} else {
-			addrs, pmin, pmax, t := compactBlocks(name, e, m)
-			rs.Maps = append(rs.Maps, addrs, pmin, pmax)
-			l4.Target = t
-			r.Target = Target{Kind: ByValue, Map: t.Map, Mask: t.Mask}
+			rs.Rules = append(rs.Rules, compactBlocks(rs, r, name, e, m))
 		}
-		rs.Rules = append(rs.Rules, l4, r)
 		return
 	}
 	if r.Ports != (pool.PortRange{}) {
@@ -312,37 +309,87 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	rs.Rules = append(rs.Rules, r)
 }
 
-// compactBlocks builds the three maps of the Compact encoding and the target
-// that reads them.
-func compactBlocks(name string, e *pool.Egress, m *pool.BlockMapping) (addrs, pmin, pmax Map, t Target) {
-	addrs = Map{Name: name + "_addrs", Kind: AddrMap}
-	pmin = Map{Name: name + "_pmin", Kind: PortMap}
-	pmax = Map{Name: name + "_pmax", Kind: PortMap}
-	t = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name,
-		Mask: pool.AddrFromUint32(^uint32(0)), PortMask: pool.AddrFromUint32(^uint32(0))}
-	port := func(key netip.Addr, ports pool.PortRange) {
+// compactBlocks adds the maps and TCP and UDP rules of the compact
+// encoding, and returns the rule for other protocols: an interval map from
+// every group's addresses to its public address and, for each way the
+// layout cuts a window, two maps from a host's offset in its window (its low
+// bits) to the lowest and highest port of its block, with a rule for the
+// windows cut so. Unaligned plans map each host's address to its ports.
+func compactBlocks(rs *Ruleset, r Rule, name string, e *pool.Egress, m *pool.BlockMapping) Rule {
+	addrs := Map{Name: name + "_addrs", Kind: AddrMap}
+	all := pool.AddrFromUint32(^uint32(0))
+	portMaps := func(suffix string) (pmin, pmax Map) {
+		return Map{Name: name + "_pmin" + suffix, Kind: PortMap}, Map{Name: name + "_pmax" + suffix, Kind: PortMap}
+	}
+	port := func(pmin, pmax *Map, key netip.Addr, ports pool.PortRange) {
 		pmin.Elements = append(pmin.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Lo, Hi: ports.Lo}})
 		pmax.Elements = append(pmax.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Hi, Hi: ports.Hi}})
 	}
+	l4 := r
+	l4.L4 = true
 	if !m.Aligned() {
-		hosts := e.InsideHosts()
-		pmin.Elements, pmax.Elements = make([]Element, 0, hosts), make([]Element, 0, hosts)
+		pmin, pmax := portMaps("")
 		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
 			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
-			port(host, ports)
+			port(&pmin, &pmax, host, ports)
 		})
 		addrs.Elements = runs(addrs.Elements)
-		return addrs, pmin, pmax, t
+		rs.Maps = append(rs.Maps, addrs, pmin, pmax)
+		l4.Target = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name, Mask: all, PortMask: all}
+		rs.Rules = append(rs.Rules, l4)
+		r.Target = Target{Kind: ByValue, Map: addrs.Name, Mask: all}
+		return r
 	}
-	low := uint32(m.HostsPerIP - 1)
-	t.Mask, t.PortMask = pool.AddrFromUint32(^low), pool.AddrFromUint32(low)
-	m.Groups(func(first netip.Addr, public int) {
-		addrs.Elements = append(addrs.Elements, Element{From: first, To: first, Addr: e.Pool[public].Addr})
+	m.EachGroup(func(rg netipx.IPRange, public int) {
+		addrs.Elements = append(addrs.Elements, Element{From: rg.From(), To: rg.To(), Addr: e.Pool[public].Addr})
 	})
-	for b := range m.HostsPerIP {
-		port(pool.AddrFromUint32(uint32(b)), m.Block(b))
+	rs.Maps = append(rs.Maps, addrs)
+	cuts := m.Cuts()
+	for p := range cuts {
+		suffix := ""
+		if cuts > 1 {
+			suffix = fmt.Sprint(p)
+		}
+		pmin, pmax := portMaps(suffix)
+		for o, ports := range m.WindowPorts(p) {
+			port(&pmin, &pmax, pool.AddrFromUint32(uint32(o)), ports)
+		}
+		rs.Maps = append(rs.Maps, pmin, pmax)
+		rule := l4
+		if cuts > 1 {
+			rule.Sources = intersectRanges(r.Sources, m.PatternRanges(p))
+		}
+		rule.Target = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name,
+			Mask: all, PortMask: pool.AddrFromUint32(uint32(m.Window - 1))}
+		if len(rule.Sources) > 0 {
+			rs.Rules = append(rs.Rules, rule)
+		}
 	}
-	return addrs, pmin, pmax, t
+	r.Target = Target{Kind: ByValue, Map: addrs.Name, Mask: all}
+	return r
+}
+
+// intersectRanges returns the addresses in both a and b (each ascending).
+func intersectRanges(a, b []netipx.IPRange) []netipx.IPRange {
+	var out []netipx.IPRange
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo, hi := a[i].From(), a[i].To()
+		if b[j].From().Compare(lo) > 0 {
+			lo = b[j].From()
+		}
+		if b[j].To().Less(hi) {
+			hi = b[j].To()
+		}
+		if !hi.Less(lo) {
+			out = append(out, netipx.IPRangeFrom(lo, hi))
+		}
+		if a[i].To().Less(b[j].To()) {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
 }
 
 // runs merges elements of consecutive addresses mapped to one address into

@@ -6,84 +6,231 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+
+	"go4.org/netipx"
 )
 
 // BlockMapping gives every inside host one public address and a port block
-// of its own (RFC 7422 deterministic NAT). Hosts are numbered in address
-// order over the Private ranges as given, before exclusions; host n leaves
-// through Pool[n / HostsPerIP] with ports Block(n % HostsPerIP). Excluding a
-// host leaves its block unused rather than moving every later host.
+// of its own (RFC 7422 deterministic NAT).
+//
+// Hosts are numbered in address order over the Private ranges as given,
+// before exclusions, so excluding a host leaves its block unused rather than
+// moving every later host. The numbers are cut into windows of Window hosts,
+// a power of two, and each window into contiguous groups, a group per public
+// address, in pool order: windows before Split follow Patterns[0], the rest
+// Patterns[1]. A host's block is its place in its group. Where the Private
+// ranges start on window boundaries (Aligned), the kernel finds a host's
+// group by its address and its block by its low bits, whatever the split.
 type BlockMapping struct {
-	HostsPerIP int
-	BlockSize  int
-	Ports      PortRange // the egress port range the blocks are cut from
+	Ports    PortRange  // the egress port range the blocks are cut from
+	Window   uint64     // hosts per window, a power of two
+	Split    uint64     // windows cut by Patterns[0]; the rest by Patterns[1]
+	Patterns [2]Pattern // equal when every window is cut alike
 
 	private []span
 	starts  []uint64 // starts[i]: hosts numbered before private[i]
+	space   uint64   // hosts numbered
+	windows uint64   // windows holding numbered hosts
+}
+
+// Pattern is how a window is cut into groups.
+type Pattern []Group
+
+// Group is one group of a window: Size hosts from Offset, each with a block
+// of BlockSize ports.
+type Group struct {
+	Offset, Size uint64
+	BlockSize    int
+}
+
+// group returns the index in p of the group that holds offset o.
+func (p Pattern) group(o uint64) int {
+	i, _ := slices.BinarySearchFunc(p, o+1, func(g Group, x uint64) int {
+		if g.Offset < x {
+			return -1
+		}
+		return 1
+	})
+	return i - 1
 }
 
 func (m *BlockMapping) owner(x uint32) int {
-	n, _ := m.number(x)
-	return int(n / uint64(m.HostsPerIP))
+	n, ok := m.number(x)
+	if !ok {
+		return -1
+	}
+	g, _ := m.place(n)
+	return g
+}
+
+// place returns the group (the Pool index) and the group's entry of host
+// number n.
+func (m *BlockMapping) place(n uint64) (int, Group) {
+	c, o := n/m.Window, n%m.Window
+	p := m.pattern(c)
+	j := p.group(o)
+	return int(m.groupsBefore(c)) + j, p[j]
+}
+
+func (m *BlockMapping) pattern(window uint64) Pattern {
+	if window < m.Split {
+		return m.Patterns[0]
+	}
+	return m.Patterns[1]
+}
+
+// groupsBefore is the number of groups in the windows before window c.
+func (m *BlockMapping) groupsBefore(c uint64) uint64 {
+	first := min(c, m.Split)
+	return first*uint64(len(m.Patterns[0])) + (c-first)*uint64(len(m.Patterns[1]))
+}
+
+// groupAt returns the window and pattern entry of group g; false past the
+// last group that holds a numbered host.
+func (m *BlockMapping) groupAt(g uint64) (uint64, Group, bool) {
+	var c uint64
+	var p Pattern
+	if first := m.Split * uint64(len(m.Patterns[0])); g < first {
+		p = m.Patterns[0]
+		c = g / uint64(len(p))
+	} else {
+		p = m.Patterns[1]
+		c = m.Split + (g-first)/uint64(len(p))
+	}
+	gr := p[g-m.groupsBefore(c)]
+	return c, gr, c*m.Window+gr.Offset < m.space
+}
+
+// Groups returns the number of groups that hold numbered hosts: the public
+// addresses the layout uses.
+func (m *BlockMapping) Groups() int {
+	last := m.windows - 1
+	p := m.pattern(last)
+	return int(m.groupsBefore(last)) + p.group(m.space-1-last*m.Window) + 1
 }
 
 func (m *BlockMapping) describe(n int) []string {
 	out := make([]string, n)
-	for i := range out {
-		first := uint64(i) * uint64(m.HostsPerIP)
-		if first >= m.space() {
-			break // the addresses after the last host's carry none
-		}
-		last := min(first+uint64(m.HostsPerIP), m.space()) - 1
-		out[i] = fmt.Sprintf("%s-%s", AddrFromUint32(m.host(first)), AddrFromUint32(m.host(last)))
+	for g := range min(n, m.Groups()) {
+		c, gr, _ := m.groupAt(uint64(g))
+		first := c*m.Window + gr.Offset
+		last := min(first+gr.Size, m.space) - 1
+		out[g] = fmt.Sprintf("%s-%s", AddrFromUint32(m.host(first)), AddrFromUint32(m.host(last)))
 	}
 	return out
-}
-
-// Block returns the ports of block b.
-func (m *BlockMapping) Block(b int) PortRange {
-	lo := int(m.Ports.Lo) + b*m.BlockSize
-	return PortRange{uint16(lo), uint16(lo + m.BlockSize - 1)}
 }
 
 // HostPorts returns the port block of inside host x.
 func (m *BlockMapping) HostPorts(x uint32) PortRange {
 	n, _ := m.number(x)
-	return m.Block(int(n % uint64(m.HostsPerIP)))
+	_, gr := m.place(n)
+	return m.block(gr, n%m.Window-gr.Offset)
 }
 
-// Aligned reports whether a host's block follows from its address alone:
-// HostsPerIP is a power of two and every Private range starts at an address
-// congruent to its first host number modulo HostsPerIP. Then host x uses
-// block x & (HostsPerIP-1), and its public address depends only on
-// x &^ (HostsPerIP-1), which lets the kernel find both with two small maps.
-func (m *BlockMapping) Aligned() bool {
-	h := uint64(m.HostsPerIP)
-	if h&(h-1) != 0 {
-		return false
+// block returns the ports of block b of a group.
+func (m *BlockMapping) block(gr Group, b uint64) PortRange {
+	lo := int(m.Ports.Lo) + int(b)*gr.BlockSize
+	return PortRange{uint16(lo), uint16(lo + gr.BlockSize - 1)}
+}
+
+// BlockSizes returns the smallest and largest block of any group.
+func (m *BlockMapping) BlockSizes() (lo, hi int) {
+	lo, hi = m.Patterns[0][0].BlockSize, 0
+	for _, p := range m.Patterns {
+		for _, g := range p {
+			lo, hi = min(lo, g.BlockSize), max(hi, g.BlockSize)
+		}
 	}
+	return lo, hi
+}
+
+// WindowPorts returns, for each offset of a window that Patterns[p] cuts,
+// the ports of the block of the host at that offset.
+func (m *BlockMapping) WindowPorts(p int) []PortRange {
+	out := make([]PortRange, 0, m.Window)
+	for _, gr := range m.Patterns[p] {
+		for b := range gr.Size {
+			out = append(out, m.block(gr, b))
+		}
+	}
+	return out
+}
+
+// Cuts returns how many patterns the layout has: 1 when every window is
+// cut alike (Patterns[0] alone is used then), else 2.
+func (m *BlockMapping) Cuts() int {
+	if m.Split == 0 || m.Split >= m.windows || slices.Equal(m.Patterns[0], m.Patterns[1]) {
+		return 1
+	}
+	return 2
+}
+
+// PortBlock returns the ports the group of public address index g gives
+// each of its hosts.
+func (m *BlockMapping) PortBlock(g int) int {
+	_, gr, _ := m.groupAt(uint64(g))
+	return gr.BlockSize
+}
+
+// Owner returns the inside host that leaves through public address index g
+// with port, false if no numbered host owns the port.
+func (m *BlockMapping) Owner(g int, port uint16) (netip.Addr, bool) {
+	c, gr, ok := m.groupAt(uint64(g))
+	if !ok || !m.Ports.Contains(port) {
+		return netip.Addr{}, false
+	}
+	b := uint64(int(port)-int(m.Ports.Lo)) / uint64(gr.BlockSize)
+	n := c*m.Window + gr.Offset + b
+	if b >= gr.Size || n >= m.space {
+		return netip.Addr{}, false
+	}
+	return AddrFromUint32(m.host(n)), true
+}
+
+// Aligned reports whether a host's place in its window follows from its
+// address alone: every Private range starts at an address congruent to its
+// first host number modulo Window. Then host x has offset x & (Window-1),
+// which lets the kernel find its ports with maps of Window elements.
+func (m *BlockMapping) Aligned() bool {
 	for i, s := range m.private {
-		if uint64(s.lo)%h != m.starts[i]%h {
+		if uint64(s.lo)%m.Window != m.starts[i]%m.Window {
 			return false
 		}
 	}
 	return true
 }
 
-// Groups calls fn, in address order, for every aligned group of HostsPerIP
-// addresses that holds hosts of Private, with the Pool index of its hosts.
-// Meaningful when Aligned.
-func (m *BlockMapping) Groups(fn func(first netip.Addr, public int)) {
-	h := uint64(m.HostsPerIP)
-	last := uint64(1) << 32 // no group yet
+// EachGroup calls fn, in address order, for every range of inside
+// addresses that one group holds, with the group's Pool index. A group
+// spans several ranges where it crosses from one Private range to the next.
+func (m *BlockMapping) EachGroup(fn func(r netipx.IPRange, public int)) {
+	for g := range m.Groups() {
+		c, gr, _ := m.groupAt(uint64(g))
+		first := c*m.Window + gr.Offset
+		m.eachRange(first, min(first+gr.Size, m.space)-1, func(r netipx.IPRange) { fn(r, g) })
+	}
+}
+
+// PatternRanges returns the inside address ranges of the windows that
+// Patterns[p] cuts.
+func (m *BlockMapping) PatternRanges(p int) []netipx.IPRange {
+	lo, hi := uint64(0), min(m.Split*m.Window, m.space)
+	if p == 1 {
+		lo, hi = hi, m.space
+	}
+	var out []netipx.IPRange
+	if lo < hi {
+		m.eachRange(lo, hi-1, func(r netipx.IPRange) { out = append(out, r) })
+	}
+	return out
+}
+
+// eachRange calls fn for the address ranges of host numbers first to last.
+func (m *BlockMapping) eachRange(first, last uint64, fn func(netipx.IPRange)) {
 	for i, s := range m.private {
-		for g := uint64(s.lo) &^ (h - 1); g <= uint64(s.hi); g += h {
-			if g == last {
-				continue // the group began in the previous range
-			}
-			first := max(g, uint64(s.lo))
-			fn(AddrFromUint32(uint32(g)), int((m.starts[i]+first-uint64(s.lo))/h))
-			last = g
+		lo, hi := max(first, m.starts[i]), min(last, m.starts[i]+s.size()-1)
+		if lo <= hi {
+			fn(span{s.lo + uint32(lo-m.starts[i]), s.lo + uint32(hi-m.starts[i])}.ipRange())
 		}
 	}
 }
@@ -105,7 +252,7 @@ func (m *BlockMapping) number(x uint32) (uint64, bool) {
 	return m.starts[i] + uint64(x-m.private[i].lo), true
 }
 
-// host returns the address of host number n (n < space()).
+// host returns the address of host number n (n < space).
 func (m *BlockMapping) host(n uint64) uint32 {
 	i, found := slices.BinarySearch(m.starts, n)
 	if !found {
@@ -114,58 +261,192 @@ func (m *BlockMapping) host(n uint64) uint32 {
 	return m.private[i].lo + uint32(n-m.starts[i])
 }
 
-func (m *BlockMapping) space() uint64 {
-	last := len(m.private) - 1
-	return m.starts[last] + m.private[last].size()
-}
+// Fair is the share of the ideal ports (every usable port of every public
+// address, spread evenly over the numbered hosts) that the default layout
+// gives nearly every host: at least this share of hosts get at least this
+// share of the ideal.
+const Fair = 0.95
+
+// maxWindow bounds the window: the kernel holds two port maps of this many
+// elements for each pattern.
+const maxWindow = 1 << 16
 
 func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMapping, error) {
 	if e.weighted() {
 		return nil, fmt.Errorf("strategy block cannot weight addresses: every host gets the same block")
 	}
 	m := &BlockMapping{Ports: e.Ports}
-	var n uint64
 	for _, r := range e.Private {
 		s := spanOf(r)
 		m.private = append(m.private, s)
-		m.starts = append(m.starts, n)
-		n += s.size()
+		m.starts = append(m.starts, m.space)
+		m.space += s.size()
 	}
 	ports := e.Ports.Len()
+	var err error
 	switch {
 	case hostsPerIPOpt != "" && blockSizeOpt != "":
 		return nil, fmt.Errorf("give hosts-per-ip or block-size, not both")
 	case hostsPerIPOpt != "":
-		h, err := strconv.Atoi(hostsPerIPOpt)
-		if err != nil || h < 1 || h&(h-1) != 0 {
-			return nil, fmt.Errorf("hosts-per-ip %q must be a power of two", hostsPerIPOpt)
+		h, perr := strconv.Atoi(hostsPerIPOpt)
+		if perr != nil || h < 1 {
+			return nil, fmt.Errorf("hosts-per-ip %q must be a whole number of hosts", hostsPerIPOpt)
 		}
 		if h > ports {
 			return nil, fmt.Errorf("hosts-per-ip %d is more than the %d ports of %s", h, ports, e.Ports)
 		}
-		m.HostsPerIP = h
+		err = m.cutEvery(uint64(h), ports/h)
 	case blockSizeOpt != "":
-		s, err := strconv.Atoi(blockSizeOpt)
-		if err != nil || s < 1 {
+		b, perr := strconv.Atoi(blockSizeOpt)
+		if perr != nil || b < 1 {
 			return nil, fmt.Errorf("block-size %q must be a whole number of ports", blockSizeOpt)
 		}
-		if s > ports {
-			return nil, fmt.Errorf("block-size %d is larger than the port range %s (%d ports)", s, e.Ports, ports)
+		if b > ports {
+			return nil, fmt.Errorf("block-size %d is larger than the port range %s (%d ports)", b, e.Ports, ports)
 		}
-		m.HostsPerIP = ports / s
+		err = m.cutEvery(uint64(ports/b), b)
 	default:
-		// The fewest hosts per address (so the largest blocks) that fit the
-		// pool, rounded up to a power of two.
-		need := (n + uint64(len(e.Pool)) - 1) / uint64(len(e.Pool))
-		m.HostsPerIP = 1 << bits.Len64(need-1)
-		if m.HostsPerIP > ports {
-			m.HostsPerIP = 1 << (bits.Len(uint(ports)) - 1)
-		}
+		err = m.cutFair(uint64(len(e.Pool)))
 	}
-	m.BlockSize = ports / m.HostsPerIP
-	if need := (n + uint64(m.HostsPerIP) - 1) / uint64(m.HostsPerIP); need > uint64(len(e.Pool)) {
-		return nil, fmt.Errorf("a pool of %d addresses is too small for %d inside hosts at %d hosts per address (%d-port blocks): %d addresses are needed",
-			len(e.Pool), n, m.HostsPerIP, m.BlockSize, need)
+	if err != nil {
+		return nil, err
+	}
+	if need := m.Groups(); need > len(e.Pool) {
+		lo, hi := m.BlockSizes()
+		return nil, fmt.Errorf("a pool of %d addresses is too small for %d inside hosts in blocks of %s ports: %d addresses are needed",
+			len(e.Pool), m.space, between(lo, hi), need)
 	}
 	return m, nil
+}
+
+// between writes lo-hi, or lo when they are equal.
+func between(lo, hi int) string {
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+// cutEvery cuts every window into groups of exactly h hosts (the last
+// group of a window keeps what is left), each host with a block of b
+// ports: what --hosts-per-ip and --block-size ask for. The window is the
+// smallest power of two that wastes at most 1% of the groups on the short
+// last one, so that the kernel still finds ports by low bits.
+func (m *BlockMapping) cutEvery(h uint64, b int) error {
+	w := uint64(1) << bits.Len64(h-1)
+	for ; w < maxWindow; w *= 2 {
+		if groups := (w + h - 1) / h; float64(groups) <= 1.01*float64(w)/float64(h) {
+			break
+		}
+	}
+	var p Pattern
+	for o := uint64(0); o < w; o += h {
+		p = append(p, Group{o, min(h, w-o), b})
+	}
+	m.setWindow(w, 0, p, p)
+	return nil
+}
+
+// setWindow sets the cut and counts the windows.
+func (m *BlockMapping) setWindow(w, split uint64, p0, p1 Pattern) {
+	m.Window, m.Split, m.Patterns = w, split, [2]Pattern{p0, p1}
+	m.windows = (m.space + w - 1) / w
+}
+
+// evenly cuts a window of w hosts into k groups of nearly equal size, the
+// larger first, each host's block the ports over the group's hosts.
+func evenly(w, k uint64, ports int) Pattern {
+	p := make(Pattern, k)
+	o := uint64(0)
+	for j := range k {
+		size := w / k
+		if j < w%k {
+			size++
+		}
+		p[j] = Group{o, size, ports / int(size)}
+		o += size
+	}
+	return p
+}
+
+// cutFair cuts the hosts over n addresses so that every address carries
+// hosts and the ports per host come close to the ideal: windows are cut
+// into g+1 groups (the first ones) or g, as many of each as n allows. It
+// takes the smallest window where at least Fair of the hosts get Fair of the
+// ideal ports, preferring one the Private ranges are aligned to (so the
+// kernel's encoding stays compact); without one, the fairest.
+func (m *BlockMapping) cutFair(n uint64) error {
+	ports := m.Ports.Len()
+	if n == 0 || (m.space+n-1)/n > uint64(ports) {
+		return fmt.Errorf("a pool of %d addresses is too small for %d inside hosts: at least one port each needs %d addresses",
+			n, m.space, (m.space+uint64(ports)-1)/uint64(ports))
+	}
+	ideal := float64(ports) * float64(n) / float64(m.space)
+	type cut struct {
+		w, split  uint64
+		p0, p1    Pattern
+		fair      float64
+		aligned   bool
+		addresses int
+	}
+	var best, firstAligned *cut
+	for w := uint64(1); w <= maxWindow; w *= 2 {
+		windows := (m.space + w - 1) / w
+		g := min(n/windows, w) // groups in most windows; at most a host each
+		if g == 0 {
+			continue
+		}
+		split := min(n-g*windows, windows)
+		if g == w {
+			split = 0
+		}
+		c := &cut{w: w, split: split, p0: evenly(w, min(g+1, w), ports), p1: evenly(w, g, ports)}
+		m.setWindow(c.w, c.split, c.p0, c.p1)
+		for m.Groups() > int(n) && m.Split > 0 { // the last window may not need its extra group
+			m.Split--
+		}
+		c.split, c.addresses, c.aligned = m.Split, m.Groups(), m.Aligned()
+		if c.addresses > int(n) {
+			continue
+		}
+		c.fair = m.fairShare(ideal)
+		if best == nil || c.fair > best.fair+1e-9 {
+			best = c
+		}
+		if c.aligned && c.fair >= Fair && firstAligned == nil {
+			firstAligned = c
+		}
+		if w >= m.space && best.fair >= Fair {
+			break
+		}
+	}
+	chosen := best
+	if firstAligned != nil {
+		chosen = firstAligned
+	}
+	if chosen == nil {
+		return fmt.Errorf("no layout of %d inside hosts over %d addresses", m.space, n)
+	}
+	m.setWindow(chosen.w, chosen.split, chosen.p0, chosen.p1)
+	return nil
+}
+
+// fairShare is the share of numbered hosts whose block holds at least Fair
+// of the ideal ports: whole windows by pattern, the last window as far as it
+// holds hosts.
+func (m *BlockMapping) fairShare(ideal float64) float64 {
+	fairIn := func(p Pattern, hosts uint64) uint64 { // fair hosts among a window's first hosts
+		var n uint64
+		for _, gr := range p {
+			if gr.Offset < hosts && float64(gr.BlockSize) >= Fair*ideal {
+				n += min(gr.Offset+gr.Size, hosts) - gr.Offset
+			}
+		}
+		return n
+	}
+	last := m.windows - 1
+	first := min(m.Split, last) // whole windows of Patterns[0]
+	fair := first*fairIn(m.Patterns[0], m.Window) + (last-first)*fairIn(m.Patterns[1], m.Window) +
+		fairIn(m.pattern(last), m.space-last*m.Window)
+	return float64(fair) / float64(m.space)
 }

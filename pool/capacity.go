@@ -3,6 +3,8 @@ package pool
 import (
 	"fmt"
 	"math"
+
+	"go4.org/netipx"
 )
 
 // Demand is the traffic a capacity report plans for.
@@ -50,13 +52,17 @@ type Capacity struct {
 	Egress   string
 	Strategy Strategy
 	Ports    PortRange
-	// BlockSize is the ports of each host's block, 0 outside block mode.
-	BlockSize int
-	Public    []PublicCapacity
+	// Blocks are the smallest and largest port block of a host, zero
+	// outside block mode.
+	Blocks [2]int
+	Public []PublicCapacity
 	// MaxUtilisation is the highest utilisation of any public address.
 	MaxUtilisation float64
 	// AddressesNeeded is how many public addresses keep every address at
-	// or below the target utilisation.
+	// or below the target utilisation, found by planning the entry again
+	// with a pool of that size (the pool, then the addresses after it), so
+	// that the strategy's real spread and block layout count; -1 when no
+	// pool can (a block cannot hold the demand).
 	AddressesNeeded int
 }
 
@@ -73,23 +79,25 @@ type PublicCapacity struct {
 func (p *Plan) Capacity(d Demand) []Capacity {
 	var out []Capacity
 	for _, e := range p.Egress {
-		out = append(out, e.capacity(d))
+		out = append(out, e.capacity(d, true))
 	}
 	return out
 }
 
-func (e *Egress) capacity(d Demand) Capacity {
+// capacity reports the entry's port budget; with recommend, how many
+// addresses would meet the target too.
+func (e *Egress) capacity(d Demand, recommend bool) Capacity {
 	r := e.report()
 	c := Capacity{Egress: e.Name, Strategy: e.Strategy, Ports: e.Ports}
 	block, isBlock := e.Mapping.(*BlockMapping)
 	if isBlock {
-		c.BlockSize = block.BlockSize
+		c.Blocks[0], c.Blocks[1] = block.BlockSizes()
 	}
-	for _, pl := range r.Public {
+	for i, pl := range r.Public {
 		pc := PublicCapacity{PublicLoad: pl, Budget: e.Ports.Len(), Demand: float64(pl.Hosts) * d.perHost()}
 		if isBlock {
 			// Each host's connections to one destination share its block.
-			pc.Budget, pc.Demand = block.BlockSize, 0
+			pc.Budget, pc.Demand = block.PortBlock(i), 0
 			if pl.Hosts > 0 {
 				pc.Demand = d.perHost()
 			}
@@ -99,16 +107,82 @@ func (e *Egress) capacity(d Demand) Capacity {
 		c.MaxUtilisation = max(c.MaxUtilisation, pc.Utilisation)
 		c.Public = append(c.Public, pc)
 	}
-	usable := d.Target * float64(e.Ports.Len()) // ports one address may have in use per destination
-	if isBlock {
-		// Hosts per address such that each block still holds the demand.
-		perAddr := math.Floor(usable / d.perHost())
-		c.AddressesNeeded = -1 // no block size can carry it
-		if perAddr >= 1 {
-			c.AddressesNeeded = int(math.Ceil(float64(block.space()) / perAddr))
-		}
-	} else {
-		c.AddressesNeeded = int(math.Ceil(float64(r.Hosts) * d.perHost() / usable))
+	if recommend {
+		c.AddressesNeeded = e.addressesNeeded(d, c.MaxUtilisation)
 	}
 	return c
+}
+
+// addressesNeeded plans the entry again with pools of other sizes until
+// the busiest address is at or below the target, starting from the size
+// even load would need and correcting by the utilisation each plan gives.
+func (e *Egress) addressesNeeded(d Demand, utilisation float64) int {
+	if _, isBlock := e.Mapping.(*BlockMapping); isBlock && d.perHost() > d.Target*float64(e.Ports.Len()) {
+		return -1 // not even a host alone on an address can hold it
+	}
+	met := map[int]bool{}
+	util := func(n int) (float64, bool) {
+		if n == len(e.Pool) {
+			return utilisation, true
+		}
+		other, err := e.withPool(n)
+		if err != nil {
+			return 0, false
+		}
+		return other.capacity(d, false).MaxUtilisation, true
+	}
+	n := len(e.Pool)
+	for range 40 {
+		u, ok := util(n)
+		switch {
+		case ok && u <= d.Target:
+			met[n] = true
+			if n == 1 || met[n-1] {
+				return n
+			}
+			if u2, ok := util(n - 1); !ok || u2 > d.Target {
+				return n
+			}
+			n--
+		case !ok || n >= MaxPool:
+			return -1
+		default:
+			// Scale by how far off the target the busiest address is, at
+			// least one address more.
+			n = min(MaxPool, max(n+1, int(math.Ceil(float64(n)*u/d.Target))))
+		}
+	}
+	return -1
+}
+
+// withPool plans the entry again with a pool of n addresses: the first n of
+// its pool, then the addresses after its last one that are no inside host.
+func (e *Egress) withPool(n int) (*Egress, error) {
+	es := e.spec
+	es.Pool, es.Exclude = nil, nil
+	for _, s := range e.spec.Exclude { // keep excluded inside hosts excluded
+		if r, err := ParseRange(s); err == nil && e.insideRange(r) {
+			es.Exclude = append(es.Exclude, s)
+		}
+	}
+	for _, p := range e.Pool[:min(n, len(e.Pool))] {
+		es.Pool = append(es.Pool, fmt.Sprintf("%s=%d", p.Addr, p.Weight))
+	}
+	for a := e.Pool[len(e.Pool)-1].Addr.Next(); len(es.Pool) < n && a.IsValid(); a = a.Next() {
+		if !e.insideRange(netipx.IPRangeFrom(a, a)) {
+			es.Pool = append(es.Pool, a.String())
+		}
+	}
+	var warnings []string
+	return newEgress(es, &warnings)
+}
+
+// insideRange reports whether r overlaps the entry's inside ranges as given.
+func (e *Egress) insideRange(r netipx.IPRange) bool {
+	for _, p := range e.Private {
+		if p.Overlaps(r) {
+			return true
+		}
+	}
+	return false
 }

@@ -7,57 +7,80 @@ import (
 
 func TestCapacityModelsThePortBudget(t *testing.T) {
 	tests := []struct {
-		name            string
-		spec            EgressSpec
-		demand          Demand
-		utilisation     float64 // of the busiest address
-		addressesNeeded int
+		name        string
+		spec        EgressSpec
+		demand      Demand
+		utilisation float64 // of the busiest address
 	}{
 		{
 			// 256 hosts on each of 4 addresses, 100 x 0.1 connections to one
 			// destination each: 2,560 of 64,512 ports.
-			name:            "address strategy shares the range per destination",
-			spec:            EgressSpec{Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}},
-			demand:          Demand{SessionsPerHost: 100, SameDestinationShare: 0.1, Target: 0.8},
-			utilisation:     2560.0 / 64512,
-			addressesNeeded: 1, // 10,240 connections fit in 80% of one range
-		},
-		{
-			name:            "a narrow port range needs more addresses",
-			spec:            EgressSpec{Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}, Ports: "10000-10999"},
-			demand:          Demand{SessionsPerHost: 100, SameDestinationShare: 0.1, Target: 0.5},
-			utilisation:     2560.0 / 1000,
-			addressesNeeded: 21, // 10,240 / 500
+			name:        "address strategy shares the range per destination",
+			spec:        EgressSpec{Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}},
+			demand:      Demand{SessionsPerHost: 100, SameDestinationShare: 0.1, Target: 0.8},
+			utilisation: 2560.0 / 64512,
 		},
 		{
 			// 1,024 hosts per address, 63-port blocks, 80 connections to one
 			// destination: every block overflows.
-			name:            "block mode compares a host's demand with its block",
-			spec:            EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}, HostsPerIP: "1024"},
-			demand:          Demand{SessionsPerHost: 400, SameDestinationShare: 0.2, Target: 0.8},
-			utilisation:     80.0 / 63,
-			addressesNeeded: 6503, // 4,194,304 hosts / floor(0.8 x 64,512 / 80) per address
-		},
-		{
-			name:            "block mode that no block can carry",
-			spec:            EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/24"}, Ports: "1024-1099"},
-			demand:          Demand{SessionsPerHost: 1000, SameDestinationShare: 1, Target: 0.8},
-			utilisation:     1000.0 / 19, // 76 ports, 4 hosts per address
-			addressesNeeded: -1,
+			name:        "block mode compares a host's demand with its block",
+			spec:        EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}, HostsPerIP: "1024"},
+			demand:      Demand{SessionsPerHost: 400, SameDestinationShare: 0.2, Target: 0.8},
+			utilisation: 80.0 / 63,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := mustPlan(t, tt.spec).capacity(tt.demand)
-			if math.Abs(c.MaxUtilisation-tt.utilisation) > 1e-9 || c.AddressesNeeded != tt.addressesNeeded {
-				t.Errorf("utilisation %v, addresses needed %d; want %v and %d", c.MaxUtilisation, c.AddressesNeeded, tt.utilisation, tt.addressesNeeded)
+			if c := mustPlan(t, tt.spec).capacity(tt.demand, false); math.Abs(c.MaxUtilisation-tt.utilisation) > 1e-9 {
+				t.Errorf("utilisation %v, want %v", c.MaxUtilisation, tt.utilisation)
 			}
 		})
 	}
 }
 
+// The recommended number of addresses is found by planning again: a pool
+// of that size meets the target with the strategy's real spread and block
+// layout, and one address fewer does not.
+func TestCapacityRecommendationMeetsItsTarget(t *testing.T) {
+	demand := Demand{SessionsPerHost: 200, SameDestinationShare: 0.2, Target: 0.8}
+	for _, es := range []EgressSpec{
+		{Strategy: "octet", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		{Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}, Ports: "10000-10999"},
+		{Strategy: "hash", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		{Strategy: "persistent", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		{Strategy: "block", Private: []string{"100.64.0.0/14"}, Pool: []string{"198.18.0.0/26"}},
+	} {
+		t.Run(es.Strategy, func(t *testing.T) {
+			e := mustPlan(t, es)
+			c := e.capacity(demand, true)
+			n := c.AddressesNeeded
+			if n < 1 {
+				t.Fatalf("no recommendation (%d)", n)
+			}
+			at, err := e.withPool(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u := at.capacity(demand, false).MaxUtilisation; u > demand.Target {
+				t.Errorf("%d addresses recommended, but planned with %d the busiest is at %.1f%%", n, n, 100*u)
+			}
+			if n > 1 {
+				fewer, err := e.withPool(n - 1)
+				if err == nil && fewer.capacity(demand, false).MaxUtilisation <= demand.Target {
+					t.Errorf("%d addresses recommended, but %d meet the target too", n, n-1)
+				}
+			}
+		})
+	}
+	// No block holds 1,000 connections to one destination in 76 ports.
+	e := mustPlan(t, EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/24"}, Ports: "1024-1099"})
+	if n := e.capacity(Demand{SessionsPerHost: 1000, SameDestinationShare: 1, Target: 0.8}, true).AddressesNeeded; n != -1 {
+		t.Errorf("a demand no block can carry: %d addresses recommended", n)
+	}
+}
+
 func TestDemandRefusesMeaninglessFigures(t *testing.T) {
-	for _, d := range []Demand{{0, 0.1, 0.8}, {100, 0, 0.8}, {100, 1.5, 0.8}, {100, 0.1, 0}, {100, 0.1, 1.2}, {math.NaN(), 0.1, 0.8}} {
+	for _, d := range []Demand{{0, 0.1, 0.8}, {100, 0, 0.8}, {100, 1.5, 0.8}, {100, 0.1, 0}, {100, 0.1, 1.2}, {math.NaN(), 0.1, 0.8}, {math.Inf(1), 0.1, 0.8}} {
 		if d.Check() == nil {
 			t.Errorf("%+v accepted", d)
 		}

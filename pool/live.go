@@ -51,7 +51,7 @@ type LiveCapacity struct {
 	Egress    string
 	Strategy  Strategy
 	Ports     PortRange
-	BlockSize int // 0 outside block mode
+	Blocks    [2]int // the smallest and largest port block; zero outside block mode
 	Public    []LivePublic
 	TopHosts  []HostUse // the hosts with the most connections
 	// FullBlocks are the hosts whose busiest destination takes more than
@@ -194,9 +194,9 @@ func (le *liveEgress) capacity() LiveCapacity {
 	block, isBlock := e.Mapping.(*BlockMapping)
 	use := map[uint32]float64{}
 	if isBlock {
-		r.BlockSize = block.BlockSize
+		r.Blocks[0], r.Blocks[1] = block.BlockSizes()
 		for k, n := range le.hostDest {
-			use[k.host] = max(use[k.host], float64(n)/float64(block.BlockSize))
+			use[k.host] = max(use[k.host], float64(n)/float64(block.HostPorts(k.host).Len()))
 		}
 		r.BlockUse = make([]float64, 0, len(use))
 		for _, u := range use {

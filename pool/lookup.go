@@ -128,18 +128,8 @@ func (e *Egress) portOwner(a Answer, port uint16) (Answer, bool, error) {
 		return a, false, fmt.Errorf("%s:%d: port lookups need the block strategy (egress %s uses %s)", a.Public, port, e.Name, e.Strategy)
 	}
 	a.Kind, a.Port = PortOwner, port
-	if !e.Ports.Contains(port) {
-		return a, true, nil
-	}
-	block := (int(port) - int(e.Ports.Lo)) / b.BlockSize
-	if block >= b.HostsPerIP {
-		return a, true, nil // in the ports left over after the last block
-	}
-	n := uint64(e.index[Uint32(a.Public)])*uint64(b.HostsPerIP) + uint64(block)
-	if n < b.space() {
-		if h := AddrFromUint32(b.host(n)); e.Inside.Contains(h) {
-			a.Private = h
-		}
+	if h, ok := b.Owner(e.index[Uint32(a.Public)], port); ok && e.Inside.Contains(h) {
+		a.Private = h
 	}
 	return a, true, nil
 }
@@ -185,18 +175,17 @@ func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
 		e.eachMapped(func(x uint32, i int) { fn(AddrFromUint32(x), e.Pool[i].Addr, e.Ports) })
 		return
 	}
-	// Block mode numbers hosts in address order: count along each range
-	// instead of searching for every host's number.
-	h := uint64(b.HostsPerIP)
-	for _, s := range e.inside {
-		n, _ := b.number(s.lo)
-		for x := s.lo; ; x, n = x+1, n+1 {
-			fn(AddrFromUint32(x), e.Pool[n/h].Addr, b.Block(int(n%h)))
-			if x == s.hi {
+	// Block mode numbers hosts in address order: walk the groups.
+	b.EachGroup(func(r netipx.IPRange, public int) {
+		for x := Uint32(r.From()); ; x++ {
+			if h := AddrFromUint32(x); e.Inside.Contains(h) {
+				fn(h, e.Pool[public].Addr, b.HostPorts(x))
+			}
+			if x == Uint32(r.To()) {
 				break
 			}
 		}
-	}
+	})
 }
 
 // Gives reports whether the plan translates host to public (and, in block

@@ -85,6 +85,7 @@ type Egress struct {
 
 	inside []span
 	index  map[uint32]int // public address -> index in Pool
+	spec   EgressSpec     // as given, for planning it again with another pool
 }
 
 // Mapping decides the public address of every inside host.
@@ -249,7 +250,7 @@ func kernelName(name string) string { return nonKernel.ReplaceAllString(name, "_
 func (e *Egress) KernelName() string { return kernelName(e.Name) }
 
 func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
-	e := &Egress{Name: es.Name, OIF: es.OIF, Strategy: Strategy(es.Strategy), Ports: DefaultPorts}
+	e := &Egress{Name: es.Name, OIF: es.OIF, Strategy: Strategy(es.Strategy), Ports: DefaultPorts, spec: es}
 	if err := checkName("egress name", e.Name); err != nil {
 		return nil, err
 	}

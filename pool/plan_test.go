@@ -56,7 +56,7 @@ func TestNewPlanRejectsBadInput(t *testing.T) {
 		{"empty port range", func(e *EgressSpec) { e.Ports = "2000-1999" }, `port range "2000-1999" is empty`},
 		{"block larger than ports", func(e *EgressSpec) { e.Strategy, e.Ports, e.BlockSize = "block", "1024-2047", "2000" }, "block-size 2000 is larger than the port range 1024-2047"},
 		{"pool too small for blocks", func(e *EgressSpec) { e.Strategy, e.HostsPerIP = "block", "1024" }, "1024 addresses are needed"},
-		{"hosts-per-ip not a power of two", func(e *EgressSpec) { e.Strategy, e.HostsPerIP = "block", "1000" }, `hosts-per-ip "1000"`},
+		{"hosts-per-ip zero", func(e *EgressSpec) { e.Strategy, e.HostsPerIP = "block", "0" }, `hosts-per-ip "0"`},
 		{"pool larger than values", func(e *EgressSpec) { e.Strategy, e.Bits = "octet", "4" }, "larger than the 16 values"},
 		{"bits out of range", func(e *EgressSpec) { e.Strategy, e.Bits = "octet", "17" }, `bits "17"`},
 		{"octets outside bits", func(e *EgressSpec) { e.Strategy, e.Octets = "octet", "0-256" }, `octets "0-256"`},
@@ -216,18 +216,10 @@ func TestBlockExcludedHostLeavesAHole(t *testing.T) {
 	if after := forward(t, e, "10.0.0.200"); after.Public != before.Public || after.Ports != before.Ports {
 		t.Errorf("excluding another host moved 10.0.0.200 from %+v to %+v", before, after)
 	}
-	hole := e.Mapping.(*BlockMapping).Block(5).Lo // host 5's block on the first address
+	hole := e.Mapping.(*BlockMapping).HostPorts(Uint32(netip.MustParseAddr("10.0.0.5"))).Lo // host 5's block on the first address
 	a, ok, err := e.lookup(netip.MustParseAddr("192.0.2.1"), hole, true)
 	if err != nil || !ok || a.Private.IsValid() {
 		t.Errorf("the excluded host's block has owner %v (%v)", a.Private, err)
-	}
-}
-
-func TestDefaultBlockSizeFitsThePool(t *testing.T) {
-	e := mustPlan(t, EgressSpec{Private: []string{"100.64.0.0/16"}, Pool: []string{"198.18.0.0/24"}, Strategy: "block"})
-	m := e.Mapping.(*BlockMapping)
-	if m.HostsPerIP != 256 || m.BlockSize != 252 {
-		t.Errorf("hosts-per-ip %d block-size %d, want 256 and 252", m.HostsPerIP, m.BlockSize)
 	}
 }
 

@@ -43,15 +43,15 @@ type Setting struct {
 
 // PublicLoad is what one public address carries.
 type PublicLoad struct {
-	Addr         netip.Addr
-	Weight       int
-	Hosts        uint64
-	Active       uint64
-	Share        float64 // of the egress entry's hosts
+	Addr   netip.Addr
+	Weight int
+	Hosts  uint64
+	Active uint64
+	Share  float64 // of the egress entry's hosts
 	// PortsPerHost is the block size, or the port range over the hosts that
 	// share it: below 1 when there are more hosts than ports.
 	PortsPerHost float64
-	Detail       string  // what the strategy gives the address: values, buckets or hosts
+	Detail       string // what the strategy gives the address: values, buckets or hosts
 }
 
 // Report computes the load of every public address of the plan.
@@ -78,7 +78,7 @@ func (e *Egress) report() EgressReport {
 		r.Active += active[i]
 		ports := float64(e.Ports.Len())
 		if b, ok := e.Mapping.(*BlockMapping); ok {
-			ports = float64(b.BlockSize)
+			ports = float64(b.PortBlock(i))
 		} else if hosts[i] > 0 {
 			ports /= float64(hosts[i])
 		}
@@ -127,7 +127,17 @@ func (e *Egress) settings() []Setting {
 	case *HashMapping:
 		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}}
 	case *BlockMapping:
-		return []Setting{{"hosts-per-ip", fmt.Sprint(m.HostsPerIP)}, {"block-size", fmt.Sprint(m.BlockSize)}}
+		sizes := func(p Pattern) (lo, hi int) {
+			lo, hi = int(p[0].Size), 0
+			for _, g := range p {
+				lo, hi = min(lo, int(g.Size)), max(hi, int(g.Size))
+			}
+			return lo, hi
+		}
+		lo0, hi0 := sizes(m.Patterns[0])
+		lo1, hi1 := sizes(m.Patterns[1])
+		blo, bhi := m.BlockSizes()
+		return []Setting{{"hosts-per-ip", between(min(lo0, lo1), max(hi0, hi1))}, {"block-size", between(blo, bhi)}, {"window", fmt.Sprint(m.Window)}}
 	}
 	return nil
 }

@@ -32,8 +32,8 @@ func CapacityTable(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
 			fmt.Fprintln(w)
 		}
 		budget := fmt.Sprintf("the port range %s per destination", c.Ports)
-		if c.BlockSize > 0 {
-			budget = fmt.Sprintf("a block of %d ports per host", c.BlockSize)
+		if c.Blocks[0] > 0 {
+			budget = fmt.Sprintf("a block of %s ports per host", blocksText(c.Blocks))
 		}
 		fmt.Fprintf(w, "egress %s (%s): %g connections per host, %g%% to one destination, against %s\n",
 			c.Egress, c.Strategy, d.SessionsPerHost, 100*d.SameDestinationShare, budget)
@@ -70,7 +70,8 @@ type egressCapacityJSON struct {
 	Name            string               `json:"name"`
 	Strategy        pool.Strategy        `json:"strategy"`
 	Ports           string               `json:"ports"`
-	BlockSize       int                  `json:"block_size,omitempty"`
+	BlockSizeMin    int                  `json:"block_size_min,omitempty"`
+	BlockSizeMax    int                  `json:"block_size_max,omitempty"`
 	MaxUtilisation  float64              `json:"max_utilisation"`
 	AddressesNeeded int                  `json:"addresses_needed"`
 	Public          []publicCapacityJSON `json:"public"`
@@ -93,7 +94,7 @@ func CapacityJSON(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
 	out.Demand.SessionsPerHost, out.Demand.SameDestinationShare, out.Demand.Target = d.SessionsPerHost, d.SameDestinationShare, d.Target
 	out.Egress = []egressCapacityJSON{}
 	for _, c := range caps {
-		ej := egressCapacityJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSize: c.BlockSize,
+		ej := egressCapacityJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSizeMin: c.Blocks[0], BlockSizeMax: c.Blocks[1],
 			MaxUtilisation: c.MaxUtilisation, AddressesNeeded: c.AddressesNeeded}
 		for _, p := range c.Public {
 			ej.Public = append(ej.Public, publicCapacityJSON{Addr: p.Addr.String(), Hosts: p.Hosts, PortsPerHost: p.PortsPerHost,
@@ -134,8 +135,8 @@ func LiveCapacityTable(w io.Writer, caps []pool.LiveCapacity) error {
 		if err := hostTable(w, c, c.TopHosts); err != nil {
 			return err
 		}
-		if c.BlockSize > 0 {
-			fmt.Fprintf(w, "hosts using more than %.0f%% of their %d-port block: %d\n", 100*pool.FullBlock, c.BlockSize, len(c.FullBlocks))
+		if c.Blocks[0] > 0 {
+			fmt.Fprintf(w, "hosts using more than %.0f%% of their %s-port block: %d\n", 100*pool.FullBlock, blocksText(c.Blocks), len(c.FullBlocks))
 			if len(c.FullBlocks) > 0 {
 				if err := hostTable(w, c, c.FullBlocks); err != nil {
 					return err
@@ -150,13 +151,13 @@ func LiveCapacityTable(w io.Writer, caps []pool.LiveCapacity) error {
 // share of the block they use.
 func hostTable(w io.Writer, c pool.LiveCapacity, hosts []pool.HostUse) error {
 	header := []string{"HOST", "PUBLIC", "ENTRIES"}
-	if c.BlockSize > 0 {
+	if c.Blocks[0] > 0 {
 		header = append(header, "BLOCK USE")
 	}
 	var rows [][]string
 	for _, h := range hosts {
 		row := []string{h.Host.String(), h.Public.String(), fmt.Sprint(h.Entries)}
-		if c.BlockSize > 0 {
+		if c.Blocks[0] > 0 {
 			row = append(row, utilisation(h.BlockUse))
 		}
 		rows = append(rows, row)
@@ -169,13 +170,14 @@ type liveJSON struct {
 }
 
 type liveEgressJSON struct {
-	Name       string           `json:"name"`
-	Strategy   pool.Strategy    `json:"strategy"`
-	Ports      string           `json:"ports"`
-	BlockSize  int              `json:"block_size,omitempty"`
-	Public     []livePublicJSON `json:"public"`
-	TopHosts   []hostUseJSON    `json:"top_hosts"`
-	FullBlocks []hostUseJSON    `json:"full_blocks,omitempty"`
+	Name         string           `json:"name"`
+	Strategy     pool.Strategy    `json:"strategy"`
+	Ports        string           `json:"ports"`
+	BlockSizeMin int              `json:"block_size_min,omitempty"`
+	BlockSizeMax int              `json:"block_size_max,omitempty"`
+	Public       []livePublicJSON `json:"public"`
+	TopHosts     []hostUseJSON    `json:"top_hosts"`
+	FullBlocks   []hostUseJSON    `json:"full_blocks,omitempty"`
 }
 
 type livePublicJSON struct {
@@ -201,7 +203,7 @@ func LiveCapacityJSON(w io.Writer, caps []pool.LiveCapacity) error {
 		list := []hostUseJSON{}
 		for _, h := range hs {
 			hj := hostUseJSON{Host: h.Host.String(), Public: h.Public.String(), Entries: h.Entries}
-			if c.BlockSize > 0 {
+			if c.Blocks[0] > 0 {
 				hj.BlockUse = &h.BlockUse
 			}
 			list = append(list, hj)
@@ -209,9 +211,9 @@ func LiveCapacityJSON(w io.Writer, caps []pool.LiveCapacity) error {
 		return list
 	}
 	for _, c := range caps {
-		ej := liveEgressJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSize: c.BlockSize,
+		ej := liveEgressJSON{Name: c.Egress, Strategy: c.Strategy, Ports: c.Ports.String(), BlockSizeMin: c.Blocks[0], BlockSizeMax: c.Blocks[1],
 			TopHosts: hostsJSON(c, c.TopHosts)}
-		if c.BlockSize > 0 {
+		if c.Blocks[0] > 0 {
 			ej.FullBlocks = hostsJSON(c, c.FullBlocks)
 		}
 		for _, p := range c.Public {
@@ -224,4 +226,13 @@ func LiveCapacityJSON(w io.Writer, caps []pool.LiveCapacity) error {
 		out.Egress = append(out.Egress, ej)
 	}
 	return JSON(w, out)
+}
+
+// blocksText writes a layout's block sizes: "63", or "31-63" when groups
+// of two sizes give blocks of two.
+func blocksText(b [2]int) string {
+	if b[0] == b[1] {
+		return fmt.Sprint(b[0])
+	}
+	return fmt.Sprintf("%d-%d", b[0], b[1])
 }

@@ -1,0 +1,151 @@
+package pool
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// poolLessEdges is a /20 less the .0 and .255 of every /24: 4,064 addresses.
+func poolLessEdges() (pool, exclude []string) {
+	pool = []string{"198.18.0.0/20"}
+	for i := range 16 {
+		exclude = append(exclude, fmt.Sprintf("198.18.%d.0", i), fmt.Sprintf("198.18.%d.255", i))
+	}
+	return pool, exclude
+}
+
+// The default layout uses every public address and gives nearly every host
+// nearly the ideal share of ports: every usable port of every address,
+// spread evenly over the hosts.
+func TestBlockLayoutUsesEveryAddress(t *testing.T) {
+	p, x := poolLessEdges()
+	tests := []struct {
+		name string
+		spec EgressSpec
+	}{
+		{"a /10 onto a /20 less its edges", EgressSpec{Private: []string{"100.64.0.0/10"}, Pool: p, Exclude: x}},
+		{"a /10 onto a /20 less one", EgressSpec{Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}, Exclude: []string{"198.18.0.0"}}},
+		{"1,100 hosts per address", EgressSpec{Private: []string{"100.64.0.0/12"}, Pool: []string{"198.18.0.0-198.18.3.185"}}},
+		{"three ranges and a narrow port range", EgressSpec{Private: []string{"100.64.0.0/16", "100.66.0.0/17", "100.70.0.0/20"}, Pool: []string{"198.18.0.0/25"}, Ports: "20000-40000"}},
+		{"more addresses than hosts", EgressSpec{Private: []string{"100.64.0.0/28"}, Pool: []string{"198.18.0.0/24"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spec.Strategy = "block"
+			e := mustPlan(t, tt.spec)
+			m := e.Mapping.(*BlockMapping)
+			hosts := countOf(e.inside)
+			if m.Groups() != min(len(e.Pool), int(hosts)) {
+				t.Errorf("%d of %d addresses carry hosts", m.Groups(), len(e.Pool))
+			}
+			ideal := float64(e.Ports.Len()) * float64(len(e.Pool)) / float64(m.space)
+			if share := m.fairShare(ideal); share < Fair && len(e.Pool) < int(hosts) {
+				t.Errorf("%.1f%% of hosts get %.0f%% of the ideal %.1f ports; want at least %.0f%%", 100*share, 100*Fair, ideal, 100*Fair)
+			}
+			checkLayout(t, e, m)
+		})
+	}
+}
+
+// checkLayout checks the first and last host of every group, and every
+// port of some addresses, forward and back.
+func checkLayout(t *testing.T, e *Egress, m *BlockMapping) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for g := range m.Groups() {
+		c, gr, _ := m.groupAt(uint64(g))
+		first := c*m.Window + gr.Offset
+		for _, n := range []uint64{first, min(first+gr.Size, m.space) - 1} {
+			host := AddrFromUint32(m.host(n))
+			if !e.Inside.Contains(host) {
+				continue
+			}
+			a := forward(t, e, host.String())
+			if a.Public != e.Pool[g].Addr || a.Ports.Len() != gr.BlockSize {
+				t.Fatalf("%s -> %s ports %s; its group is %s's, blocks of %d", host, a.Public, a.Ports, e.Pool[g].Addr, gr.BlockSize)
+			}
+			if owner, _ := m.Owner(g, a.Ports.Lo); owner != host {
+				t.Fatalf("%s:%d names %s, not %s", a.Public, a.Ports.Lo, owner, host)
+			}
+		}
+	}
+	for range 3 {
+		g := rng.IntN(m.Groups())
+		owners := map[netip.Addr]int{}
+		for port := int(e.Ports.Lo); port <= int(e.Ports.Hi); port++ {
+			if h, ok := m.Owner(g, uint16(port)); ok {
+				owners[h]++
+				if !m.HostPorts(Uint32(h)).Contains(uint16(port)) {
+					t.Fatalf("%s:%d names %s, whose block is %s", e.Pool[g].Addr, port, h, m.HostPorts(Uint32(h)))
+				}
+			}
+		}
+		for h, n := range owners {
+			if n != m.PortBlock(g) {
+				t.Fatalf("%s owns %d ports of %s, want its block of %d", h, n, e.Pool[g].Addr, m.PortBlock(g))
+			}
+		}
+	}
+}
+
+// --hosts-per-ip and --block-size mean exactly what they say, powers of two
+// or not, and the compact encoding still applies.
+func TestBlockOptionsAreTakenAsGiven(t *testing.T) {
+	tests := []struct {
+		option, value string
+		hosts, block  uint64 // hosts per address (full groups) and ports per host
+		aligned       bool
+		pool          string
+		private       string
+		windowAtMost  uint64
+	}{
+		{"hosts-per-ip", "1024", 1024, 63, true, "198.18.0.0/20", "100.64.0.0/10", 1024},
+		{"hosts-per-ip", "1000", 1000, 64, true, "198.18.0.0/19", "100.64.0.0/10", 1 << 16},
+		{"block-size", "700", 92, 700, true, "198.18.0.0/16", "100.64.0.0/14", 1 << 16},
+		{"block-size", "63", 1024, 63, true, "198.18.0.0/20", "100.64.0.0/10", 1024},
+	}
+	for _, tt := range tests {
+		t.Run(tt.option+" "+tt.value, func(t *testing.T) {
+			es := EgressSpec{Strategy: "block", Private: []string{tt.private}, Pool: []string{tt.pool}}
+			if tt.option == "hosts-per-ip" {
+				es.HostsPerIP = tt.value
+			} else {
+				es.BlockSize = tt.value
+			}
+			e := mustPlan(t, es)
+			m := e.Mapping.(*BlockMapping)
+			for _, p := range m.Patterns {
+				for _, g := range p[:len(p)-1] {
+					if g.Size != tt.hosts || uint64(g.BlockSize) != tt.block {
+						t.Fatalf("a group of %d hosts with %d-port blocks, want %d and %d", g.Size, g.BlockSize, tt.hosts, tt.block)
+					}
+				}
+			}
+			if m.Aligned() != tt.aligned || m.Window > tt.windowAtMost {
+				t.Errorf("window %d, aligned %v", m.Window, m.Aligned())
+			}
+			checkLayout(t, e, m)
+		})
+	}
+}
+
+// A pool of blocks has holes where addresses are excluded: the layout goes
+// round them, and one more address changes the plan.
+func TestBlockLayoutFollowsThePool(t *testing.T) {
+	p, x := poolLessEdges()
+	es := EgressSpec{Strategy: "block", Private: []string{"100.64.0.0/12"}, Pool: p, Exclude: x}
+	e := mustPlan(t, es)
+	for _, a := range e.Pool {
+		if last := a.Addr.As4()[3]; last == 0 || last == 255 {
+			t.Fatalf("%s is excluded but carries hosts", a.Addr)
+		}
+	}
+	es.Exclude = x[1:] // 198.18.0.0 joins
+	grown := mustPlan(t, es)
+	c := Churn(e, grown)
+	if c.Moved+c.PortsMoved == 0 {
+		t.Errorf("one more address changed no host's block")
+	}
+}
