@@ -5,7 +5,9 @@ package compiler
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"go4.org/netipx"
@@ -33,7 +35,7 @@ type Ruleset struct {
 func (rs *Ruleset) Elements() int {
 	n := 0
 	for _, m := range rs.Maps {
-		n += len(m.Elements)
+		n += m.Len
 	}
 	for _, r := range rs.Rules {
 		n += len(r.Target.BucketRanges())
@@ -56,23 +58,23 @@ const (
 	PortMap
 )
 
-// Map is a named map of natpool's table.
+// Map is a named map of natpool's table. Its elements are made as they are
+// read, ascending by key: a map of every host of a /10 is never held.
 type Map struct {
-	Name     string
-	Kind     MapKind
-	Elements []Element // ascending by key
+	Name string
+	Kind MapKind
+	// Interval says that some key is a range: the kernel keeps an interval
+	// map (an rbtree); otherwise a hash map, which it looks up, loads and
+	// dumps faster.
+	Interval bool
+	Len      int // elements
+	Elements iter.Seq[Element]
 }
 
-// Ranges reports whether some key of the map is a range: then it is an
-// interval map (an rbtree in the kernel); otherwise a hash map, which the
-// kernel looks up, loads and dumps faster.
-func (m Map) Ranges() bool {
-	for _, e := range m.Elements {
-		if e.From != e.To {
-			return true
-		}
-	}
-	return false
+// listedMap is a map of elements at hand.
+func listedMap(name string, kind MapKind, elems []Element) Map {
+	return Map{Name: name, Kind: kind, Len: len(elems), Elements: slices.Values(elems),
+		Interval: slices.ContainsFunc(elems, func(e Element) bool { return e.From != e.To })}
 }
 
 // Element is one map element: keys From-To (equal for a single key) map to
@@ -195,7 +197,7 @@ func bucketRuns(n int, addr func(i int) netip.Addr) []BucketRange {
 func (r *Rule) KernelName() string { return r.egress.KernelName() }
 
 // Publics returns the public addresses of the rule's egress entry, in pool
-// order: the order of the per-address sets of HostSets.
+// order: the order of the per-address sets of the ipset output.
 func (r *Rule) Publics() []netip.Addr {
 	addrs := make([]netip.Addr, len(r.egress.Pool))
 	for i, p := range r.egress.Pool {
@@ -204,26 +206,9 @@ func (r *Rule) Publics() []netip.Addr {
 	return addrs
 }
 
-// HostSets returns, for a ByJhash rule, the inside hosts of each public
-// address as ranges (the per-address sets of the ipset output, which the
-// iptables output matches); nil for other rules. It walks every inside host.
-func (r *Rule) HostSets() []HostSet {
-	if r.Target.Kind != ByJhash {
-		return nil
-	}
-	var sets []HostSet
-	hosts := r.egress.HostsByPublic()
-	for i, a := range r.Publics() {
-		sets = append(sets, HostSet{Addr: a, Hosts: hosts[i]})
-	}
-	return sets
-}
-
-// HostSet is the inside hosts that leave through one public address.
-type HostSet struct {
-	Addr  netip.Addr
-	Hosts []netipx.IPRange
-}
+// Hosts returns the mapped inside hosts of the rule's egress entry, in
+// address order, as they are made.
+func (r *Rule) Hosts() iter.Seq[pool.Host] { return r.egress.Hosts() }
 
 // Encoding is how the block strategy's port blocks reach the kernel.
 type Encoding int
@@ -264,10 +249,11 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	name := e.KernelName()
 	switch m := e.Mapping.(type) {
 	case *pool.OctetMapping:
-		mp := Map{Name: name + "_octet", Kind: AddrMap}
+		var elems []Element
 		for i, v := range m.Values {
-			mp.Elements = append(mp.Elements, Element{From: pool.AddrFromUint32(v.Lo), To: pool.AddrFromUint32(v.Hi), Addr: e.Pool[i].Addr})
+			elems = append(elems, Element{From: pool.AddrFromUint32(v.Lo), To: pool.AddrFromUint32(v.Hi), Addr: e.Pool[i].Addr})
 		}
+		mp := listedMap(name+"_octet", AddrMap, elems)
 		rs.Maps = append(rs.Maps, mp)
 		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: pool.AddrFromUint32(m.Mask())}
 	case *pool.HashMapping:
@@ -284,11 +270,10 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		if o.Encoding == PerHost {
 			l4 := r
 			l4.L4 = true
-			blocks := Map{Name: name + "_blocks", Kind: PortBlockMap, Elements: make([]Element, 0, e.InsideHosts())}
-			e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
-				blocks.Elements = append(blocks.Elements, Element{From: host, To: host, Addr: public, Ports: ports})
+			blocks := perHost(name+"_blocks", PortBlockMap, e, func(h pool.Host) Element {
+				return Element{From: h.Addr, To: h.Addr, Addr: h.Public, Ports: h.Ports}
 			})
-			addrs := Map{Name: name + "_addrs", Kind: AddrMap, Elements: runs(blocks.Elements)}
+			addrs := groupAddrs(name, e, m)
 			rs.Maps = append(rs.Maps, blocks, addrs)
 			l4.Target = Target{Kind: ByHostBlock, Map: blocks.Name}
 			r.Target = Target{Kind: ByHost, Map: addrs.Name}
@@ -309,6 +294,32 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	rs.Rules = append(rs.Rules, r)
 }
 
+// perHost is a map of an element per mapped inside host, made from each
+// host as the map is read.
+func perHost(name string, kind MapKind, e *pool.Egress, element func(pool.Host) Element) Map {
+	return Map{Name: name, Kind: kind, Len: e.InsideHosts(), Elements: func(yield func(Element) bool) {
+		for h := range e.Hosts() {
+			if !yield(element(h)) {
+				return
+			}
+		}
+	}}
+}
+
+// groupAddrs is the interval map from the inside hosts of every group of a
+// block layout to the group's public address: the group's addresses less
+// excluded hosts, which iptables' per-host rules must not match.
+func groupAddrs(name string, e *pool.Egress, m *pool.BlockMapping) Map {
+	var elems []Element
+	inside := e.Inside.Ranges()
+	for rg, public := range m.GroupRanges() {
+		for _, r := range intersectRanges([]netipx.IPRange{rg}, inside) {
+			elems = append(elems, Element{From: r.From(), To: r.To(), Addr: e.Pool[public].Addr})
+		}
+	}
+	return listedMap(name+"_addrs", AddrMap, elems)
+}
+
 // compactBlocks adds the maps and TCP and UDP rules of the compact
 // encoding, and returns the rule for other protocols: an interval map from
 // every group's addresses to its public address and, for each way the
@@ -316,56 +327,49 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 // bits) to the lowest and highest port of its block, with a rule for the
 // windows cut so. Unaligned plans map each host's address to its ports.
 func compactBlocks(rs *Ruleset, r Rule, name string, e *pool.Egress, m *pool.BlockMapping) Rule {
-	addrs := Map{Name: name + "_addrs", Kind: AddrMap}
+	addrs := groupAddrs(name, e, m)
+	rs.Maps = append(rs.Maps, addrs)
 	all := pool.AddrFromUint32(^uint32(0))
-	portMaps := func(suffix string) (pmin, pmax Map) {
-		return Map{Name: name + "_pmin" + suffix, Kind: PortMap}, Map{Name: name + "_pmax" + suffix, Kind: PortMap}
+	lowest := func(key netip.Addr, p pool.PortRange) Element {
+		return Element{From: key, To: key, Ports: pool.PortRange{Lo: p.Lo, Hi: p.Lo}}
 	}
-	port := func(pmin, pmax *Map, key netip.Addr, ports pool.PortRange) {
-		pmin.Elements = append(pmin.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Lo, Hi: ports.Lo}})
-		pmax.Elements = append(pmax.Elements, Element{From: key, To: key, Ports: pool.PortRange{Lo: ports.Hi, Hi: ports.Hi}})
+	highest := func(key netip.Addr, p pool.PortRange) Element {
+		return Element{From: key, To: key, Ports: pool.PortRange{Lo: p.Hi, Hi: p.Hi}}
 	}
 	l4 := r
 	l4.L4 = true
+	l4.Target = Target{Kind: ByValuePorts, Map: addrs.Name, Mask: all, PortMask: all}
+	r.Target = Target{Kind: ByValue, Map: addrs.Name, Mask: all}
 	if !m.Aligned() {
-		pmin, pmax := portMaps("")
-		e.EachHost(func(host, public netip.Addr, ports pool.PortRange) {
-			addrs.Elements = append(addrs.Elements, Element{From: host, To: host, Addr: public})
-			port(&pmin, &pmax, host, ports)
-		})
-		addrs.Elements = runs(addrs.Elements)
-		rs.Maps = append(rs.Maps, addrs, pmin, pmax)
-		l4.Target = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name, Mask: all, PortMask: all}
+		pmin := perHost(name+"_pmin", PortMap, e, func(h pool.Host) Element { return lowest(h.Addr, h.Ports) })
+		pmax := perHost(name+"_pmax", PortMap, e, func(h pool.Host) Element { return highest(h.Addr, h.Ports) })
+		rs.Maps = append(rs.Maps, pmin, pmax)
+		l4.Target.MinMap, l4.Target.MaxMap = pmin.Name, pmax.Name
 		rs.Rules = append(rs.Rules, l4)
-		r.Target = Target{Kind: ByValue, Map: addrs.Name, Mask: all}
 		return r
 	}
-	m.EachGroup(func(rg netipx.IPRange, public int) {
-		addrs.Elements = append(addrs.Elements, Element{From: rg.From(), To: rg.To(), Addr: e.Pool[public].Addr})
-	})
-	rs.Maps = append(rs.Maps, addrs)
 	cuts := m.Cuts()
 	for p := range cuts {
 		suffix := ""
 		if cuts > 1 {
 			suffix = fmt.Sprint(p)
 		}
-		pmin, pmax := portMaps(suffix)
+		var mins, maxs []Element
 		for o, ports := range m.WindowPorts(p) {
-			port(&pmin, &pmax, pool.AddrFromUint32(uint32(o)), ports)
+			key := pool.AddrFromUint32(uint32(o))
+			mins, maxs = append(mins, lowest(key, ports)), append(maxs, highest(key, ports))
 		}
+		pmin, pmax := listedMap(name+"_pmin"+suffix, PortMap, mins), listedMap(name+"_pmax"+suffix, PortMap, maxs)
 		rs.Maps = append(rs.Maps, pmin, pmax)
 		rule := l4
 		if cuts > 1 {
 			rule.Sources = intersectRanges(r.Sources, m.PatternRanges(p))
 		}
-		rule.Target = Target{Kind: ByValuePorts, Map: addrs.Name, MinMap: pmin.Name, MaxMap: pmax.Name,
-			Mask: all, PortMask: pool.AddrFromUint32(uint32(m.Window - 1))}
+		rule.Target.MinMap, rule.Target.MaxMap, rule.Target.PortMask = pmin.Name, pmax.Name, pool.AddrFromUint32(uint32(m.Window-1))
 		if len(rule.Sources) > 0 {
 			rs.Rules = append(rs.Rules, rule)
 		}
 	}
-	r.Target = Target{Kind: ByValue, Map: addrs.Name, Mask: all}
 	return r
 }
 
@@ -388,21 +392,6 @@ func intersectRanges(a, b []netipx.IPRange) []netipx.IPRange {
 		} else {
 			j++
 		}
-	}
-	return out
-}
-
-// runs merges elements of consecutive addresses mapped to one address into
-// ranges: the hosts of a public address form a few runs, so the kernel
-// holds a range per run instead of an element per host.
-func runs(elems []Element) []Element {
-	var out []Element
-	for _, e := range elems {
-		if n := len(out); n > 0 && out[n-1].Addr == e.Addr && out[n-1].To.Next() == e.From {
-			out[n-1].To = e.To
-			continue
-		}
-		out = append(out, Element{From: e.From, To: e.To, Addr: e.Addr})
 	}
 	return out
 }

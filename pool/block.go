@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"iter"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -101,9 +102,9 @@ func (m *BlockMapping) groupAt(g uint64) (uint64, Group, bool) {
 	return c, gr, c*m.Window+gr.Offset < m.space
 }
 
-// Groups returns the number of groups that hold numbered hosts: the public
-// addresses the layout uses.
-func (m *BlockMapping) Groups() int {
+// GroupCount returns the number of groups that hold numbered hosts: the
+// public addresses the layout uses.
+func (m *BlockMapping) GroupCount() int {
 	last := m.windows - 1
 	p := m.pattern(last)
 	return int(m.groupsBefore(last)) + p.group(m.space-1-last*m.Window) + 1
@@ -111,7 +112,7 @@ func (m *BlockMapping) Groups() int {
 
 func (m *BlockMapping) describe(n int) []string {
 	out := make([]string, n)
-	for g := range min(n, m.Groups()) {
+	for g := range min(n, m.GroupCount()) {
 		c, gr, _ := m.groupAt(uint64(g))
 		first := c*m.Window + gr.Offset
 		last := min(first+gr.Size, m.space) - 1
@@ -200,14 +201,20 @@ func (m *BlockMapping) Aligned() bool {
 	return true
 }
 
-// EachGroup calls fn, in address order, for every range of inside
-// addresses that one group holds, with the group's Pool index. A group
-// spans several ranges where it crosses from one Private range to the next.
-func (m *BlockMapping) EachGroup(fn func(r netipx.IPRange, public int)) {
-	for g := range m.Groups() {
-		c, gr, _ := m.groupAt(uint64(g))
-		first := c*m.Window + gr.Offset
-		m.eachRange(first, min(first+gr.Size, m.space)-1, func(r netipx.IPRange) { fn(r, g) })
+// GroupRanges returns, in address order, every range of inside addresses
+// that one group holds, with the group's Pool index. A group spans several
+// ranges where it crosses from one Private range to the next.
+func (m *BlockMapping) GroupRanges() iter.Seq2[netipx.IPRange, int] {
+	return func(yield func(netipx.IPRange, int) bool) {
+		for g := range m.GroupCount() {
+			c, gr, _ := m.groupAt(uint64(g))
+			first := c*m.Window + gr.Offset
+			for r := range m.ranges(first, min(first+gr.Size, m.space)-1) {
+				if !yield(r, g) {
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -218,19 +225,22 @@ func (m *BlockMapping) PatternRanges(p int) []netipx.IPRange {
 	if p == 1 {
 		lo, hi = hi, m.space
 	}
-	var out []netipx.IPRange
-	if lo < hi {
-		m.eachRange(lo, hi-1, func(r netipx.IPRange) { out = append(out, r) })
+	if lo >= hi {
+		return nil
 	}
-	return out
+	return slices.Collect(m.ranges(lo, hi-1))
 }
 
-// eachRange calls fn for the address ranges of host numbers first to last.
-func (m *BlockMapping) eachRange(first, last uint64, fn func(netipx.IPRange)) {
-	for i, s := range m.private {
-		lo, hi := max(first, m.starts[i]), min(last, m.starts[i]+s.size()-1)
-		if lo <= hi {
-			fn(span{s.lo + uint32(lo-m.starts[i]), s.lo + uint32(hi-m.starts[i])}.ipRange())
+// ranges returns the address ranges of host numbers first to last.
+func (m *BlockMapping) ranges(first, last uint64) iter.Seq[netipx.IPRange] {
+	return func(yield func(netipx.IPRange) bool) {
+		i, _ := slices.BinarySearch(m.starts, first+1) // the Private range that holds first
+		for i--; i < len(m.private) && m.starts[i] <= last; i++ {
+			s := m.private[i]
+			lo, hi := max(first, m.starts[i]), min(last, m.starts[i]+s.size()-1)
+			if lo <= hi && !yield(span{s.lo + uint32(lo-m.starts[i]), s.lo + uint32(hi-m.starts[i])}.ipRange()) {
+				return
+			}
 		}
 	}
 }
@@ -311,7 +321,7 @@ func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMappi
 	if err != nil {
 		return nil, err
 	}
-	if need := m.Groups(); need > len(e.Pool) {
+	if need := m.GroupCount(); need > len(e.Pool) {
 		lo, hi := m.BlockSizes()
 		return nil, fmt.Errorf("a pool of %d addresses is too small for %d inside hosts in blocks of %s ports: %d addresses are needed",
 			len(e.Pool), m.space, between(lo, hi), need)
@@ -402,10 +412,10 @@ func (m *BlockMapping) cutFair(n uint64) error {
 		}
 		c := &cut{w: w, split: split, p0: evenly(w, min(g+1, w), ports), p1: evenly(w, g, ports)}
 		m.setWindow(c.w, c.split, c.p0, c.p1)
-		for m.Groups() > int(n) && m.Split > 0 { // the last window may not need its extra group
+		for m.GroupCount() > int(n) && m.Split > 0 { // the last window may not need its extra group
 			m.Split--
 		}
-		c.split, c.addresses, c.aligned = m.Split, m.Groups(), m.Aligned()
+		c.split, c.addresses, c.aligned = m.Split, m.GroupCount(), m.Aligned()
 		if c.addresses > int(n) {
 			continue
 		}

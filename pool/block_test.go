@@ -37,8 +37,8 @@ func TestBlockLayoutUsesEveryAddress(t *testing.T) {
 			e := mustPlan(t, tt.spec)
 			m := e.Mapping.(*BlockMapping)
 			hosts := countOf(e.inside)
-			if m.Groups() != min(len(e.Pool), int(hosts)) {
-				t.Errorf("%d of %d addresses carry hosts", m.Groups(), len(e.Pool))
+			if m.GroupCount() != min(len(e.Pool), int(hosts)) {
+				t.Errorf("%d of %d addresses carry hosts", m.GroupCount(), len(e.Pool))
 			}
 			ideal := float64(e.Ports.Len()) * float64(len(e.Pool)) / float64(m.space)
 			if share := m.fairShare(ideal); share < Fair && len(e.Pool) < int(hosts) {
@@ -54,7 +54,7 @@ func TestBlockLayoutUsesEveryAddress(t *testing.T) {
 func checkLayout(t *testing.T, e *Egress, m *BlockMapping) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(3, 4))
-	for g := range m.Groups() {
+	for g := range m.GroupCount() {
 		c, gr, _ := m.groupAt(uint64(g))
 		first := c*m.Window + gr.Offset
 		for _, n := range []uint64{first, min(first+gr.Size, m.space) - 1} {
@@ -72,7 +72,7 @@ func checkLayout(t *testing.T, e *Egress, m *BlockMapping) {
 		}
 	}
 	for range 3 {
-		g := rng.IntN(m.Groups())
+		g := rng.IntN(m.GroupCount())
 		owners := map[netip.Addr]int{}
 		for port := int(e.Ports.Lo); port <= int(e.Ports.Hi); port++ {
 			if h, ok := m.Owner(g, uint16(port)); ok {
@@ -147,5 +147,27 @@ func TestBlockLayoutFollowsThePool(t *testing.T) {
 	c := Churn(e, grown)
 	if c.Moved+c.PortsMoved == 0 {
 		t.Errorf("one more address changed no host's block")
+	}
+}
+
+// Hosts walks the groups and gives every host what lookup gives it.
+func TestHostsAgreeWithLookup(t *testing.T) {
+	for _, es := range []EgressSpec{
+		{Strategy: "block", Private: []string{"100.64.0.0/18", "100.65.0.5-100.65.3.200"}, Pool: []string{"198.18.0.0/27"}, Exclude: []string{"100.64.1.0/28", "100.65.0.9"}},
+		{Strategy: "block", BlockSize: "700", Private: []string{"100.64.0.0/20"}, Pool: []string{"198.18.0.0/24"}},
+		{Strategy: "hash", Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0/28"}, Exclude: []string{"10.16.2.0/24"}},
+	} {
+		e := mustPlan(t, es)
+		n := 0
+		for h := range e.Hosts() {
+			a := forward(t, e, h.Addr.String())
+			if a.Public != h.Public || a.Ports != h.Ports {
+				t.Fatalf("%v: Hosts gives %s -> %s %s, lookup %s %s", es.Private, h.Addr, h.Public, h.Ports, a.Public, a.Ports)
+			}
+			n++
+		}
+		if n != e.InsideHosts() {
+			t.Errorf("%v: %d hosts, want %d", es.Private, n, e.InsideHosts())
+		}
 	}
 }

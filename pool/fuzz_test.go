@@ -155,10 +155,10 @@ func FuzzStrategyOptions(f *testing.F) {
 			return
 		}
 		e := p.Egress[0]
-		e.EachHost(func(host, public netip.Addr, ports PortRange) {
-			if !e.Carries(public) || !e.Ports.Contains(ports.Lo) || !e.Ports.Contains(ports.Hi) {
-				t.Fatalf("%s -> %s ports %s: not in the pool and port range", host, public, ports)
+		for h := range e.Hosts() {
+			if !e.Carries(h.Public) || !e.Ports.Contains(h.Ports.Lo) || !e.Ports.Contains(h.Ports.Hi) {
+				t.Fatalf("%s -> %s ports %s: not in the pool and port range", h.Addr, h.Public, h.Ports)
 			}
-		})
+		}
 	})
 }

@@ -48,12 +48,12 @@ const topHosts = 10
 
 // LiveCapacity is one egress entry's port use, from its connections.
 type LiveCapacity struct {
-	Egress    string
-	Strategy  Strategy
-	Ports     PortRange
-	Blocks    [2]int // the smallest and largest port block; zero outside block mode
-	Public    []LivePublic
-	TopHosts  []HostUse // the hosts with the most connections
+	Egress   string
+	Strategy Strategy
+	Ports    PortRange
+	Blocks   [2]int // the smallest and largest port block; zero outside block mode
+	Public   []LivePublic
+	TopHosts []HostUse // the hosts with the most connections
 	// FullBlocks are the hosts whose busiest destination takes more than
 	// FullBlock of their port block (block mode).
 	FullBlocks []HostUse

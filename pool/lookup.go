@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 
 	"go4.org/netipx"
@@ -134,58 +135,68 @@ func (e *Egress) portOwner(a Answer, port uint16) (Answer, bool, error) {
 	return a, true, nil
 }
 
-// hostsOf returns the inside hosts carried by Pool[i], as ascending ranges.
+// hostsOf returns the inside hosts carried by Pool[i], as ascending ranges,
+// and how many there are.
 func (e *Egress) hostsOf(i int) ([]netipx.IPRange, uint64) {
-	ranges, n := e.collect(i)
-	return ranges[i], n
-}
-
-// HostsByPublic returns, for every Pool index, the inside hosts it carries
-// as ascending ranges.
-func (e *Egress) HostsByPublic() [][]netipx.IPRange {
-	ranges, _ := e.collect(-1)
-	return ranges
-}
-
-// collect walks the mapped hosts once and gathers them as ranges per Pool
-// index: only for index only, or for all when only is -1. It also returns how
-// many hosts it gathered.
-func (e *Egress) collect(only int) ([][]netipx.IPRange, uint64) {
-	lists := make([]rangeList, len(e.Pool))
+	var list rangeList
 	var n uint64
-	e.eachMapped(func(x uint32, i int) {
-		if only < 0 || i == only {
+	e.eachMapped(func(x uint32, owner int) {
+		if owner == i {
 			n++
-			lists[i].add(x)
+			list.add(x)
 		}
 	})
-	ranges := make([][]netipx.IPRange, len(e.Pool))
-	for i := range lists {
-		lists[i].close()
-		ranges[i] = lists[i].ranges
-	}
-	return ranges, n
+	list.close()
+	return list.ranges, n
 }
 
-// EachHost calls fn for every mapped inside host, ascending, with its public
-// address and the ports its connections leave from.
-func (e *Egress) EachHost(fn func(host, public netip.Addr, ports PortRange)) {
-	b, ok := e.Mapping.(*BlockMapping)
-	if !ok {
-		e.eachMapped(func(x uint32, i int) { fn(AddrFromUint32(x), e.Pool[i].Addr, e.Ports) })
-		return
-	}
-	// Block mode numbers hosts in address order: walk the groups.
-	b.EachGroup(func(r netipx.IPRange, public int) {
-		for x := Uint32(r.From()); ; x++ {
-			if h := AddrFromUint32(x); e.Inside.Contains(h) {
-				fn(h, e.Pool[public].Addr, b.HostPorts(x))
+// Host is a mapped inside host with the public address and the ports its
+// connections leave from.
+type Host struct {
+	Addr, Public netip.Addr
+	Ports        PortRange
+}
+
+// Hosts returns every mapped inside host, ascending. They are made as they
+// are read: a /8 is never held.
+func (e *Egress) Hosts() iter.Seq[Host] {
+	return func(yield func(Host) bool) {
+		b, isBlock := e.Mapping.(*BlockMapping)
+		if !isBlock {
+			for _, s := range e.inside {
+				for x := s.lo; ; x++ {
+					if i := e.Mapping.owner(x); i >= 0 && !yield(Host{AddrFromUint32(x), e.Pool[i].Addr, e.Ports}) {
+						return
+					}
+					if x == s.hi {
+						break
+					}
+				}
 			}
-			if x == Uint32(r.To()) {
-				break
+			return
+		}
+		// Block mode: along a group's addresses each host's block follows
+		// the one before; the inside spans leave out excluded hosts.
+		k := 0
+		for r, g := range b.GroupRanges() {
+			lo, hi := Uint32(r.From()), Uint32(r.To())
+			first := b.HostPorts(lo)
+			size := uint32(first.Len())
+			for ; k < len(e.inside) && e.inside[k].hi < lo; k++ {
+			}
+			for j := k; j < len(e.inside) && e.inside[j].lo <= hi; j++ {
+				for x := max(lo, e.inside[j].lo); ; x++ {
+					port := uint32(first.Lo) + (x-lo)*size
+					if !yield(Host{AddrFromUint32(x), e.Pool[g].Addr, PortRange{uint16(port), uint16(port + size - 1)}}) {
+						return
+					}
+					if x == min(hi, e.inside[j].hi) {
+						break
+					}
+				}
 			}
 		}
-	})
+	}
 }
 
 // Gives reports whether the plan translates host to public (and, in block

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -29,32 +30,32 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 		}
 	}
 	chain := IPTablesChain(rs.Table)
-	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n", header(o.Version, rs))
-	fmt.Fprintf(&b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
+	b := bufio.NewWriterSize(w, 1<<16)
+	fmt.Fprintf(b, "# %s\n", header(o.Version, rs))
+	fmt.Fprintf(b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
 	for _, r := range rs.Rules {
 		if r.Target.Kind == compiler.ByJhash {
-			fmt.Fprintf(&b, "# Load the sets it matches first: natpool render --format ipset | ipset restore\n")
+			fmt.Fprintf(b, "# Load the sets it matches first: natpool render --format ipset | ipset restore\n")
 			break
 		}
 	}
-	fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", chain)
+	fmt.Fprintf(b, "*nat\n:%s - [0:0]\n", chain)
 	maps := map[string]compiler.Map{}
 	for _, m := range rs.Maps {
 		maps[m.Name] = m
 	}
 	// Every rule marks the connections it translates as natpool's, with
 	// connlabel as its last match: only when the rest matched.
-	out := iptablesRules{b: &b, chain: chain, mark: fmt.Sprintf(" -m connlabel --label %d --set", rs.Label)}
+	out := iptablesRules{b: b, chain: chain, mark: fmt.Sprintf(" -m connlabel --label %d --set", rs.Label)}
 	for _, r := range rs.Rules {
 		t := r.Target
 		switch t.Kind {
 		case compiler.ByHost, compiler.ByHostBlock:
 			m := maps[t.Map]
-			if t.Kind == compiler.ByHostBlock && len(m.Elements) > PerHostRulesWarning {
-				fmt.Fprintf(stderr, "natpool: warning: egress %s: %d per-host iptables rules; every new connection walks them in order\n", r.Egress, 3*len(m.Elements))
+			if t.Kind == compiler.ByHostBlock && m.Len > PerHostRulesWarning {
+				fmt.Fprintf(stderr, "natpool: warning: egress %s: %d per-host iptables rules; every new connection walks them in order\n", r.Egress, 3*m.Len)
 			}
-			for _, e := range m.Elements {
+			for e := range m.Elements {
 				match := sourceMatch(compact(netipx.IPRangeFrom(e.From, e.To))) + oif(r)
 				if t.Kind == compiler.ByHostBlock {
 					out.l4(match, fmt.Sprintf("%s:%s", e.Addr, e.Ports), "")
@@ -69,7 +70,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 			switch t.Kind {
 			case compiler.ByValue:
 				mask := pool.Uint32(t.Mask)
-				for _, e := range maps[t.Map].Elements {
+				for e := range maps[t.Map].Elements {
 					lo, hi := pool.Uint32(e.From), pool.Uint32(e.To)
 					values := fmt.Sprintf("%#x:%#x", lo, hi)
 					if lo == hi {
@@ -87,16 +88,15 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 		}
 	}
 	if !o.NoJump {
-		fmt.Fprintf(&b, "-I POSTROUTING 1 -j %s\n", chain)
+		fmt.Fprintf(b, "-I POSTROUTING 1 -j %s\n", chain)
 	}
 	b.WriteString("COMMIT\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return b.Flush()
 }
 
 // iptablesRules writes the SNAT rules of natpool's chain.
 type iptablesRules struct {
-	b     *strings.Builder
+	b     *bufio.Writer
 	chain string
 	mark  string // the connlabel match that ends every rule's matches
 }

@@ -16,64 +16,61 @@ func header(version string, rs *compiler.Ruleset) string {
 
 // NFT writes the ruleset as a file for `nft -f` that atomically replaces
 // natpool's table and no other: `add table` makes the `delete table` of a
-// first load succeed, and the file is one transaction.
+// first load succeed, and the file is one transaction. It is written as the
+// maps' elements are made.
 func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	for _, r := range rs.Rules {
 		if r.Target.Kind == compiler.ByValuePorts {
 			return fmt.Errorf("nft text cannot carry the compact port blocks of egress %s (nft cannot read back what it lists): compile them per host", r.Egress)
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "#!/usr/sbin/nft -f\n# %s\n", header(version, rs))
+	s := newStream(w)
+	s.str("#!/usr/sbin/nft -f").end()
+	s.str("# ").str(header(version, rs)).end()
 	for _, m := range rs.Maps {
 		if m.Kind == compiler.PortBlockMap {
-			fmt.Fprintf(&b, "# Port blocks one element per host: nft cannot read back the compact encoding natpool apply uses.\n")
+			s.str("# Port blocks one element per host: nft cannot read back the compact encoding natpool apply uses.").end()
 			break
 		}
 	}
-	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\n", rs.Table, rs.Table)
-	fmt.Fprintf(&b, "table ip %s {\n", rs.Table)
+	s.str("add table ip ").str(rs.Table).end()
+	s.str("delete table ip ").str(rs.Table).end()
+	s.str("table ip ").str(rs.Table).str(" {").end()
 	for _, m := range rs.Maps {
-		fmt.Fprintf(&b, "\tmap %s {\n", m.Name)
+		s.str("\tmap ").str(m.Name).str(" {").end()
 		if m.Kind == compiler.PortBlockMap {
-			b.WriteString("\t\ttype ipv4_addr : interval ipv4_addr . inet_service\n")
+			s.str("\t\ttype ipv4_addr : interval ipv4_addr . inet_service").end()
 		} else {
-			b.WriteString("\t\ttype ipv4_addr : ipv4_addr\n")
+			s.str("\t\ttype ipv4_addr : ipv4_addr").end()
 		}
-		if m.Ranges() {
-			b.WriteString("\t\tflags interval\n")
+		if m.Interval {
+			s.str("\t\tflags interval").end()
 		} else {
-			fmt.Fprintf(&b, "\t\tsize %d\n", len(m.Elements)) // see compiler: a fixed-size hash
+			s.str("\t\tsize ").num(uint64(m.Len)).end() // see compiler: a fixed-size hash
 		}
-		b.WriteString("\t\telements = {\n")
-		for i, e := range m.Elements {
-			fmt.Fprintf(&b, "\t\t\t%s : %s", key(e), e.Addr)
+		s.str("\t\telements = {").end()
+		i := 0
+		for e := range m.Elements {
+			s.str("\t\t\t").key(e).str(" : ").addr(e.Addr)
 			if m.Kind == compiler.PortBlockMap {
-				fmt.Fprintf(&b, " . %s", e.Ports)
+				s.str(" . ").ports(e.Ports)
 			}
-			if i < len(m.Elements)-1 {
-				b.WriteByte(',')
+			if i++; i < m.Len {
+				s.str(",")
 			}
-			b.WriteByte('\n')
+			s.end()
 		}
-		b.WriteString("\t\t}\n\t}\n")
+		s.str("\t\t}").end()
+		s.str("\t}").end()
 	}
-	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n", compiler.Chain)
+	s.str("\tchain ").str(compiler.Chain).str(" {").end()
+	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
 	for _, r := range rs.Rules {
-		b.WriteString("\t\t")
-		b.WriteString(nftRule(r, rs.Label, rs.Comment(r)))
-		b.WriteByte('\n')
+		s.str("\t\t").str(nftRule(r, rs.Label, rs.Comment(r))).end()
 	}
-	b.WriteString("\t}\n}\n")
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-func key(e compiler.Element) string {
-	if e.From == e.To {
-		return e.From.String()
-	}
-	return e.From.String() + "-" + e.To.String()
+	s.str("\t}").end()
+	s.str("}").end()
+	return s.flush()
 }
 
 func nftRule(r compiler.Rule, label int, comment string) string {

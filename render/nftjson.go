@@ -1,6 +1,8 @@
 package render
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -23,35 +25,48 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 			return fmt.Errorf("egress %s: nft 1.0.6 cannot load port blocks from JSON (it rejects the per-host map's type, and compares the compact form's port lookups as if they were constants); use --format nft, or natpool apply", r.Egress)
 		}
 	}
+	// The document is written a command at a time, in the form JSON gives
+	// it whole: {"natpool": ..., "nftables": [commands]}, indented.
+	b := bufio.NewWriterSize(w, 1<<16)
+	head, _ := json.Marshal(header(version, rs))
+	fmt.Fprintf(b, "{\n  \"natpool\": %s,\n  \"nftables\": [", head)
+	n := 0
+	command := func(cmd obj) {
+		text, _ := json.MarshalIndent(cmd, "    ", "  ")
+		if n++; n > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n    ")
+		b.Write(text)
+	}
 	table := obj{"family": "ip", "name": rs.Table}
-	cmds := []any{
-		obj{"metainfo": obj{"json_schema_version": 1}},
-		obj{"add": obj{"table": table}},
-		obj{"delete": obj{"table": table}},
-		obj{"add": obj{"table": table}},
-	}
+	command(obj{"metainfo": obj{"json_schema_version": 1}})
+	command(obj{"add": obj{"table": table}})
+	command(obj{"delete": obj{"table": table}})
+	command(obj{"add": obj{"table": table}})
 	for _, m := range rs.Maps {
-		cmds = append(cmds, obj{"add": obj{"map": nftJSONMap(rs.Table, m)}})
+		command(obj{"add": obj{"map": nftJSONMap(rs.Table, m)}})
 	}
-	cmds = append(cmds, obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.Chain,
+	command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.Chain,
 		"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
 	for _, r := range rs.Rules {
-		cmds = append(cmds, obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
+		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
 			"comment": rs.Comment(r), "expr": nftJSONExprs(r, rs.Label)}}})
 	}
-	return JSON(w, obj{"natpool": header(version, rs), "nftables": cmds})
+	b.WriteString("\n  ]\n}\n")
+	return b.Flush()
 }
 
 func nftJSONMap(table string, m compiler.Map) obj {
-	elems := make([]any, len(m.Elements))
-	for i, e := range m.Elements {
-		elems[i] = []any{addrRange(netipx.IPRangeFrom(e.From, e.To)), e.Addr.String()}
+	elems := make([]any, 0, m.Len)
+	for e := range m.Elements {
+		elems = append(elems, []any{addrRange(netipx.IPRangeFrom(e.From, e.To)), e.Addr.String()})
 	}
 	set := obj{"family": "ip", "table": table, "name": m.Name, "type": "ipv4_addr", "map": "ipv4_addr", "elem": elems}
-	if m.Ranges() {
+	if m.Interval {
 		set["flags"] = []string{"interval"}
 	} else {
-		set["size"] = len(m.Elements)
+		set["size"] = m.Len
 	}
 	return set
 }

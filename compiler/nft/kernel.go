@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"runtime/debug"
 	"syscall"
@@ -201,14 +202,13 @@ func (k *Kernel) Apply(rs *compiler.Ruleset) (err error) {
 	if err != nil {
 		return err
 	}
-	steps := o.steps()
 	elements := 0
 	for _, s := range o.sets {
 		elements += s.n
 	}
 	k.bufSize = max(minBuffer, 2*elements*bytesPerElement)
-	if err := k.send(o, steps, false); err != nil {
-		return k.refusal(o, steps, err)
+	if err := k.send(o, -1); err != nil {
+		return k.refusal(o, err)
 	}
 	return nil
 }
@@ -220,62 +220,77 @@ type step struct {
 	queue func(*nftables.Conn) error
 }
 
-// steps lists the batch after the table and its chain, in order.
-func (o *objects) steps() []step {
-	var steps []step
-	for _, s := range o.sets {
-		// A netlink attribute holds at most 64 KiB, so elements go in
-		// several messages of the batch, as nft sends them. google/nftables
-		// refuses SetAddElements for an anonymous set only as a guard
-		// against changing one after its batch: within the batch that
-		// creates it, the kernel finds it by its batch ID, which the copy
-		// keeps.
-		if s.set.Constant {
-			// AddSet sizes a constant set by the elements it is given;
-			// declare them all, as nft does. (Constant sets are the small
-			// anonymous ones.)
-			s.set.Size = uint32(s.n)
+// steps returns the batch after the table and its chain, in order, its
+// elements made a message at a time.
+func (o *objects) steps() iter.Seq[step] {
+	return func(yield func(step) bool) {
+		for _, s := range o.sets {
+			// A netlink attribute holds at most 64 KiB, so elements go in
+			// several messages of the batch, as nft sends them.
+			// google/nftables refuses SetAddElements for an anonymous set
+			// only as a guard against changing one after its batch: within
+			// the batch that creates it, the kernel finds it by its batch
+			// ID, which the copy keeps.
+			if s.set.Constant {
+				// AddSet sizes a constant set by the elements it is given;
+				// declare them all, as nft does. (Constant sets are the
+				// small anonymous ones.)
+				s.set.Size = uint32(s.n)
+			}
+			more := *s.set
+			more.Anonymous = false
+			first := true
+			for elems := range s.chunks {
+				st := step{func() string {
+					if len(elems) == 0 {
+						return s.what
+					}
+					return fmt.Sprintf("elements %s to %s of %s", bytesText(elems[0].Key), bytesText(elems[len(elems)-1].Key), s.what)
+				}, func(c *nftables.Conn) error { return c.SetAddElements(&more, elems) }}
+				if first {
+					st.queue = func(c *nftables.Conn) error { return c.AddSet(s.set, elems) }
+					first = false
+				}
+				if !yield(st) {
+					return
+				}
+			}
+			if first && !yield(step{func() string { return s.what }, func(c *nftables.Conn) error { return c.AddSet(s.set, nil) }}) {
+				return
+			}
 		}
-		steps = append(steps, step{func() string { return s.what }, func(c *nftables.Conn) error {
-			return c.AddSet(s.set, s.elements(0, min(s.n, elementsPerMessage)))
-		}})
-		more := *s.set
-		more.Anonymous = false
-		for i := elementsPerMessage; i < s.n; i += elementsPerMessage {
-			j := min(i+elementsPerMessage, s.n)
-			steps = append(steps, step{
-				func() string {
-					e := s.elements(i, j)
-					return fmt.Sprintf("elements %s to %s of %s", bytesText(e[0].Key), bytesText(e[len(e)-1].Key), s.what)
-				},
-				func(c *nftables.Conn) error { return c.SetAddElements(&more, s.elements(i, j)) },
-			})
+		for i, r := range o.rules {
+			if !yield(step{func() string { return fmt.Sprintf("rule %d of chain %s", i+1, o.chain.Name) },
+				func(c *nftables.Conn) error { c.AddRule(r); return nil }}) {
+				return
+			}
 		}
 	}
-	for i, r := range o.rules {
-		steps = append(steps, step{func() string { return fmt.Sprintf("rule %d of chain %s", i+1, o.chain.Name) },
-			func(c *nftables.Conn) error { c.AddRule(r); return nil }})
-	}
-	return steps
 }
 
 // send sends, in one batch, what replaces natpool's table: the table and
-// its chain, then steps. check closes the batch with a message that always
-// fails (deleting the table twice), so the kernel takes none of it and
-// reports every message it refuses.
-func (k *Kernel) send(o *objects, steps []step, check bool) error {
+// its chain, then its steps, or only the first n of them for n >= 0. A
+// shortened batch is closed with a message that always fails (deleting
+// the table twice), so the kernel takes none of it and reports every
+// message it refuses.
+func (k *Kernel) send(o *objects, n int) error {
 	c := k.conn
 	c.AddTable(o.table) // so that deleting it cannot fail on a first apply
 	c.DelTable(o.table)
 	c.AddTable(o.table)
 	c.AddChain(o.chain)
-	for _, s := range steps {
+	queued := 0
+	for s := range o.steps() {
+		if queued == n {
+			break
+		}
 		if err := s.queue(c); err != nil {
 			c.Flush() // drop what was queued
 			return err
 		}
+		queued++
 	}
-	if check {
+	if n >= 0 {
 		c.DelTable(o.table)
 		c.DelTable(o.table)
 	}
@@ -285,18 +300,22 @@ func (k *Kernel) send(o *objects, steps []step, check bool) error {
 // refusal names what the kernel refused of a batch that failed with err:
 // the first step whose batch, checked, fails by more than its closing
 // message. The batches are checked by bisection, and none is taken.
-func (k *Kernel) refusal(o *objects, steps []step, err error) error {
+func (k *Kernel) refusal(o *objects, err error) error {
 	refused := func(n int) bool {
 		var joined interface{ Unwrap() []error }
-		e := k.send(o, steps[:n], true)
+		e := k.send(o, n)
 		return !errors.As(e, &joined) || len(joined.Unwrap()) > 1
+	}
+	steps := 0
+	for range o.steps() {
+		steps++
 	}
 	what := fmt.Sprintf("table ip %s or its chain %s", o.table.Name, o.chain.Name)
 	switch {
-	case !refused(len(steps)):
+	case !refused(steps):
 		return fmt.Errorf("the kernel refused the ruleset, nothing changed: %w", err)
 	case !refused(0):
-		lo, hi := 0, len(steps) // the first refused prefix has length in (lo, hi]
+		lo, hi := 0, steps // the first refused prefix has length in (lo, hi]
 		for hi-lo > 1 {
 			if mid := (lo + hi) / 2; refused(mid) {
 				hi = mid
@@ -304,7 +323,12 @@ func (k *Kernel) refusal(o *objects, steps []step, err error) error {
 				lo = mid
 			}
 		}
-		what = steps[hi-1].what() + " of table ip " + o.table.Name
+		for s := range o.steps() {
+			if hi--; hi == 0 {
+				what = s.what() + " of table ip " + o.table.Name
+				break
+			}
+		}
 	}
 	return fmt.Errorf("the kernel refused %s, nothing changed: %w", what, err)
 }

@@ -135,15 +135,13 @@ func TestRejectedBatchChangesNothing(t *testing.T) {
 	before := ns.MustRun("", "nft", "list", "ruleset")
 
 	bad := compiler.Compile(plan(t, specs[1].spec), compiler.Options{})
-	m := &bad.Maps[0]
-	collide := m.Elements[len(m.Elements)-1]
-	collide.Addr = collide.Addr.Next() // the same interval again, to another address
-	m.Elements = append(m.Elements, collide)
+	// The last interval again, to another address.
+	appendTwin(&bad.Maps[0], bad.Maps[0].Len-1)
 	err := k.Apply(bad)
 	if err == nil {
 		t.Fatal("the kernel took an interval mapped to two addresses")
 	}
-	if !strings.Contains(err.Error(), "the kernel refused map default_octet of table ip natpool") {
+	if !strings.Contains(err.Error(), "of map default_octet of table ip natpool") {
 		t.Errorf("the error does not name the refused map: %v", err)
 	}
 	if after := ns.MustRun("", "nft", "list", "ruleset"); after != before {
@@ -158,15 +156,34 @@ func TestRefusedElementsAreNamed(t *testing.T) {
 	k := dial(t, ns)
 	rs := compiler.Compile(plan(t, pool.EgressSpec{Strategy: "block", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/24"}}),
 		compiler.Options{Encoding: compiler.PerHost})
-	m := &rs.Maps[0]
-	dup := m.Elements[len(m.Elements)/2]
-	dup.Addr = dup.Addr.Next() // one host twice, to two addresses
-	m.Elements = append(m.Elements, dup)
+	// A host in the middle twice, to two addresses.
+	appendTwin(&rs.Maps[0], rs.Maps[0].Len/2)
 	err := k.Apply(rs)
 	if err == nil || !strings.Contains(err.Error(), "of map default_blocks of table ip natpool") || !strings.Contains(err.Error(), "elements 10.16.") {
 		t.Errorf("got %v", err)
 	}
 	if out := ns.MustRun("", "nft", "list", "ruleset"); out != "" {
 		t.Errorf("a refused batch left:\n%s", out)
+	}
+}
+
+// appendTwin adds, after a map's elements, a copy of element pick with its
+// address changed: a key the kernel must refuse.
+func appendTwin(m *compiler.Map, pick int) {
+	elements := m.Elements
+	m.Len++
+	m.Elements = func(yield func(compiler.Element) bool) {
+		var twin compiler.Element
+		i := 0
+		for e := range elements {
+			if i == pick {
+				twin = e
+				twin.Addr = e.Addr.Next()
+			}
+			if i++; !yield(e) {
+				return
+			}
+		}
+		yield(twin)
 	}
 }

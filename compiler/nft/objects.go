@@ -5,7 +5,9 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -55,22 +57,49 @@ func (o *objects) add(s setWithElements) {
 }
 
 // setWithElements is a set and its elements. The elements of a map of a
-// million hosts are made a message at a time as the batch is queued, not
-// all at once: elements(i, j) gives the kernel elements of the ruleset's
-// elements i to j.
+// million hosts are made a message at a time as the batch is queued, never
+// all at once: chunks gives the kernel elements a message's worth at a time.
 type setWithElements struct {
-	set      *nftables.Set
-	what     string // the set, for an error: "map NAME"
-	n        int
-	elements func(i, j int) []nftables.SetElement
+	set    *nftables.Set
+	what   string // the set, for an error: "map NAME"
+	n      int    // elements of the ruleset's map, or kernel elements
+	chunks iter.Seq[[]nftables.SetElement]
 }
 
 // listed is a set whose kernel elements are at hand.
 func listed(s *nftables.Set, what string, elems []nftables.SetElement) setWithElements {
-	return setWithElements{s, what, len(elems), func(i, j int) []nftables.SetElement { return elems[i:j] }}
+	return setWithElements{s, what, len(elems), slices.Chunk(elems, elementsPerMessage)}
 }
 
-func (s setWithElements) all() []nftables.SetElement { return s.elements(0, s.n) }
+// all returns every kernel element of the set.
+func (s setWithElements) all() []nftables.SetElement {
+	var out []nftables.SetElement
+	for c := range s.chunks {
+		out = append(out, c...)
+	}
+	return out
+}
+
+// chunked makes the kernel elements of a ruleset's map a message at a time:
+// encode turns up to elementsPerMessage elements into kernel elements, first
+// telling whether they begin the map.
+func chunked(m compiler.Map, encode func(elems []compiler.Element, first bool) []nftables.SetElement) iter.Seq[[]nftables.SetElement] {
+	return func(yield func([]nftables.SetElement) bool) {
+		buf := make([]compiler.Element, 0, elementsPerMessage)
+		first := true
+		for e := range m.Elements {
+			if buf = append(buf, e); len(buf) == elementsPerMessage {
+				if !yield(encode(buf, first)) {
+					return
+				}
+				buf, first = buf[:0], false
+			}
+		}
+		if len(buf) > 0 || first {
+			yield(encode(buf, first))
+		}
+	}
+}
 
 func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 	o := &objects{table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: rs.Table}}
@@ -79,7 +108,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
 	named := map[string]*nftables.Set{}
 	for _, m := range rs.Maps {
-		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Ranges()}
+		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Interval}
 		// put writes an element's data, width bytes, into dst.
 		var width int
 		var put func(dst []byte, e compiler.Element)
@@ -112,18 +141,20 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 			put(v, e)
 			return v
 		}
-		elems := func(i, j int) []nftables.SetElement { return intervals(m.Elements[i:j], value, i == 0) }
+		encode := func(elems []compiler.Element, first bool) []nftables.SetElement {
+			return intervals(elems, value, first)
+		}
 		if !s.Interval {
 			// A hash map of declared size gets the kernel's fixed-size
 			// backend: a resizable one rehashes after a large load, and a
 			// dump during the rehash misses elements.
-			s.Size = uint32(len(m.Elements))
-			elems = func(i, j int) []nftables.SetElement {
+			s.Size = uint32(m.Len)
+			encode = func(elems []compiler.Element, _ bool) []nftables.SetElement {
 				// A message's keys and data share one allocation each: a
 				// per-host map has a million elements.
-				out := make([]nftables.SetElement, j-i)
-				keys, data := make([]byte, 4*(j-i)), make([]byte, width*(j-i))
-				for k, e := range m.Elements[i:j] {
+				out := make([]nftables.SetElement, len(elems))
+				keys, data := make([]byte, 4*len(elems)), make([]byte, width*len(elems))
+				for k, e := range elems {
 					key, val := keys[4*k:4*k+4:4*k+4], data[width*k:width*(k+1):width*(k+1)]
 					from := e.From.As4()
 					copy(key, from[:])
@@ -134,7 +165,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 			}
 		}
 		named[m.Name] = s
-		o.add(setWithElements{s, "map " + m.Name, len(m.Elements), elems})
+		o.add(setWithElements{s, "map " + m.Name, m.Len, chunked(m, encode)})
 	}
 	for _, r := range rs.Rules {
 		exprs, err := o.ruleExprs(r, rs.Label, named)
