@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -15,6 +16,7 @@ type diffOptions struct {
 	oldFile, newFile string
 	format           string
 	output           string
+	maxLines         int
 }
 
 func newDiffCmd(stdout io.Writer) *cobra.Command {
@@ -27,10 +29,16 @@ prints the unified diff of their rendered rulesets and, per egress entry, how
 many inside hosts change public address (and, in block mode, port block),
 with the largest ranges of moved hosts. This is what CI runs on a spec change.
 
+Plans with equal digests are identical, and answer at once. Otherwise both
+rulesets are rendered and compared as they are written, never held, so a
+CGNAT plan of millions of lines diffs in seconds; --max-lines caps what is
+printed of a large change and says how much was left out. The churn comes
+from the two plans, not from the text.
+
 Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 		Example: `  natpool diff main/campus.yaml campus.yaml
   natpool diff --format iptables old.yaml new.yaml
-  natpool diff -o json old.yaml new.yaml`,
+  natpool diff --max-lines 200 -o json old.yaml new.yaml`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
 			o.oldFile, o.newFile = args[0], args[1]
@@ -38,43 +46,44 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 		},
 	}
 	choiceFlag(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
+	cmd.Flags().IntVar(&o.maxLines, "max-lines", 0, "print at most this many lines of the ruleset diff (0: all)")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
 
 func runDiff(o *diffOptions, stdout io.Writer) error {
-	oldPlan, oldText, err := renderFile(o.oldFile, o.format)
+	if o.maxLines < 0 {
+		return fmt.Errorf("--max-lines %d: want 0 (all) or more", o.maxLines)
+	}
+	oldPlan, err := pool.PlanFile(o.oldFile)
 	if err != nil {
 		return err
 	}
-	newPlan, newText, err := renderFile(o.newFile, o.format)
+	newPlan, err := pool.PlanFile(o.newFile)
 	if err != nil {
 		return err
 	}
-	d := render.DiffReport{Format: o.format, Diff: render.UnifiedDiff(o.oldFile, o.newFile, oldText, newText)}
-	if d.Diff == "" {
+	d := render.DiffReport{Format: o.format, Identical: compiler.Digest(oldPlan) == compiler.Digest(newPlan)}
+	if d.Identical {
 		if o.output == "json" {
 			return render.DiffJSON(stdout, d)
 		}
 		return nil
 	}
-	old := map[string]*pool.Egress{}
-	for _, e := range oldPlan.Egress {
-		old[e.Name] = e
+	d.Churn = churn(oldPlan, newPlan)
+	var text bytes.Buffer // the diff, for JSON; text goes straight out
+	out := io.Writer(&text)
+	if o.output == "text" {
+		out = stdout
 	}
-	for _, e := range newPlan.Egress {
-		c := render.EgressChurn{Egress: e.Name, Change: "added"}
-		if oe, ok := old[e.Name]; ok {
-			c = render.EgressChurn{Egress: e.Name, Report: pool.Churn(oe, e)}
-			delete(old, e.Name)
-		}
-		d.Churn = append(d.Churn, c)
+	oldText, newText := renderPipe(o.oldFile, oldPlan, o.format), renderPipe(o.newFile, newPlan, o.format)
+	res, err := render.StreamDiff(out, o.oldFile, o.newFile, oldText, newText, o.maxLines)
+	oldText.Close() // stop a renderer the diff did not read to the end
+	newText.Close()
+	if err != nil {
+		return err
 	}
-	for _, e := range oldPlan.Egress {
-		if _, gone := old[e.Name]; gone {
-			d.Churn = append(d.Churn, render.EgressChurn{Egress: e.Name, Change: "removed"})
-		}
-	}
+	d.Diff, d.LeftOut = text.String(), res.LeftOut
 	if o.output == "json" {
 		err = render.DiffJSON(stdout, d)
 	} else {
@@ -86,16 +95,38 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 	return &exitError{code: exitFound}
 }
 
-// renderFile plans a spec file and renders its ruleset in format; warnings
-// are dropped, since both sides are shown whole.
-func renderFile(path, format string) (*pool.Plan, string, error) {
-	plan, err := pool.PlanFile(path)
-	if err != nil {
-		return nil, "", err
+// renderPipe renders the ruleset of the plan of a file in format, as it is
+// read.
+func renderPipe(path string, plan *pool.Plan, format string) io.ReadCloser {
+	r, w := io.Pipe()
+	go func() {
+		if err := render.Ruleset(w, io.Discard, plan, format, render.Options{Version: Version}); err != nil {
+			w.CloseWithError(fmt.Errorf("%s: %w", path, err))
+		}
+		w.Close()
+	}()
+	return r
+}
+
+// churn compares the plans entry by entry, by name.
+func churn(oldPlan, newPlan *pool.Plan) []render.EgressChurn {
+	var out []render.EgressChurn
+	old := map[string]*pool.Egress{}
+	for _, e := range oldPlan.Egress {
+		old[e.Name] = e
 	}
-	var out bytes.Buffer
-	if err := render.Ruleset(&out, io.Discard, plan, format, render.Options{Version: Version}); err != nil {
-		return nil, "", fmt.Errorf("%s: %w", path, err)
+	for _, e := range newPlan.Egress {
+		c := render.EgressChurn{Egress: e.Name, Change: "added"}
+		if oe, ok := old[e.Name]; ok {
+			c = render.EgressChurn{Egress: e.Name, Report: pool.Churn(oe, e)}
+			delete(old, e.Name)
+		}
+		out = append(out, c)
 	}
-	return plan, out.String(), nil
+	for _, e := range oldPlan.Egress {
+		if _, gone := old[e.Name]; gone {
+			out = append(out, render.EgressChurn{Egress: e.Name, Change: "removed"})
+		}
+	}
+	return out
 }

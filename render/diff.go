@@ -1,80 +1,306 @@
 package render
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"strings"
 )
 
 // context is the number of unchanged lines shown around a change.
 const context = 3
 
-// op is one line of an edit script: kept, deleted from old or inserted from new.
-type op struct {
-	kind byte // ' ', '-' or '+'
-	line string
-}
+// lookahead is how many lines ahead of a difference the diff looks for the
+// two sides to meet again, and scanned how far it searches: the diff holds
+// no more of either side than this, however long they are.
+const (
+	lookahead = 1 << 15
+	scanned   = 1 << 10
+)
 
-// UnifiedDiff returns the unified diff of old and new, line by line, or ""
-// when they are equal.
+// hunkLines bounds a hunk: a longer change is written as several adjacent
+// hunks, so that a change of millions of lines is never held.
+const hunkLines = 1 << 14
+
+// UnifiedDiff returns the unified diff of old and new, or "" when they are
+// equal.
 func UnifiedDiff(oldName, newName, old, new string) string {
-	if old == new {
-		return ""
-	}
-	a, b := lines(old), lines(new)
-	var ops []op
-	diffLines(a, b, &ops)
 	var out strings.Builder
-	fmt.Fprintf(&out, "--- %s\n+++ %s\n", oldName, newName)
-	for start := 0; start < len(ops); {
-		// Find the next change, then extend the hunk while changes are
-		// closer than twice the context.
-		first := start
-		for first < len(ops) && ops[first].kind == ' ' {
-			first++
-		}
-		if first == len(ops) {
-			break
-		}
-		lo := max(first-context, start)
-		hi := first
-		for i := first; i < len(ops) && i-hi <= 2*context; i++ {
-			if ops[i].kind != ' ' {
-				hi = i
-			}
-		}
-		hi = min(hi+context+1, len(ops))
-		writeHunk(&out, ops, lo, hi)
-		start = hi
-	}
+	StreamDiff(&out, oldName, newName, strings.NewReader(old), strings.NewReader(new), 0)
 	return out.String()
 }
 
-func writeHunk(out *strings.Builder, ops []op, lo, hi int) {
-	// Line numbers of the hunk's start in old and new (1-based).
-	oldLine, newLine := 1, 1
-	for _, o := range ops[:lo] {
-		if o.kind != '+' {
-			oldLine++
+// DiffResult is what StreamDiff found.
+type DiffResult struct {
+	Differ  bool
+	Written int // diff lines written
+	LeftOut int // diff lines left out past the limit
+}
+
+// StreamDiff writes the unified diff of two texts as it reads them, lines
+// of either side held only within a bounded lookahead: where the sides meet
+// again within it, the diff is the one a person would point at; where they
+// do not (a change longer than the lookahead), it is still a correct diff,
+// replacing lines one for one. After maxLines lines of diff (0: no limit)
+// the rest is counted, not written.
+func StreamDiff(w io.Writer, oldName, newName string, old, new io.Reader, maxLines int) (DiffResult, error) {
+	d := &differ{a: newSide(old), b: newSide(new), out: bufio.NewWriter(w), maxLines: maxLines,
+		names: [2]string{oldName, newName}}
+	d.run()
+	if d.err == nil {
+		d.err = d.out.Flush()
+	}
+	return d.result, d.err
+}
+
+// side is one text being read, with the lines read ahead.
+type side struct {
+	r       *bufio.Reader
+	ahead   []string         // lines read, not yet consumed
+	where   map[string][]int // line -> positions of indexed lines ahead, as absolute line numbers
+	base    int              // absolute number of ahead[0], from 0
+	indexed int              // absolute number of the first line not in where
+	eof     bool
+	err     error
+}
+
+func newSide(r io.Reader) *side {
+	return &side{r: bufio.NewReaderSize(r, 1<<16), where: map[string][]int{}}
+}
+
+// fill reads until n lines are ahead or the text ends.
+func (s *side) fill(n int) {
+	for len(s.ahead) < n && !s.eof {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			s.eof = true
+			if err != io.EOF {
+				s.err = err
+			}
+			if line == "" {
+				break
+			}
 		}
-		if o.kind != '-' {
-			newLine++
+		s.ahead = append(s.ahead, strings.TrimSuffix(line, "\n"))
+	}
+}
+
+// index makes the lines ahead findable. Lines are indexed only where the
+// sides differ: long equal stretches pass through without it.
+func (s *side) index() {
+	for ; s.indexed < s.base+len(s.ahead); s.indexed++ {
+		line := s.ahead[s.indexed-s.base]
+		s.where[line] = append(s.where[line], s.indexed)
+	}
+}
+
+// pop consumes the first line ahead.
+func (s *side) pop() string {
+	line := s.ahead[0]
+	if s.base < s.indexed {
+		if pos := s.where[line]; len(pos) == 1 {
+			delete(s.where, line)
+		} else {
+			s.where[line] = pos[1:]
+		}
+	} else {
+		s.indexed++
+	}
+	s.ahead[0] = ""
+	s.ahead = s.ahead[1:]
+	s.base++
+	if cap(s.ahead) > 2*lookahead && len(s.ahead) < cap(s.ahead)/4 {
+		s.ahead = append([]string(nil), s.ahead...) // let the consumed lines go
+	}
+	return line
+}
+
+// find returns the offset in ahead of the first occurrence of line, -1 if
+// none.
+func (s *side) find(line string) int {
+	if pos, ok := s.where[line]; ok {
+		return pos[0] - s.base
+	}
+	return -1
+}
+
+type differ struct {
+	a, b     *side
+	out      *bufio.Writer
+	names    [2]string
+	maxLines int
+	result   DiffResult
+	err      error
+
+	line   [2]int     // line numbers of the next lines of old and new, from 1
+	before []string   // unchanged lines kept to lead the next hunk
+	hunk   []hunkLine // the open hunk
+	start  [2]int     // the open hunk's first line numbers
+	tail   int        // unchanged lines at the end of the open hunk
+}
+
+type hunkLine struct {
+	kind byte // ' ', '-' or '+'
+	text string
+}
+
+func (d *differ) run() {
+	d.line = [2]int{1, 1}
+	for {
+		d.a.fill(1)
+		d.b.fill(1)
+		switch {
+		case len(d.a.ahead) == 0 && len(d.b.ahead) == 0:
+			d.closeHunk()
+			d.err = firstErr(d.a.err, d.b.err)
+			return
+		case len(d.a.ahead) == 0:
+			d.change(0, 1)
+		case len(d.b.ahead) == 0:
+			d.change(1, 0)
+		case d.a.ahead[0] == d.b.ahead[0]:
+			d.same()
+		default:
+			i, j := d.meet()
+			d.change(i, j)
 		}
 	}
-	var oldN, newN int
-	for _, o := range ops[lo:hi] {
-		if o.kind != '+' {
-			oldN++
+}
+
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// meet finds where the sides meet again: the pair of offsets (i, j) with
+// a[i] == b[j], confirmed by the next lines, that skips the fewest lines;
+// without one, one line each is replaced.
+func (d *differ) meet() (int, int) {
+	d.a.fill(lookahead)
+	d.b.fill(lookahead)
+	d.a.index()
+	d.b.index()
+	best, bi, bj := -1, 1, 1
+	consider := func(i, j int) {
+		if j < 0 || i < 0 || (best >= 0 && i+j >= best) || !d.confirmed(i, j) {
+			return
 		}
-		if o.kind != '-' {
-			newN++
+		best, bi, bj = i+j, i, j
+	}
+	for k := 0; k < scanned && (best < 0 || k < best); k++ {
+		if k < len(d.a.ahead) {
+			consider(k, d.b.find(d.a.ahead[k]))
+		}
+		if k < len(d.b.ahead) {
+			consider(d.a.find(d.b.ahead[k]), k)
 		}
 	}
-	fmt.Fprintf(out, "@@ -%s +%s @@\n", hunkRange(oldLine, oldN), hunkRange(newLine, newN))
-	for _, o := range ops[lo:hi] {
-		out.WriteByte(o.kind)
-		out.WriteString(o.line)
-		out.WriteByte('\n')
+	return min(bi, len(d.a.ahead)), min(bj, len(d.b.ahead))
+}
+
+// confirmed reports whether the sides agree at i, j and on the line after,
+// or one of them ends there.
+func (d *differ) confirmed(i, j int) bool {
+	if d.a.ahead[i] != d.b.ahead[j] {
+		return false
 	}
+	if i+1 < len(d.a.ahead) && j+1 < len(d.b.ahead) {
+		return d.a.ahead[i+1] == d.b.ahead[j+1]
+	}
+	return i+1 == len(d.a.ahead) && d.a.eof || j+1 == len(d.b.ahead) && d.b.eof
+}
+
+// same consumes a line both sides have.
+func (d *differ) same() {
+	text := d.a.pop()
+	d.b.pop()
+	d.line[0]++
+	d.line[1]++
+	if d.hunk == nil {
+		d.before = append(d.before, text)
+		if len(d.before) > context {
+			d.before = d.before[1:]
+		}
+		return
+	}
+	d.hunk = append(d.hunk, hunkLine{' ', text})
+	if d.tail++; d.tail == 2*context {
+		// Changes this far apart make two hunks: keep context lines
+		// after this one, and the rest lead the next.
+		keep := len(d.hunk) - context
+		d.before = nil
+		for _, l := range d.hunk[keep:] {
+			d.before = append(d.before, l.text)
+		}
+		d.hunk = d.hunk[:keep]
+		d.tail = context
+		d.closeHunk()
+	}
+}
+
+// change consumes i lines of old as removed and j of new as added.
+func (d *differ) change(i, j int) {
+	d.result.Differ = true
+	if d.hunk == nil {
+		d.start = [2]int{d.line[0] - len(d.before), d.line[1] - len(d.before)}
+		for _, text := range d.before {
+			d.hunk = append(d.hunk, hunkLine{' ', text})
+		}
+		d.before = nil
+	}
+	d.tail = 0
+	for range i {
+		d.hunk = append(d.hunk, hunkLine{'-', d.a.pop()})
+		d.line[0]++
+	}
+	for range j {
+		d.hunk = append(d.hunk, hunkLine{'+', d.b.pop()})
+		d.line[1]++
+	}
+	if len(d.hunk) >= hunkLines {
+		d.closeHunk() // a long change: the next hunk starts where this ends
+	}
+}
+
+// closeHunk writes the open hunk, with its trailing context.
+func (d *differ) closeHunk() {
+	if d.hunk == nil {
+		return
+	}
+	if d.tail > context {
+		d.hunk = d.hunk[:len(d.hunk)-(d.tail-context)]
+	}
+	var n [2]int
+	for _, l := range d.hunk {
+		if l.kind != '+' {
+			n[0]++
+		}
+		if l.kind != '-' {
+			n[1]++
+		}
+	}
+	if d.result.Written == 0 && d.result.LeftOut == 0 {
+		d.emit(fmt.Sprintf("--- %s", d.names[0]))
+		d.emit(fmt.Sprintf("+++ %s", d.names[1]))
+	}
+	d.emit(fmt.Sprintf("@@ -%s +%s @@", hunkRange(d.start[0], n[0]), hunkRange(d.start[1], n[1])))
+	for _, l := range d.hunk {
+		d.emit(string(l.kind) + l.text)
+	}
+	d.hunk, d.tail = nil, 0
+}
+
+// emit writes a line of the diff, or counts it past the limit.
+func (d *differ) emit(line string) {
+	if d.maxLines > 0 && d.result.Written >= d.maxLines {
+		d.result.LeftOut++
+		return
+	}
+	d.out.WriteString(line)
+	d.out.WriteByte('\n')
+	d.result.Written++
 }
 
 func hunkRange(start, n int) string {
@@ -85,103 +311,4 @@ func hunkRange(start, n int) string {
 		return fmt.Sprint(start)
 	}
 	return fmt.Sprintf("%d,%d", start, n)
-}
-
-func lines(s string) []string {
-	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-}
-
-// diffLines appends the edit script from a to b. It keeps common prefixes and
-// suffixes, then anchors on lines that occur exactly once in each side, in
-// the longest run of such lines in the same order (patience diff), and
-// recurses between anchors; with no anchor the rest is replaced. Rendered
-// rulesets are sorted and mostly unique lines, where this finds the changes
-// a person would point at, in near-linear time.
-func diffLines(a, b []string, ops *[]op) {
-	for len(a) > 0 && len(b) > 0 && a[0] == b[0] {
-		*ops = append(*ops, op{' ', a[0]})
-		a, b = a[1:], b[1:]
-	}
-	var tail []op
-	for len(a) > 0 && len(b) > 0 && a[len(a)-1] == b[len(b)-1] {
-		tail = append(tail, op{' ', a[len(a)-1]})
-		a, b = a[:len(a)-1], b[:len(b)-1]
-	}
-	anchors := uniqueCommon(a, b)
-	if len(anchors) == 0 {
-		for _, l := range a {
-			*ops = append(*ops, op{'-', l})
-		}
-		for _, l := range b {
-			*ops = append(*ops, op{'+', l})
-		}
-	} else {
-		i, j := 0, 0
-		for _, an := range anchors {
-			diffLines(a[i:an[0]], b[j:an[1]], ops)
-			*ops = append(*ops, op{' ', a[an[0]]})
-			i, j = an[0]+1, an[1]+1
-		}
-		diffLines(a[i:], b[j:], ops)
-	}
-	for k := len(tail) - 1; k >= 0; k-- {
-		*ops = append(*ops, tail[k])
-	}
-}
-
-// uniqueCommon returns the pairs (i, j) with a[i] == b[j] where the line
-// occurs once in a and once in b, reduced to the longest chain increasing in
-// both i and j.
-func uniqueCommon(a, b []string) [][2]int {
-	count := map[string][2]int{} // line -> occurrences in a, in b
-	where := map[string]int{}    // line -> index in b
-	for _, l := range a {
-		c := count[l]
-		c[0]++
-		count[l] = c
-	}
-	for j, l := range b {
-		c := count[l]
-		c[1]++
-		count[l] = c
-		where[l] = j
-	}
-	var pairs [][2]int
-	for i, l := range a {
-		if c := count[l]; c[0] == 1 && c[1] == 1 {
-			pairs = append(pairs, [2]int{i, where[l]})
-		}
-	}
-	// Longest increasing subsequence of the j's (pairs are ascending in i),
-	// by patience sorting.
-	var piles []int // index into pairs of the top of each pile
-	prev := make([]int, len(pairs))
-	for k, p := range pairs {
-		lo, hi := 0, len(piles)
-		for lo < hi {
-			mid := (lo + hi) / 2
-			if pairs[piles[mid]][1] < p[1] {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		prev[k] = -1
-		if lo > 0 {
-			prev[k] = piles[lo-1]
-		}
-		if lo == len(piles) {
-			piles = append(piles, k)
-		} else {
-			piles[lo] = k
-		}
-	}
-	if len(piles) == 0 {
-		return nil
-	}
-	chain := make([][2]int, len(piles))
-	for k, n := piles[len(piles)-1], len(piles)-1; k >= 0; k, n = prev[k], n-1 {
-		chain[n] = pairs[k]
-	}
-	return chain
 }

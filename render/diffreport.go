@@ -13,9 +13,11 @@ const largestRanges = 5
 // DiffReport is what changes from one plan to another: the rendered
 // ruleset's diff and, per egress entry, the hosts that move.
 type DiffReport struct {
-	Format string // the ruleset format diffed
-	Diff   string // unified diff, "" when the rulesets are identical
-	Churn  []EgressChurn
+	Format    string // the ruleset format diffed
+	Identical bool   // the plans' digests are equal: nothing changes
+	Diff      string // the unified diff, for JSON (text streams it)
+	LeftOut   int    // diff lines left out past --max-lines
+	Churn     []EgressChurn
 }
 
 // EgressChurn is the churn of one egress entry; Change is "added" or
@@ -26,10 +28,11 @@ type EgressChurn struct {
 	Report pool.ChurnReport
 }
 
-// DiffText writes the diff, then a churn line per egress entry.
+// DiffText writes what follows the streamed diff: how many lines were left
+// out, then a churn line per egress entry.
 func DiffText(w io.Writer, d DiffReport) error {
-	if _, err := io.WriteString(w, d.Diff); err != nil {
-		return err
+	if d.LeftOut > 0 {
+		fmt.Fprintf(w, "natpool: %d more lines of diff left out (--max-lines 0 shows them all)\n", d.LeftOut)
 	}
 	for _, c := range d.Churn {
 		if c.Change != "" {
@@ -57,6 +60,7 @@ type diffJSON struct {
 	Identical bool        `json:"identical"`
 	Format    string      `json:"format"`
 	Diff      string      `json:"diff"`
+	LeftOut   int         `json:"diff_lines_left_out"`
 	Churn     []churnJSON `json:"churn"`
 }
 
@@ -72,7 +76,7 @@ type churnJSON struct {
 
 // DiffJSON writes the diff report as JSON, for CI bots.
 func DiffJSON(w io.Writer, d DiffReport) error {
-	out := diffJSON{Identical: d.Diff == "", Format: d.Format, Diff: d.Diff, Churn: []churnJSON{}}
+	out := diffJSON{Identical: d.Identical, Format: d.Format, Diff: d.Diff, LeftOut: d.LeftOut, Churn: []churnJSON{}}
 	for _, c := range d.Churn {
 		r := c.Report
 		cj := churnJSON{Egress: c.Egress, Change: c.Change, Hosts: r.Hosts, Moved: r.Moved,

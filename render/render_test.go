@@ -2,7 +2,10 @@ package render
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,27 +126,58 @@ func TestEduroamU32Rules(t *testing.T) {
 	golden.Check(t, "render/"+"eduroam.iptables", b.String())
 }
 
-func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
-	tests := []struct{ old, new string }{
-		{"a\nb\nc\n", "a\nB\nc\n"},
-		{"", "x\n"},
-		{"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n", "1\n2\nthree\n4\n5\n6\n7\n8\n9\n10\n11\ntwelve\n"},
-		{"same\nsame\nx\nsame\n", "same\ny\nsame\nsame\n"},
+// Whatever the change, the diff applied to the old text gives the new one:
+// edits short and long, near and far, among repeated lines, and changes
+// longer than the lookahead. A small change gives the diff a person would
+// write.
+func TestUnifiedDiffReconstructsTheNewText(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	line := func() string {
+		if rng.IntN(4) == 0 {
+			return "\t}" // repeated lines tempt a wrong alignment
+		}
+		return fmt.Sprintf("line %d", rng.IntN(1<<20))
 	}
-	for _, tt := range tests {
-		var ops []op
-		diffLines(lines(tt.old), lines(tt.new), &ops)
-		var old, new []string
-		for _, o := range ops {
-			if o.kind != '+' {
-				old = append(old, o.line)
+	for trial := range 300 {
+		var old []string
+		for range rng.IntN(200) {
+			old = append(old, line())
+		}
+		newLines := slices.Clone(old)
+		for range rng.IntN(6) {
+			at := rng.IntN(len(newLines) + 1)
+			n := 1 + rng.IntN(20)
+			if trial%50 == 0 {
+				n = lookahead + rng.IntN(100) // beyond the lookahead
 			}
-			if o.kind != '-' {
-				new = append(new, o.line)
+			switch rng.IntN(3) {
+			case 0: // insert
+				var ins []string
+				for range n {
+					ins = append(ins, line())
+				}
+				newLines = slices.Insert(newLines, at, ins...)
+			case 1: // delete
+				newLines = slices.Delete(newLines, at, min(at+n, len(newLines)))
+			default: // replace
+				for k := at; k < min(at+n, len(newLines)); k++ {
+					newLines[k] = line()
+				}
 			}
 		}
-		if strings.Join(old, "\n") != strings.Join(lines(tt.old), "\n") || strings.Join(new, "\n") != strings.Join(lines(tt.new), "\n") {
-			t.Errorf("edit script of %q -> %q does not reconstruct them: %v", tt.old, tt.new, ops)
+		a, b := strings.Join(old, "\n"), strings.Join(newLines, "\n")
+		if len(old) > 0 {
+			a += "\n"
+		}
+		if len(newLines) > 0 {
+			b += "\n"
+		}
+		diff := UnifiedDiff("old", "new", a, b)
+		if (diff == "") != (a == b) {
+			t.Fatalf("trial %d: diff %q of texts equal %v", trial, diff, a == b)
+		}
+		if got := patch(t, old, diff); strings.Join(got, "\n") != strings.Join(newLines, "\n") {
+			t.Fatalf("trial %d: the diff does not turn the old text into the new\n%s", trial, diff)
 		}
 	}
 	got := UnifiedDiff("a", "b", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n", "1\n2\n3\n4\n5\nsix\n7\n8\n9\n10\n")
@@ -151,4 +185,36 @@ func TestUnifiedDiffReconstructsBothSides(t *testing.T) {
 	if got != want {
 		t.Errorf("UnifiedDiff:\n%s\nwant:\n%s", got, want)
 	}
+}
+
+// patch applies a unified diff to lines, checking every context and
+// removed line against them.
+func patch(t *testing.T, lines []string, diff string) []string {
+	t.Helper()
+	var out []string
+	at := 0 // next line of lines to copy
+	for _, l := range strings.Split(strings.TrimSuffix(diff, "\n"), "\n") {
+		switch {
+		case l == "" || strings.HasPrefix(l, "--- ") || strings.HasPrefix(l, "+++ "):
+		case strings.HasPrefix(l, "@@ "):
+			var start int
+			fmt.Sscanf(l, "@@ -%d", &start)
+			if !strings.Contains(strings.Fields(l)[1], ",0") || start == 0 {
+				start-- // from 1, except for an empty range, which names the line before
+			}
+			out = append(out, lines[at:max(start, at)]...)
+			at = max(start, at)
+		case l[0] == '+':
+			out = append(out, l[1:])
+		case l[0] == '-' || l[0] == ' ':
+			if at >= len(lines) || lines[at] != l[1:] {
+				t.Fatalf("line %d of the old text is not %q", at+1, l[1:])
+			}
+			if l[0] == ' ' {
+				out = append(out, l[1:])
+			}
+			at++
+		}
+	}
+	return append(out, lines[at:]...)
 }
