@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -169,5 +170,48 @@ func TestHostsAgreeWithLookup(t *testing.T) {
 		if n != e.InsideHosts() {
 			t.Errorf("%v: %d hosts, want %d", es.Private, n, e.InsideHosts())
 		}
+	}
+}
+
+// The live counter counts connections as they come and go: after every
+// connection added is removed, nothing is left, whatever addresses the
+// hosts used (a change leaves some on old ones).
+func TestLiveCounterComesBackToZero(t *testing.T) {
+	p, err := NewPlan(Spec{Egress: []EgressSpec{{Strategy: "block", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	var conns []Connection
+	for range 2000 {
+		host := AddrFromUint32(Uint32(netip.MustParseAddr("100.64.0.0")) + rng.Uint32N(1024))
+		public := AddrFromUint32(Uint32(netip.MustParseAddr("198.18.0.0")) + rng.Uint32N(4))
+		conns = append(conns, Connection{Host: host, Public: netip.AddrPortFrom(public, 1024),
+			Dest: Destination{netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), uint16(rng.IntN(3))), 17}})
+	}
+	c := p.NewLiveCounter()
+	for _, conn := range conns {
+		c.Count(conn, 1)
+	}
+	distinct := map[netip.Addr]map[netip.Addr]bool{}
+	for _, conn := range conns {
+		if distinct[conn.Public.Addr()] == nil {
+			distinct[conn.Public.Addr()] = map[netip.Addr]bool{}
+		}
+		distinct[conn.Public.Addr()][conn.Host] = true
+	}
+	for _, lp := range c.Capacity()[0].Public {
+		if lp.Hosts != len(distinct[lp.Addr]) {
+			t.Errorf("%s: %d distinct hosts, want %d", lp.Addr, lp.Hosts, len(distinct[lp.Addr]))
+		}
+	}
+	rng.Shuffle(len(conns), func(i, j int) { conns[i], conns[j] = conns[j], conns[i] })
+	for _, conn := range conns {
+		c.Count(conn, -1)
+	}
+	le := c.egress[0]
+	if len(le.host)+len(le.other)+len(le.publicDest)+len(le.hostDest) != 0 || slices.ContainsFunc(le.hosts, func(n int) bool { return n != 0 }) {
+		t.Errorf("left: %d hosts, %d others, %d destinations, %d host destinations, hosts per address %v",
+			len(le.host), len(le.other), len(le.publicDest), len(le.hostDest), le.hosts)
 	}
 }

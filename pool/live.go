@@ -95,17 +95,25 @@ type LiveCounter struct {
 
 type liveEgress struct {
 	e          *Egress
-	entries    []int            // per Pool index
-	hosts      []int            // distinct hosts per Pool index
-	publicDest map[pubDest]int  // connections per public address and destination
-	publicHost map[pubHost]int  // connections per public address and host
-	host       map[uint32]int   // connections per host
-	hostDest   map[hostDest]int // connections per host and destination (block mode)
+	entries    []int                // per Pool index
+	hosts      []int                // distinct hosts per Pool index
+	publicDest map[pubDest]int32    // connections per public address and destination
+	host       map[uint32]hostCount // connections per host, through its first address
+	other      map[pubHost]int32    // connections of a host through another address (after a change)
+	hostDest   map[hostDest]int32   // connections per host and destination (block mode)
 }
 
+// hostCount is a host's connections through one public address (a Pool
+// index): a host's connections share one, but for those a change made
+// stale.
+type hostCount struct{ entries, public int32 }
+
 type (
-	pubDest  struct{ pub, dest uint64 }
-	pubHost  struct{ pub, host uint32 }
+	pubDest struct {
+		public int32
+		dest   destKey
+	}
+	pubHost  struct{ public, host uint32 }
 	hostDest struct {
 		host uint32
 		dest destKey
@@ -117,9 +125,9 @@ func (p *Plan) NewLiveCounter() *LiveCounter {
 	c := &LiveCounter{}
 	for _, e := range p.Egress {
 		le := &liveEgress{e: e, entries: make([]int, len(e.Pool)), hosts: make([]int, len(e.Pool)),
-			publicDest: map[pubDest]int{}, publicHost: map[pubHost]int{}, host: map[uint32]int{}}
+			publicDest: map[pubDest]int32{}, host: map[uint32]hostCount{}, other: map[pubHost]int32{}}
 		if _, ok := e.Mapping.(*BlockMapping); ok {
-			le.hostDest = map[hostDest]int{}
+			le.hostDest = map[hostDest]int32{}
 		}
 		c.egress = append(c.egress, le)
 	}
@@ -137,27 +145,44 @@ func (c *LiveCounter) Count(conn Connection, delta int) {
 		}
 		h, d := Uint32(conn.Host), keyOf(conn.Dest)
 		le.entries[i] += delta
-		add(le.publicDest, pubDest{uint64(i), uint64(d)}, delta)
-		if add(le.publicHost, pubHost{uint32(i), h}, delta) {
-			le.hosts[i] += delta
-		}
-		add(le.host, h, delta)
+		add(le.publicDest, pubDest{int32(i), d}, delta)
 		if le.hostDest != nil {
 			add(le.hostDest, hostDest{h, d}, delta)
+		}
+		key := pubHost{uint32(i), h}
+		hc, seen := le.host[h]
+		if _, twice := le.other[key]; twice || seen && hc.public != int32(i) {
+			if add(le.other, key, delta) {
+				le.hosts[i] += delta
+			}
+			continue
+		}
+		hc.public, hc.entries = int32(i), hc.entries+int32(delta)
+		switch {
+		case hc.entries <= 0:
+			delete(le.host, h)
+			if seen {
+				le.hosts[i]--
+			}
+		default:
+			le.host[h] = hc
+			if !seen {
+				le.hosts[i]++
+			}
 		}
 	}
 }
 
 // add adds delta to m[k], deleting a key that drops to zero; it reports
 // whether the key appeared or disappeared.
-func add[K comparable](m map[K]int, k K, delta int) bool {
-	n := m[k] + delta
+func add[K comparable](m map[K]int32, k K, delta int) bool {
+	n := m[k] + int32(delta)
 	if n <= 0 {
 		delete(m, k)
 		return n == 0 && delta < 0
 	}
 	m[k] = n
-	return n == delta
+	return n == int32(delta)
 }
 
 // Capacity reports, per egress entry, the port use of the connections
@@ -178,9 +203,9 @@ func (le *liveEgress) capacity() LiveCapacity {
 		n    int
 	}, len(e.Pool))
 	for k, n := range le.publicDest {
-		b := &busiest[k.pub]
-		if d := destKey(k.dest); n > b.n || n == b.n && d < b.dest {
-			b.dest, b.n = d, n
+		b := &busiest[k.public]
+		if n := int(n); n > b.n || n == b.n && k.dest < b.dest {
+			b.dest, b.n = k.dest, n
 		}
 	}
 	for i, p := range e.Pool {
@@ -210,8 +235,24 @@ func (le *liveEgress) capacity() LiveCapacity {
 		}
 		return a.Host.Compare(b.Host)
 	}
-	for h, n := range le.host {
-		hu := HostUse{Host: AddrFromUint32(h), Entries: n, BlockUse: use[h]}
+	other := make(map[uint32]int, len(le.other)) // connections through other addresses
+	for k, n := range le.other {
+		other[k.host] += int(n)
+	}
+	hosts := func(yield func(uint32) bool) { // every host once
+		for h := range le.host {
+			if !yield(h) {
+				return
+			}
+		}
+		for h := range other {
+			if _, counted := le.host[h]; !counted && !yield(h) {
+				return
+			}
+		}
+	}
+	for h := range hosts {
+		hu := HostUse{Host: AddrFromUint32(h), Entries: int(le.host[h].entries) + other[h], BlockUse: use[h]}
 		if i := e.Mapping.owner(h); i >= 0 {
 			hu.Public = e.Pool[i].Addr
 		}

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -24,6 +25,9 @@ var jobs = []job{
 	{"ipset", "10.16.0.0/12 onto 192.76.8.0/26: apply octet and hash, against ipset restore", benchIPSet},
 	{"blocks", "port blocks for 10.16.0.0/12: apply compact and per-host, against nft -f", benchBlocks},
 	{"flush", "100,000 conntrack entries: flush --stale, against conntrack -D --src-nat", benchFlush},
+	{"conntrack", "62,500 to 250,000 conntrack entries: flush and capacity --live, against conntrack -D and -L", benchConntrack},
+	{"render", "render block 100.64.0.0/10 as nft text, against awk writing the same lines", benchRender},
+	{"diff", "diff of block and hash /10 plans, one address apart, against diff -u of the renders", benchDiff},
 	{"plan", "natpool plan -o json, 10.0.0.0/8 onto 198.18.0.0/20", benchPlan},
 	{"churn", "churn of one more address on a pool of 64", benchChurn},
 }
@@ -309,4 +313,126 @@ func benchChurn(b *bench) error {
 	}
 	b.notes = append(b.notes, table)
 	return nil
+}
+
+// 6. natpool's conntrack readers at three sizes, against conntrack -L and
+// -D: natpool keeps counters and deletions, never the entries, so its
+// memory stays flat.
+func benchConntrack(b *bench) error {
+	ns, err := newNamespace("conntrack")
+	if err != nil {
+		return err
+	}
+	old := []string{"--private", "100.64.0.0/14", "--pool", "198.18.0.0-198.18.0.62", "--oif", "uplink0", "--netns", ns}
+	moved := []string{"--private", "100.64.0.0/14", "--pool", "198.18.0.0-198.18.0.63", "--oif", "uplink0", "--netns", ns}
+	for _, entries := range []int{62500, 125000, 250000} {
+		load := func() error { // entries under the old plan, then the new plan applied
+			exec.Command("ip", "netns", "exec", ns, "conntrack", "-F").Run()
+			if _, err := measure("", b.natpool, append([]string{"apply"}, old...)...); err != nil {
+				return err
+			}
+			if err := sendUDP(ns, netip.MustParseAddr("100.64.0.0"), entries); err != nil {
+				return err
+			}
+			_, err := measure("", b.natpool, append([]string{"apply"}, moved...)...)
+			return err
+		}
+		if err := load(); err != nil {
+			return err
+		}
+		s, err := b.alternate(nil,
+			func() (sample, error) {
+				return measure("", b.natpool, append([]string{"capacity", "--live"}, moved...)...)
+			},
+			func() (sample, error) { return measure("", "ip", "netns", "exec", ns, "conntrack", "-L") },
+			func() (sample, error) {
+				return measure("", b.natpool, append([]string{"flush", "--stale", "--dry-run"}, moved...)...)
+			},
+		)
+		if err != nil {
+			return err
+		}
+		f, err := b.alternate(nil,
+			func() (sample, error) {
+				if err := load(); err != nil {
+					return sample{}, err
+				}
+				return measure("", b.natpool, append([]string{"flush", "--stale"}, moved...)...)
+			},
+			func() (sample, error) {
+				if err := load(); err != nil {
+					return sample{}, err
+				}
+				return measure("", "ip", "netns", "exec", ns, "conntrack", "-D", "--src-nat")
+			},
+		)
+		if err != nil {
+			return err
+		}
+		n := fmt.Sprintf("%d entries", entries)
+		b.row(n+": natpool capacity --live vs conntrack -L", s[0], s[1], "both read every entry")
+		b.row(n+": natpool flush --stale --dry-run vs conntrack -L", s[2], s[1], "")
+		b.row(n+": natpool flush --stale vs conntrack -D --src-nat", f[0], f[1], "natpool cuts the moved hosts' only")
+	}
+	return nil
+}
+
+// 7. Rendering every host's block of a /10 as nft text, against awk
+// writing lines of the same shape.
+func benchRender(b *bench) error {
+	awk := `BEGIN { for (a = 64; a < 128; a++) for (b = 0; b < 256; b++) for (c = 0; c < 256; c++) ` +
+		`printf "\t\t\t100.%d.%d.%d : 198.18.%d.%d . %d-%d,\n", a, b, c, b % 16, c, 1024 + c, 1086 + c }`
+	s, err := b.alternate(nil,
+		func() (sample, error) {
+			return measure("", b.natpool, "render", "--format", "nft", "--private", "100.64.0.0/10", "--pool", "198.18.0.0/20", "--strategy", "block")
+		},
+		func() (sample, error) { return measure("", "awk", awk) },
+	)
+	if err != nil {
+		return err
+	}
+	b.row("render block /10 as nft text (4,194,304 elements) vs awk writing as many lines", s[0], s[1], "198 MB of text")
+	return nil
+}
+
+// 8. diff of two /10 plans one address apart, against diff -u of their
+// renders (which natpool render writes first, outside the measure).
+func benchDiff(b *bench) error {
+	for _, strategy := range []string{"block", "hash"} {
+		var paths, renders [2]string
+		for i, last := range []string{"198.18.15.254", "198.18.15.255"} {
+			paths[i] = filepath.Join(b.work, fmt.Sprintf("diff-%s-%d.yaml", strategy, i))
+			spec := fmt.Sprintf("egress:\n  - name: e\n    private: [100.64.0.0/10]\n    pool: [198.18.0.0-%s]\n    strategy: %s\n", last, strategy)
+			if err := os.WriteFile(paths[i], []byte(spec), 0o644); err != nil {
+				return err
+			}
+			renders[i] = paths[i] + ".nft"
+			if err := b.toFile(renders[i], "render", "-f", paths[i]); err != nil {
+				return err
+			}
+		}
+		s, err := b.alternate(nil,
+			func() (sample, error) { return measureDiff(b.natpool, "diff", paths[0], paths[1]) },
+			func() (sample, error) { return measureDiff("diff", "-u", renders[0], renders[1]) },
+		)
+		if err != nil {
+			return err
+		}
+		same, err := b.alternate(nil, func() (sample, error) { return measureDiff(b.natpool, "diff", paths[0], paths[0]) })
+		if err != nil {
+			return err
+		}
+		b.row(fmt.Sprintf("diff %s /10, one address added: natpool diff vs diff -u of the renders", strategy), s[0], s[1], "natpool renders both sides too")
+		b.row(fmt.Sprintf("diff %s /10, identical specs", strategy), same[0], nil, "equal digests")
+	}
+	return nil
+}
+
+// measureDiff measures a diff, whose exit status 1 says the sides differ.
+func measureDiff(name string, args ...string) (sample, error) {
+	s, err := measure("", name, args...)
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok && ee.ExitCode() == 1 {
+		return s, nil
+	}
+	return s, err
 }

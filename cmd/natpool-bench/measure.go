@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"syscall"
-	"time"
 )
 
 // sample is one measured run of a command.
@@ -19,10 +17,19 @@ type sample struct {
 }
 
 // measure runs a command, stdin from a file when stdin is not empty and
-// stdout discarded, and returns its wall time and peak RSS. A failure
-// returns the command's stderr.
+// stdout discarded, and returns its wall time and peak RSS as
+// /usr/bin/time reports them: a process this program started directly
+// would count this program's memory in its peak, for it starts children
+// sharing its address space until they exec. A failure returns the sample
+// and the command's stderr.
 func measure(stdin string, name string, args ...string) (sample, error) {
-	cmd := exec.Command(name, args...)
+	report, err := os.CreateTemp("", "natpool-bench-time")
+	if err != nil {
+		return sample{}, err
+	}
+	defer os.Remove(report.Name())
+	report.Close()
+	cmd := exec.Command("/usr/bin/time", append([]string{"-q", "-f", "%e %M", "-o", report.Name(), name}, args...)...)
 	if stdin != "" {
 		f, err := os.Open(stdin)
 		if err != nil {
@@ -33,13 +40,16 @@ func measure(stdin string, name string, args ...string) (sample, error) {
 	}
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
-	start := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(start)
-	if err != nil {
-		return sample{}, fmt.Errorf("%s %v: %v: %s", name, args, err, errOut.String())
+	runErr := cmd.Run()
+	var s sample
+	text, err := os.ReadFile(report.Name())
+	if err == nil {
+		_, err = fmt.Sscanf(string(text), "%f %d", &s.seconds, &s.rssKB)
 	}
-	return sample{elapsed.Seconds(), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss}, nil
+	if runErr != nil {
+		return s, fmt.Errorf("%s %v: %w: %s", name, args, runErr, errOut.String())
+	}
+	return s, err
 }
 
 // series is the samples of one command over the runs.
