@@ -177,15 +177,22 @@ func ParsePortRange(s string) (PortRange, error) {
 	if !ok {
 		hi = lo
 	}
-	a, errA := strconv.ParseUint(lo, 10, 16)
-	b, errB := strconv.ParseUint(hi, 10, 16)
-	if errA != nil || errB != nil || a == 0 || b == 0 {
+	a, okA := parsePort(lo)
+	b, okB := parsePort(hi)
+	if !okA || !okB {
 		return PortRange{}, fmt.Errorf("port range %q is not LO-HI within 1-65535", s)
 	}
 	if b < a {
 		return PortRange{}, fmt.Errorf("port range %q is empty", s)
 	}
-	return PortRange{uint16(a), uint16(b)}, nil
+	return PortRange{a, b}, nil
+}
+
+// parsePort parses a port, 1-65535, in decimal without a leading zero
+// (which some tools read as octal).
+func parsePort(s string) (uint16, bool) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return uint16(n), err == nil && n > 0 && s[0] != '0'
 }
 
 // ParseQuery parses a lookup argument: "ADDR" or "ADDR:PORT".
@@ -200,9 +207,9 @@ func ParseQuery(s string) (addr netip.Addr, port uint16, hasPort bool, err error
 	if !ok {
 		return addr, 0, false, nil
 	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
+	port, ok = parsePort(p)
+	if !ok {
 		return netip.Addr{}, 0, false, fmt.Errorf("port %q in %q is not 1-65535", p, s)
 	}
-	return addr, uint16(n), true, nil
+	return addr, port, true, nil
 }
