@@ -24,8 +24,9 @@ ports per host, then the imbalance (largest load over mean load; 1 is even).
 
 Strategies:
   octet       the low bits of the inside address pick the address (eduroam's u32 rules)
-  hash        nft's jhash of the source into buckets, buckets spread by rendezvous
-              hashing: adding one address of N moves about 1/N of the hosts
+  hash        nft's jhash of the source into buckets, buckets spread over the pool
+              by a consistent-hashing ring, each address within --max-imbalance of
+              its share: adding one address of N moves about 1/N of the hosts
   persistent  the kernel's own "snat to A-B persistent", modelled exactly
   block       RFC 7422 port blocks: each host gets an address and its own ports`,
 		Example: `  # Campus: a /12 of wireless clients behind a /26, last octet picks the address

@@ -41,6 +41,7 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f.StringVar(&o.egress.Octets, "octets", "", "octet: value range LO-HI to use (default all values)")
 	f.StringVar(&o.egress.Buckets, "buckets", "", fmt.Sprintf("hash: number of jhash buckets (default %d)", pool.DefaultBuckets))
 	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
+	f.StringVar(&o.egress.MaxImbalance, "max-imbalance", "", fmt.Sprintf("hash: most hosts per address over the mean, per unit of weight (default %g)", pool.DefaultMaxImbalance))
 	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address (default: what spreads the hosts over every address)")
 	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host, exactly")
 	cmd.Flags().AddFlagSet(f)

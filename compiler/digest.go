@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 
 	"github.com/natpool/natpool/pool"
 )
@@ -43,44 +44,67 @@ func Digest(p *pool.Plan) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// canonical writes the text Digest hashes.
+// canonical writes the text Digest hashes, a line at a time: a hash plan
+// has tens of thousands of runs.
 func canonical(w io.Writer, p *pool.Plan) {
-	line := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	line(DigestVersion)
-	line("table %s", p.Table)
-	line("ct-label %d", p.CTLabel)
-	for _, e := range p.Egress {
-		line("egress %s", e.Name)
-		line("oif %q", e.OIF)
-		for _, r := range e.Inside.Ranges() {
-			line("inside %s-%s", r.From(), r.To())
+	var b []byte
+	line := func(parts ...any) {
+		b = b[:0]
+		for i, part := range parts {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			switch v := part.(type) {
+			case string:
+				b = append(b, v...)
+			case int:
+				b = strconv.AppendInt(b, int64(v), 10)
+			case uint64:
+				b = strconv.AppendUint(b, v, 10)
+			case netip.Addr:
+				b = v.AppendTo(b)
+			case fmt.Stringer:
+				b = append(b, v.String()...)
+			}
 		}
-		line("ports %s", e.Ports)
+		w.Write(append(b, '\n'))
+	}
+	span := func(lo, hi fmt.Stringer) string { return lo.String() + "-" + hi.String() }
+	line(DigestVersion)
+	line("table", p.Table)
+	line("ct-label", p.CTLabel)
+	for _, e := range p.Egress {
+		line("egress", e.Name)
+		line("oif", strconv.Quote(e.OIF))
+		for _, r := range e.Inside.Ranges() {
+			line("inside", span(r.From(), r.To()))
+		}
+		line("ports", e.Ports)
 		switch m := e.Mapping.(type) {
 		case *pool.OctetMapping:
-			line("octet %d", m.Bits)
+			line("octet", m.Bits)
 			for i, v := range m.Values {
-				line("values %s %s", v, e.Pool[i].Addr)
+				line("values", v, e.Pool[i].Addr)
 			}
 		case *pool.HashMapping:
-			line("hash %#x %d", m.Seed, len(m.Owners))
-			for _, b := range bucketRuns(len(m.Owners), func(i int) netip.Addr { return e.Pool[m.Owners[i]].Addr }) {
-				line("buckets %d-%d %s", b.Lo, b.Hi, b.Addr)
+			line("hash", fmt.Sprintf("%#x", m.Seed), len(m.Owners))
+			for _, run := range m.Runs() {
+				line("buckets", strconv.FormatUint(uint64(run.Lo), 10)+"-"+strconv.FormatUint(uint64(run.Hi), 10), e.Pool[run.Owner].Addr)
 			}
 		case *pool.PersistentMapping:
-			line("persistent %s-%s", m.First, m.Last)
+			line("persistent", span(m.First, m.Last))
 		case *pool.BlockMapping:
-			line("block %d %d", m.Window, m.Split)
+			line("block", m.Window, m.Split)
 			for p, cut := range m.Patterns {
 				for _, g := range cut {
-					line("cut %d %d %d %d", p, g.Offset, g.Size, g.BlockSize)
+					line("cut", p, g.Offset, g.Size, g.BlockSize)
 				}
 			}
 			for _, r := range e.Private {
-				line("hosts %s-%s", r.From(), r.To())
+				line("hosts", span(r.From(), r.To()))
 			}
 			for _, a := range e.Pool {
-				line("public %s", a.Addr)
+				line("public", a.Addr)
 			}
 		}
 	}

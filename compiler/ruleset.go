@@ -38,7 +38,7 @@ func (rs *Ruleset) Elements() int {
 		n += m.Len
 	}
 	for _, r := range rs.Rules {
-		n += len(r.Target.BucketRanges())
+		n += len(r.Target.Runs)
 	}
 	return n
 }
@@ -109,7 +109,7 @@ type TargetKind int
 // The ways of picking the public address.
 const (
 	ByValue     TargetKind = iota // map lookup of ip saddr & Mask (octet; compact block, any protocol)
-	ByJhash                       // jhash ip saddr mod len(Buckets) seed Seed (hash)
+	ByJhash                       // jhash ip saddr mod Buckets seed Seed (hash)
 	ByRange                       // First-Last persistent (persistent)
 	ByHost                        // map lookup of ip saddr (per-host block, any protocol)
 	ByHostBlock                   // map lookup of ip saddr giving address and ports (per-host block, TCP and UDP)
@@ -123,14 +123,15 @@ const (
 // Target says how a rule picks the public address (and ports).
 type Target struct {
 	Kind        TargetKind
-	Map         string       // ByValue, ByValuePorts, ByHost, ByHostBlock: the map's name
-	Mask        netip.Addr   // ByValue, ByValuePorts: all ones for a plain ip saddr key
-	MinMap      string       // ByValuePorts
-	MaxMap      string       // ByValuePorts
-	PortMask    netip.Addr   // ByValuePorts
-	Seed        uint32       // ByJhash
-	Buckets     []netip.Addr // ByJhash: bucket -> public address (see BucketRanges)
-	First, Last netip.Addr   // ByRange
+	Map         string        // ByValue, ByValuePorts, ByHost, ByHostBlock: the map's name
+	Mask        netip.Addr    // ByValue, ByValuePorts: all ones for a plain ip saddr key
+	MinMap      string        // ByValuePorts
+	MaxMap      string        // ByValuePorts
+	PortMask    netip.Addr    // ByValuePorts
+	Seed        uint32        // ByJhash
+	Buckets     int           // ByJhash: the modulus
+	Runs        []BucketRange // ByJhash: the buckets' addresses, a run of buckets at a time
+	First, Last netip.Addr    // ByRange
 }
 
 // Comment is the comment natpool writes on a rule of the ruleset. It is
@@ -164,32 +165,13 @@ func LabelBits(bit int) []byte {
 }
 
 // BucketRange is a run of consecutive jhash buckets of one public address.
+// The kernel takes the runs as an interval map, as nft builds one from
+// ranges: the hash is turned to network byte order for the lookup, the byte
+// order that google/nftables declares for the keys of every interval set,
+// so that a table natpool applies lists like one nft loads.
 type BucketRange struct {
 	Lo, Hi uint32
 	Addr   netip.Addr
-}
-
-// BucketRanges returns the buckets of a ByJhash target as runs. The kernel
-// takes them as an interval map, as nft builds one from ranges: the hash is
-// turned to network byte order for the lookup, the byte order that
-// google/nftables declares for the keys of every interval set, so that a
-// table natpool applies lists like one nft loads.
-func (t Target) BucketRanges() []BucketRange {
-	return bucketRuns(len(t.Buckets), func(i int) netip.Addr { return t.Buckets[i] })
-}
-
-// bucketRuns gathers n buckets, bucket i going to addr(i), into runs.
-func bucketRuns(n int, addr func(i int) netip.Addr) []BucketRange {
-	var out []BucketRange
-	for i := range n {
-		a := addr(i)
-		if k := len(out); k > 0 && out[k-1].Addr == a {
-			out[k-1].Hi = uint32(i)
-			continue
-		}
-		out = append(out, BucketRange{uint32(i), uint32(i), a})
-	}
-	return out
 }
 
 // KernelName returns the start of the names of the rule's egress entry's
@@ -257,9 +239,9 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		rs.Maps = append(rs.Maps, mp)
 		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: pool.AddrFromUint32(m.Mask())}
 	case *pool.HashMapping:
-		r.Target = Target{Kind: ByJhash, Seed: m.Seed}
-		for _, o := range m.Owners {
-			r.Target.Buckets = append(r.Target.Buckets, e.Pool[o].Addr)
+		r.Target = Target{Kind: ByJhash, Seed: m.Seed, Buckets: len(m.Owners)}
+		for _, run := range m.Runs() {
+			r.Target.Runs = append(r.Target.Runs, BucketRange{run.Lo, run.Hi, e.Pool[run.Owner].Addr})
 		}
 	case *pool.PersistentMapping:
 		r.Target = Target{Kind: ByRange, First: m.First, Last: m.Last}

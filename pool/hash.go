@@ -2,32 +2,74 @@ package pool
 
 import (
 	"fmt"
+	"iter"
 	"math"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 )
 
 // The hash strategy's defaults.
 const (
-	DefaultBuckets = 4096
-	DefaultSeed    = 0x6e617470 // "natp": fixed, since nft picks a random seed when given none
+	// DefaultBuckets is the jhash modulus unless the spec sets one. It is
+	// the same for every pool: a modulus that changed with the pool would
+	// move every host to another bucket when the pool crosses the next
+	// size. The kernel holds runs of buckets, about one per group.
+	DefaultBuckets = 1 << 20
 	MaxBuckets     = 1 << 20
+	DefaultSeed    = 0x6e617470 // "natp": fixed, since nft picks a random seed when given none
+	// DefaultMaxImbalance bounds each address's hosts per unit of weight
+	// over the mean.
+	DefaultMaxImbalance = 1.02
 )
 
 // HashMapping sends inside host x to bucket NftJhash(x, Seed, len(Owners)),
 // exactly as nft's `jhash ip saddr mod B seed S` does, and bucket b to
 // Pool[Owners[b]].
 //
-// Buckets go to public addresses by weighted rendezvous hashing: each bucket
-// takes the address with the highest score w / -ln(u), u a fixed hash of the
-// bucket and the address. Adding an address moves only the buckets it wins
-// (about 1/N of them); removing one moves only its own.
+// The buckets form a consistent-hashing ring: each public address puts
+// PointsPerWeight points per unit of weight at fixed places on it, and the
+// arc of buckets up to each point goes to that point's address, arc after
+// arc in bucket order, while the address stays within MaxImbalance times its
+// fair share of the hosts (the inside hosts, or the active ones of a hosts
+// file: hosts, not buckets, are balanced). An arc that does not fit is
+// split: its buckets go on clockwise to the next addresses with room. So a
+// pool change moves little more than the hosts it must: the arcs the new
+// address's points cut off, or the removed one held, and what the bound
+// shifts at the margin.
 type HashMapping struct {
-	Seed   uint32
-	Owners []int
+	Seed         uint32
+	Owners       []uint16 // bucket -> Pool index
+	MaxImbalance float64
+	// Unbalanced is set when the hosts could not be placed within the
+	// bound (too few hosts per address, or buckets too coarse for them).
+	Unbalanced bool
+	runs       []Run
+}
+
+// Run is a run of consecutive buckets of one public address (a Pool index).
+type Run struct {
+	Lo, Hi uint32
+	Owner  int
+}
+
+// Runs returns the buckets as runs: what the kernel holds, a run at a time.
+func (m *HashMapping) Runs() []Run {
+	if m.runs == nil {
+		for b, o := range m.Owners {
+			if n := len(m.runs); n > 0 && m.runs[n-1].Owner == int(o) {
+				m.runs[n-1].Hi = uint32(b)
+				continue
+			}
+			m.runs = append(m.runs, Run{uint32(b), uint32(b), int(o)})
+		}
+	}
+	return m.runs
 }
 
 func (m *HashMapping) owner(x uint32) int {
-	return m.Owners[NftJhash(x, m.Seed, uint32(len(m.Owners)))]
+	return int(m.Owners[NftJhash(x, m.Seed, uint32(len(m.Owners)))])
 }
 
 func (m *HashMapping) describe(n int) []string {
@@ -42,11 +84,7 @@ func (m *HashMapping) describe(n int) []string {
 	return out
 }
 
-// bucketsPerAddr is the fewest buckets per public address that keep the
-// rendezvous spread within about a third of even; fewer earn a warning.
-const bucketsPerAddr = 16
-
-func newHashMapping(e *Egress, bucketsOpt, seedOpt string, warnings *[]string) (*HashMapping, error) {
+func newHashMapping(e *Egress, bucketsOpt, seedOpt, imbalanceOpt, hostsFile string, warnings *[]string) (*HashMapping, error) {
 	buckets := DefaultBuckets
 	if bucketsOpt != "" {
 		n, err := strconv.Atoi(bucketsOpt)
@@ -58,11 +96,7 @@ func newHashMapping(e *Egress, bucketsOpt, seedOpt string, warnings *[]string) (
 	if buckets < len(e.Pool) {
 		return nil, fmt.Errorf("%d buckets are fewer than the %d public addresses: raise buckets", buckets, len(e.Pool))
 	}
-	if buckets < bucketsPerAddr*len(e.Pool) {
-		*warnings = append(*warnings, fmt.Sprintf("egress %s: %d buckets over %d public addresses spread the hosts unevenly; %d or more even it out",
-			e.Name, buckets, len(e.Pool), bucketsPerAddr*len(e.Pool)))
-	}
-	m := &HashMapping{Seed: DefaultSeed, Owners: make([]int, buckets)}
+	m := &HashMapping{Seed: DefaultSeed, Owners: make([]uint16, buckets), MaxImbalance: DefaultMaxImbalance}
 	if seedOpt != "" {
 		s, err := strconv.ParseUint(seedOpt, 0, 32)
 		if err != nil {
@@ -70,43 +104,351 @@ func newHashMapping(e *Egress, bucketsOpt, seedOpt string, warnings *[]string) (
 		}
 		m.Seed = uint32(s)
 	}
-	keys := make([]uint64, len(e.Pool))
-	for i, p := range e.Pool {
-		keys[i] = uint64(Uint32(p.Addr)) << 32
+	if imbalanceOpt != "" {
+		f, err := strconv.ParseFloat(imbalanceOpt, 64)
+		if err != nil || !(f >= 1 && f <= 10) {
+			return nil, fmt.Errorf("max-imbalance %q must be a number from 1 to 10 (1.02: within 2%% of even)", imbalanceOpt)
+		}
+		m.MaxImbalance = f
 	}
-	weighted := e.weighted()
-	for b := range m.Owners {
-		m.Owners[b] = rendezvous(keys, e.Pool, uint64(b), weighted)
+	loads, err := m.assign(e, hostsFile)
+	if err != nil {
+		return nil, err
+	}
+	if hostsFile != "" {
+		e.Active = m.perAddress(len(e.Pool), loads)
+	}
+	if m.Unbalanced {
+		*warnings = append(*warnings, m.unbalanced(e, hostsFile, loads))
 	}
 	return m, nil
 }
 
-// rendezvous returns the index of the address with the highest score for
-// bucket b. Without weights the score w / -ln(u) orders addresses exactly as
-// u, and so as the raw hash, does: the cheap comparison gives the same winner.
-func rendezvous(keys []uint64, pool []Public, b uint64, weighted bool) int {
-	win := 0
-	if !weighted {
-		var best uint64
-		for i, k := range keys {
-			if h := mix64(k | b); h > best {
-				best, win = h, i
+// assign counts the hosts of each bucket and places the buckets; it returns
+// the counts.
+func (m *HashMapping) assign(e *Egress, hostsFile string) ([]uint64, error) {
+	loads, err := m.loads(e, hostsFile)
+	if err != nil {
+		return nil, err
+	}
+	m.place(e.Pool, loads)
+	return loads, nil
+}
+
+// perAddress sums the loads of each address's buckets.
+func (m *HashMapping) perAddress(n int, loads []uint64) []uint64 {
+	out := make([]uint64, n)
+	for b, o := range m.Owners {
+		out[o] += loads[b]
+	}
+	return out
+}
+
+// unbalanced explains a plan that misses its bound, and names what would
+// meet it: more buckets, or failing that the bound that was met.
+func (m *HashMapping) unbalanced(e *Egress, hostsFile string, loads []uint64) string {
+	head := fmt.Sprintf("egress %s: the hosts cannot be spread within %g of even over %d addresses with %d buckets",
+		e.Name, m.MaxImbalance, len(e.Pool), len(m.Owners))
+	for n := 2 * len(m.Owners); n <= 2*MaxBuckets; n *= 2 {
+		n = min(n, MaxBuckets)
+		t := &HashMapping{Seed: m.Seed, Owners: make([]uint16, n), MaxImbalance: m.MaxImbalance}
+		if _, err := t.assign(e, hostsFile); err == nil && !t.Unbalanced {
+			return fmt.Sprintf("%s: %d buckets would (--buckets %d)", head, n, n)
+		}
+		if n == MaxBuckets {
+			break
+		}
+	}
+	met := math.Ceil(e.imbalance(m.perAddress(len(e.Pool), loads))*100) / 100
+	return fmt.Sprintf("%s: too few hosts per address; the plan is within %.2f (--max-imbalance %.2f)", head, met, met)
+}
+
+// loads counts the hosts of each bucket: the active hosts of a hosts file,
+// or every inside host. The inside hosts are hashed on every core.
+func (m *HashMapping) loads(e *Egress, hostsFile string) ([]uint64, error) {
+	n := uint32(len(m.Owners))
+	if hostsFile != "" {
+		return readHostCounts(hostsFile, e.Inside, int(n), func(x uint32) int { return int(NftJhash(x, m.Seed, n)) })
+	}
+	// The hosts, cut at every 64Ki addresses, are dealt round the workers.
+	var chunks []span
+	for _, s := range e.inside {
+		for lo := s.lo; ; lo = (lo | 0xffff) + 1 {
+			chunks = append(chunks, span{lo, min(s.hi, lo|0xffff)})
+			if lo|0xffff >= s.hi {
+				break
 			}
 		}
-		return win
 	}
-	best := math.Inf(-1)
-	for i, k := range keys {
-		u := (float64(mix64(k|b)>>11) + 0.5) / (1 << 53)
-		if score := float64(pool[i].Weight) / -math.Log(u); score > best {
-			best, win = score, i
+	workers := min(runtime.GOMAXPROCS(0), len(chunks))
+	parts := make([][]uint32, workers) // 64Ki hosts per chunk: a chunk's counts fit
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			counts := make([]uint32, n)
+			for c := w; c < len(chunks); c += workers {
+				for x := chunks[c].lo; ; x++ {
+					counts[NftJhash(x, m.Seed, n)]++
+					if x == chunks[c].hi {
+						break
+					}
+				}
+			}
+			parts[w] = counts
+		})
+	}
+	wg.Wait()
+	loads := make([]uint64, n)
+	for _, p := range parts {
+		for b, c := range p {
+			loads[b] += uint64(c)
 		}
 	}
-	return win
+	return loads, nil
+}
+
+// place gives every bucket an owner, balancing loads within the bound.
+func (m *HashMapping) place(pool []Public, loads []uint64) {
+	var total, weights uint64
+	for _, l := range loads {
+		total += l
+	}
+	for _, p := range pool {
+		weights += uint64(p.Weight)
+	}
+	room := make([]float64, len(pool)) // hosts each address may still take
+	for i, p := range pool {
+		room[i] = m.MaxImbalance * float64(total) * float64(p.Weight) / float64(weights)
+	}
+	r := newRing(pool, len(loads))
+	// First each address takes its own arcs, in bucket order, while they
+	// fit; of an arc that does not fit whole it takes the buckets up to the
+	// first that does not. What an address keeps so depends on its own
+	// arcs alone, and a pool change shifts it only at the margin.
+	type rest struct{ k, lo, hi int }
+	var rests []rest
+	for k := range r.arcs() {
+		lo, hi := r.arc(k)
+		best := r.owner(k)
+		b := lo
+		for ; b < hi && float64(loads[b]) <= room[best]; b++ {
+			room[best] -= float64(loads[b])
+			m.Owners[b] = uint16(best)
+		}
+		r.fill(best, room[best])
+		if b < hi {
+			rests = append(rests, rest{k, b, hi})
+		}
+	}
+	// Then the rest of each arc goes on clockwise, each bucket to the
+	// address reached if it has room, else to the next that has. An
+	// address passed over gets no more of the arc, so a split arc is a
+	// few runs in the kernel.
+	passed := make([]int, len(pool)) // the arc an address was last passed over for, plus one
+	for _, a := range rests {
+		w := r.walk(a.k)
+		next := w.next()
+		for b := a.lo; b < a.hi; b++ {
+			load := float64(loads[b])
+			for next >= 0 && (passed[next] == a.k+1 || load > room[next]) {
+				passed[next] = a.k + 1
+				next = w.next()
+			}
+			owner := next
+			if owner < 0 { // no address has room: the most left, per weight
+				m.Unbalanced = true
+				owner = 0
+				for i := range room {
+					if room[i]/float64(pool[i].Weight) > room[owner]/float64(pool[owner].Weight) {
+						owner = i
+					}
+				}
+			}
+			room[owner] -= load
+			m.Owners[b] = uint16(owner)
+			r.fill(owner, room[owner])
+		}
+	}
+}
+
+// PointsPerWeight is how many points each unit of weight puts on the hash
+// ring while the pool's total weight is at most 4096; beyond it, the largest
+// power of two that keeps the ring at 2^22 points. About 1,000 arcs per
+// address put each address's first choices within about 3% of its share,
+// which the bound then trims with little churn.
+const PointsPerWeight = 1024
+
+// A ring is consistent hashing over the buckets: each address has points
+// at fixed places, and an arc of buckets, up to and including a point's
+// bucket, belongs to that point's address unless it is full. A point's place
+// depends only on its address and its number, so a pool change adds or
+// takes away only the points of the addresses changed.
+type ring struct {
+	// points, in ring order: 48 bits of a fixed hash of address and point
+	// number (its place on the ring), then 16 bits of Pool index.
+	points  []uint64
+	buckets int
+	// skip leads past the points of full addresses: a union-find of
+	// the next point whose address still has room.
+	skip []int32
+	// of lists the points of each address: address i's are
+	// of[start[i]:start[i+1]].
+	of, start []int32
+	full      []bool
+}
+
+func newRing(pool []Public, buckets int) *ring {
+	var weights int
+	for _, p := range pool {
+		weights += p.Weight
+	}
+	per := PointsPerWeight
+	for per > 1 && per*weights > 1<<22 {
+		per /= 2
+	}
+	r := &ring{buckets: buckets, points: make([]uint64, 0, per*weights), full: make([]bool, len(pool))}
+	for i, p := range pool {
+		base := uint64(Uint32(p.Addr)) << 32
+		for j := range per * p.Weight {
+			r.points = append(r.points, mix64(base|uint64(j))&^0xffff|uint64(i))
+		}
+	}
+	r.points = sortByTop16(r.points)
+	// The points of each address, listed address by address.
+	r.start = make([]int32, len(pool)+1)
+	for _, p := range r.points {
+		r.start[p&0xffff+1]++
+	}
+	for i := range pool {
+		r.start[i+1] += r.start[i]
+	}
+	r.of = make([]int32, len(r.points))
+	at := slices.Clone(r.start)
+	r.skip = make([]int32, len(r.points)+1)
+	for k, p := range r.points {
+		r.skip[k] = int32(k)
+		i := p & 0xffff
+		r.of[at[i]] = int32(k)
+		at[i]++
+	}
+	r.skip[len(r.points)] = int32(len(r.points))
+	return r
+}
+
+// sortByTop16 sorts points: by their top 16 bits into a new slice, then
+// each run of equal top bits in place.
+func sortByTop16(points []uint64) []uint64 {
+	start := make([]int, 1<<16+1)
+	for _, p := range points {
+		start[p>>48+1]++
+	}
+	for i := range 1 << 16 {
+		start[i+1] += start[i]
+	}
+	out := make([]uint64, len(points))
+	at := slices.Clone(start)
+	for _, p := range points {
+		out[at[p>>48]] = p
+		at[p>>48]++
+	}
+	for i := range 1 << 16 {
+		slices.Sort(out[start[i]:start[i+1]])
+	}
+	return out
+}
+
+// place is the bucket of point k.
+func (r *ring) place(k int) int { return int((r.points[k] >> 32) * uint64(r.buckets) >> 32) }
+
+// owner is the Pool index of point k's address; point len(points) stands
+// for the first point, whose arc wraps round past the last.
+func (r *ring) owner(k int) int { return int(r.points[k%len(r.points)] & 0xffff) }
+
+// arcs yields the arcs in bucket order: arc k (k < len(points)) ends at
+// point k's bucket, and the last, len(points), runs from past the last
+// point to the end of the buckets and belongs to the first point.
+func (r *ring) arcs() iter.Seq[int] {
+	return func(yield func(int) bool) {
+		for k := range len(r.points) + 1 {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// arc returns the buckets [lo, hi) of arc k.
+func (r *ring) arc(k int) (lo, hi int) {
+	n := len(r.points)
+	if k > 0 {
+		lo = r.place(k-1) + 1
+	}
+	if k == n {
+		return lo, r.buckets
+	}
+	return lo, r.place(k) + 1
+}
+
+// fill takes address i's points off the ring once it has no room for
+// another host.
+func (r *ring) fill(i int, room float64) {
+	if room >= 1 || r.full[i] {
+		return
+	}
+	r.full[i] = true
+	for _, k := range r.of[r.start[i]:r.start[i+1]] {
+		r.skip[k] = k + 1
+	}
+}
+
+// find returns the first point at or after k whose address has room, or
+// len(points).
+func (r *ring) find(k int) int {
+	root := int32(k)
+	for r.skip[root] != root {
+		root = r.skip[root]
+	}
+	for int32(k) != root { // compress the path
+		k, r.skip[k] = int(r.skip[k]), root
+	}
+	return int(root)
+}
+
+// walk starts a walk clockwise from arc k, over the points of addresses
+// with room, once round.
+func (r *ring) walk(k int) *walk { return &walk{r: r, at: k % len(r.points), left: len(r.points)} }
+
+// A walk goes clockwise round the ring once.
+type walk struct {
+	r    *ring
+	at   int // the next point to look at
+	left int // how many points the walk may still pass
+}
+
+// next returns the address of the walk's next point with room, or -1 when
+// the walk is back where it started.
+func (w *walk) next() int {
+	n := len(w.r.points)
+	for w.left > 0 {
+		k := w.r.find(w.at)
+		if k == n { // past the last point: on from the first
+			w.left -= n - w.at
+			w.at = 0
+			continue
+		}
+		w.left -= k - w.at + 1
+		if w.left < 0 {
+			break
+		}
+		w.at = k + 1
+		return w.r.owner(k)
+	}
+	w.left = 0
+	return -1
 }
 
 // mix64 is the splitmix64 finaliser: a fixed bijection that scatters bits, so
-// rendezvous scores never change between versions or machines.
+// ring places never change between versions or machines.
 func mix64(z uint64) uint64 {
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb

@@ -18,7 +18,7 @@ type Strategy string
 // The strategies. Each is deterministic: the same spec gives the same mapping.
 const (
 	Octet      Strategy = "octet"      // low bits of the inside address select the public address
-	Hash       Strategy = "hash"       // nft's jhash buckets, spread by rendezvous hashing
+	Hash       Strategy = "hash"       // nft's jhash buckets, spread by a consistent-hashing ring within a bound
 	Persistent Strategy = "persistent" // the kernel's own `snat to A-B persistent`
 	Block      Strategy = "block"      // RFC 7422 port blocks: an address and a port range per host
 )
@@ -34,7 +34,7 @@ var Strategies = []struct {
 	Options []string
 }{
 	{Octet, []string{"hosts", "bits", "octets"}},
-	{Hash, []string{"hosts", "buckets", "seed"}},
+	{Hash, []string{"hosts", "buckets", "seed", "max-imbalance"}},
 	{Persistent, []string{"hosts"}},
 	{Block, []string{"hosts", "hosts-per-ip", "block-size"}},
 }
@@ -283,7 +283,7 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	case Octet:
 		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, es.Hosts, warnings)
 	case Hash:
-		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, warnings)
+		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, es.MaxImbalance, es.Hosts, warnings)
 	case Persistent:
 		e.Mapping, err = newPersistentMapping(e)
 	case Block:

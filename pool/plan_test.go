@@ -296,33 +296,6 @@ func TestEqualWeightsAreWithinCeilOverFloor(t *testing.T) {
 	}
 }
 
-func TestHashMovesAboutOneNthWhenThePoolChanges(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	for range 12 {
-		n := 2 + rng.IntN(63)
-		es := EgressSpec{Private: []string{"10.16.0.0/14"}, Strategy: "hash", Seed: fmt.Sprint(rng.Uint32())}
-		first := Uint32(netip.MustParseAddr("192.76.8.0"))
-		poolOf := func(k int) []string {
-			return []string{fmt.Sprintf("%s-%s", AddrFromUint32(first), AddrFromUint32(first+uint32(k)-1))}
-		}
-		es.Pool = poolOf(n)
-		old := mustPlan(t, es)
-		es.Pool = poolOf(n + 1)
-		grown := mustPlan(t, es)
-		es.Pool = poolOf(n - 1)
-		shrunk := mustPlan(t, es)
-		for _, c := range []struct {
-			what string
-			new  *Egress
-		}{{"adding one address", grown}, {"removing one address", shrunk}} {
-			moved := Churn(old, c.new).Moved
-			if limit := 1.5 / float64(n) * float64(1<<18); float64(moved) > limit {
-				t.Errorf("%s to %d: %d of %d hosts moved, above 1.5/N", c.what, n, moved, 1<<18)
-			}
-		}
-	}
-}
-
 // A single value where a list goes is a list of one, and the JSON of a
 // saved plan is read for its spec.
 func TestSpecFileForms(t *testing.T) {

@@ -125,7 +125,7 @@ func (e *Egress) settings() []Setting {
 	case *OctetMapping:
 		return []Setting{{"bits", fmt.Sprint(m.Bits)}, {"octets", m.Span().String()}}
 	case *HashMapping:
-		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}}
+		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}, {"max-imbalance", fmt.Sprint(m.MaxImbalance)}}
 	case *BlockMapping:
 		sizes := func(p Pattern) (lo, hi int) {
 			lo, hi = int(p[0].Size), 0

@@ -39,13 +39,16 @@ type EgressSpec struct {
 	Strategy string   `yaml:"strategy" json:"strategy"`
 	Ports    string   `yaml:"ports" json:"ports,omitempty"`
 
-	Hosts      string `yaml:"hosts" json:"hosts,omitempty"`
-	Bits       string `yaml:"bits" json:"bits,omitempty"`
-	Octets     string `yaml:"octets" json:"octets,omitempty"`
-	Buckets    string `yaml:"buckets" json:"buckets,omitempty"`
-	Seed       string `yaml:"seed" json:"seed,omitempty"`
-	HostsPerIP string `yaml:"hosts-per-ip" json:"hosts-per-ip,omitempty"`
-	BlockSize  string `yaml:"block-size" json:"block-size,omitempty"`
+	Hosts   string `yaml:"hosts" json:"hosts,omitempty"`
+	Bits    string `yaml:"bits" json:"bits,omitempty"`
+	Octets  string `yaml:"octets" json:"octets,omitempty"`
+	Buckets string `yaml:"buckets" json:"buckets,omitempty"`
+	Seed    string `yaml:"seed" json:"seed,omitempty"`
+	// MaxImbalance bounds each address's hosts per unit of weight over
+	// the mean (hash).
+	MaxImbalance string `yaml:"max-imbalance" json:"max-imbalance,omitempty"`
+	HostsPerIP   string `yaml:"hosts-per-ip" json:"hosts-per-ip,omitempty"`
+	BlockSize    string `yaml:"block-size" json:"block-size,omitempty"`
 }
 
 // Option names an egress option by its flag name, with a pointer to its value.
@@ -62,6 +65,7 @@ func (e *EgressSpec) Options() []Option {
 		{"octets", &e.Octets},
 		{"buckets", &e.Buckets},
 		{"seed", &e.Seed},
+		{"max-imbalance", &e.MaxImbalance},
 		{"hosts-per-ip", &e.HostsPerIP},
 		{"block-size", &e.BlockSize},
 	}

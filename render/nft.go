@@ -100,10 +100,10 @@ func nftRule(r compiler.Rule, label int, comment string) string {
 		// as a range (n-n for one bucket), which makes nft build the interval
 		// map natpool apply builds.
 		var m []string
-		for _, b := range t.BucketRanges() {
+		for _, b := range t.Runs {
 			m = append(m, fmt.Sprintf("\t\t\t%d-%d : %s", b.Lo, b.Hi, b.Addr))
 		}
-		snat = fmt.Sprintf("snat ip to jhash ip saddr mod %d seed %#08x map {\n%s }", len(t.Buckets), t.Seed, strings.Join(m, ",\n"))
+		snat = fmt.Sprintf("snat ip to jhash ip saddr mod %d seed %#08x map {\n%s }", t.Buckets, t.Seed, strings.Join(m, ",\n"))
 	case compiler.ByRange:
 		snat = fmt.Sprintf("snat ip to %s-%s", t.First, t.Last)
 	case compiler.ByHost, compiler.ByHostBlock:

@@ -102,10 +102,10 @@ func nftJSONExprs(r compiler.Rule, label int) []any {
 		snat["addr"] = obj{"map": obj{"key": obj{"&": []any{saddr, t.Mask.String()}}, "data": "@" + t.Map}}
 	case compiler.ByJhash:
 		var buckets []any
-		for _, b := range t.BucketRanges() {
+		for _, b := range t.Runs {
 			buckets = append(buckets, []any{obj{"range": []uint32{b.Lo, b.Hi}}, b.Addr.String()})
 		}
-		hash := obj{"jhash": obj{"mod": len(t.Buckets), "seed": t.Seed, "expr": saddr}}
+		hash := obj{"jhash": obj{"mod": t.Buckets, "seed": t.Seed, "expr": saddr}}
 		snat["addr"] = obj{"map": obj{"key": hash, "data": obj{"set": buckets}}}
 	case compiler.ByRange:
 		snat["addr"] = obj{"range": []string{t.First.String(), t.Last.String()}}

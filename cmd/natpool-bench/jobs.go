@@ -309,7 +309,54 @@ func benchChurn(b *bench) error {
 			return err
 		}
 		share := d.Churn[0].MovedShare
-		table += fmt.Sprintf("| %s | %.2f%% of hosts move | %.1fx the ideal 1/65 (1.54%%) |\n", strategy, 100*share, share*65)
+		table += fmt.Sprintf("| %s | %.2f%% of hosts move | %.2fx the ideal 1/65 (1.54%%) |\n", strategy, 100*share, share*65)
+	}
+	b.notes = append(b.notes, table)
+	return benchHashChurn(b)
+}
+
+// benchHashChurn measures the hash strategy's churn on a /12 against the
+// ideal, for pools of three sizes: one address added, one removed, and one
+// address's weight raised from 1 to 2.
+func benchHashChurn(b *bench) error {
+	table := "| hash, /12 | addresses | one added | one removed | weight 1 -> 2 on one |\n|---|---|---|---|---|\n"
+	for _, n := range []int{64, 256, 1024} {
+		first := netip.MustParseAddr("192.76.8.0")
+		addrs := make([]string, n+1)
+		for i := range addrs {
+			addrs[i] = first.String()
+			first = first.Next()
+		}
+		pools := map[string][]string{
+			"base":    addrs[:n],
+			"added":   addrs,
+			"removed": addrs[1:n],
+			"weight":  append([]string{addrs[0] + "=2"}, addrs[1:n]...),
+		}
+		paths := map[string]string{}
+		for name, p := range pools {
+			paths[name] = filepath.Join(b.work, fmt.Sprintf("hash-%d-%s.yaml", n, name))
+			spec := fmt.Sprintf("egress:\n  - name: e\n    private: [10.16.0.0/12]\n    pool: [%s]\n    strategy: hash\n", strings.Join(p, ", "))
+			if err := os.WriteFile(paths[name], []byte(spec), 0o644); err != nil {
+				return err
+			}
+		}
+		row := fmt.Sprintf("| | %d |", n)
+		for _, c := range []struct {
+			name  string
+			ideal float64
+		}{{"added", 1 / float64(n+1)}, {"removed", 1 / float64(n)}, {"weight", 2/float64(n+1) - 1/float64(n)}} {
+			var d struct {
+				Churn []struct {
+					MovedShare float64 `json:"moved_share"`
+				}
+			}
+			if err := b.natpoolJSON(&d, "diff", "--max-lines", "1", paths["base"], paths[c.name]); err != nil {
+				return err
+			}
+			row += fmt.Sprintf(" %.2f%%: %.2fx the ideal %.2f%% |", 100*d.Churn[0].MovedShare, d.Churn[0].MovedShare/c.ideal, 100*c.ideal)
+		}
+		table += row + "\n"
 	}
 	b.notes = append(b.notes, table)
 	return nil

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler"
-	"github.com/natpool/natpool/pool"
 )
 
 // The kernel objects of a ruleset, built as nft builds them from the
@@ -234,13 +233,9 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 	case compiler.ByValue:
 		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
 	case compiler.ByJhash:
-		var runs []compiler.Element // bucket numbers as 4-byte keys in network order
-		for _, b := range t.BucketRanges() {
-			runs = append(runs, compiler.Element{From: pool.AddrFromUint32(b.Lo), To: pool.AddrFromUint32(b.Hi), Addr: b.Addr})
-		}
-		s := o.anonymous(r, nftables.TypeInteger, nftables.TypeIPAddr, true, joinAdjacent(intervals(runs, func(e compiler.Element) []byte { return ip4(e.Addr) }, true)))
+		s := o.anonymous(r, nftables.TypeInteger, nftables.TypeIPAddr, true, bucketElements(t))
 		x = append(x, saddr(reg2),
-			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(len(t.Buckets)), Seed: t.Seed, Type: expr.HashTypeJenkins},
+			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(t.Buckets), Seed: t.Seed, Type: expr.HashTypeJenkins},
 			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			lookupMap(s, reg1, reg1))
 	case compiler.ByRange:
@@ -326,17 +321,24 @@ func intervals(elems []compiler.Element, val func(compiler.Element) []byte, firs
 	return out
 }
 
-// joinAdjacent drops the end element of a range that the next range starts
-// at, as nft encodes an anonymous interval map (a named one keeps both).
-func joinAdjacent(elems []nftables.SetElement) []nftables.SetElement {
-	out := elems[:0:0]
-	for i, e := range elems {
-		if e.IntervalEnd && i+1 < len(elems) && !elems[i+1].IntervalEnd && string(elems[i+1].Key) == string(e.Key) {
-			continue
-		}
-		out = append(out, e)
+// bucketElements encodes a jhash target's runs of buckets as nft encodes
+// an anonymous interval map of ranges that tile 0 to Buckets-1: each run's
+// start with its address (the bucket number as a 4-byte key in network
+// order), then one end element after the last bucket. Keys and values
+// share one allocation each: a map may hold a million runs.
+func bucketElements(t compiler.Target) []nftables.SetElement {
+	out := make([]nftables.SetElement, len(t.Runs), len(t.Runs)+1)
+	keys, vals := make([]byte, 4*(len(t.Runs)+1)), make([]byte, 4*len(t.Runs))
+	for i, b := range t.Runs {
+		key, val := keys[4*i:4*i+4:4*i+4], vals[4*i:4*i+4:4*i+4]
+		binary.BigEndian.PutUint32(key, b.Lo)
+		a := b.Addr.As4()
+		copy(val, a[:])
+		out[i] = nftables.SetElement{Key: key, Val: val}
 	}
-	return out
+	end := keys[4*len(t.Runs):]
+	binary.BigEndian.PutUint32(end, uint32(t.Buckets))
+	return append(out, nftables.SetElement{Key: end, IntervalEnd: true})
 }
 
 func rangeElements(ranges []netipx.IPRange) []compiler.Element {
