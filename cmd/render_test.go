@@ -111,3 +111,30 @@ func movedHostByHost(t *testing.T, a, b string) uint64 {
 	}
 	return moved
 }
+
+// A saved plan carries the hosts its mapping was cut for: it plans the same
+// from anywhere, with its hosts file gone, and a diff against the spec sees
+// the moves a changed hosts file makes.
+func TestSavedPlanCarriesItsHosts(t *testing.T) {
+	for _, strategy := range []string{"octet", "hash"} {
+		t.Run(strategy, func(t *testing.T) {
+			dir := t.TempDir()
+			leases := filepath.Join(dir, "leases")
+			os.WriteFile(leases, []byte("10.16.0.1\n10.16.0.2\n10.16.0.3\n10.16.1.9,40\n"), 0o644)
+			spec := writeSpec(t, "spec.yaml", strategy, "192.76.8.0/30", "    hosts: "+leases+"\n")
+			_, planJSON, _ := run("plan", "-f", spec, "-o", "json")
+			saved := filepath.Join(t.TempDir(), "saved.json")
+			os.WriteFile(saved, []byte(planJSON), 0o644)
+
+			os.WriteFile(leases, []byte("10.16.0.1\n10.16.2.0-10.16.2.255,5\n"), 0o644)
+			if d := diffJSON(t, saved, spec); d.Churn[0].Moved == 0 {
+				t.Errorf("a changed hosts file moved no host: %+v", d.Churn[0])
+			}
+			os.Remove(leases)
+			code, again, stderr := run("plan", "-f", saved, "-o", "json")
+			if code != 0 || again != planJSON {
+				t.Errorf("the saved plan, its hosts file gone, planned again: exit %d %s", code, stderr)
+			}
+		})
+	}
+}

@@ -36,7 +36,7 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f.StringVar(&o.egress.Strategy, "strategy", "", "octet, hash, persistent or block (default hash)")
 	f.StringVar(&o.egress.OIF, "oif", "", "output interface of the egress")
 	f.StringVar(&o.egress.Ports, "ports", "", "source port range LO-HI (default 1024-65535)")
-	f.StringVar(&o.egress.Hosts, "hosts", "", "file of active inside hosts, ADDR or ADDR,COUNT per line (octet: balance them)")
+	f.StringVar(&o.egress.Hosts, "hosts", "", "file of active inside hosts, ADDR, RANGE or ADDR,COUNT per line (octet and hash balance them)")
 	f.StringVar(&o.egress.Bits, "bits", "", "octet: low bits of the inside address that select the public address (default 8)")
 	f.StringVar(&o.egress.Octets, "octets", "", "octet: value range LO-HI to use (default all values)")
 	f.StringVar(&o.egress.Buckets, "buckets", "", fmt.Sprintf("hash: number of jhash buckets (default %d)", pool.DefaultBuckets))
@@ -86,6 +86,7 @@ func (o *specOptions) build() (*pool.Plan, error) {
 		for j, opt := range e.Options() {
 			overrideWith(o, opt.Name, opt.Value, *flagOpts[j].Value)
 		}
+		overrideWith(o, "hosts", &e.HostsData, nil) // a hosts file given now is read
 	}
 	return pool.NewPlan(spec)
 }

@@ -84,7 +84,7 @@ func (m *HashMapping) describe(n int) []string {
 	return out
 }
 
-func newHashMapping(e *Egress, bucketsOpt, seedOpt, imbalanceOpt, hostsFile string, warnings *[]string) (*HashMapping, error) {
+func newHashMapping(e *Egress, bucketsOpt, seedOpt, imbalanceOpt string, warnings *[]string) (*HashMapping, error) {
 	buckets := DefaultBuckets
 	if bucketsOpt != "" {
 		n, err := strconv.Atoi(bucketsOpt)
@@ -111,28 +111,22 @@ func newHashMapping(e *Egress, bucketsOpt, seedOpt, imbalanceOpt, hostsFile stri
 		}
 		m.MaxImbalance = f
 	}
-	loads, err := m.assign(e, hostsFile)
-	if err != nil {
-		return nil, err
-	}
-	if hostsFile != "" {
+	loads := m.assign(e)
+	if e.hosts != nil {
 		e.Active = m.perAddress(len(e.Pool), loads)
 	}
 	if m.Unbalanced {
-		*warnings = append(*warnings, m.unbalanced(e, hostsFile, loads))
+		*warnings = append(*warnings, m.unbalanced(e, loads))
 	}
 	return m, nil
 }
 
 // assign counts the hosts of each bucket and places the buckets; it returns
 // the counts.
-func (m *HashMapping) assign(e *Egress, hostsFile string) ([]uint64, error) {
-	loads, err := m.loads(e, hostsFile)
-	if err != nil {
-		return nil, err
-	}
+func (m *HashMapping) assign(e *Egress) []uint64 {
+	loads := m.loads(e)
 	m.place(e.Pool, loads)
-	return loads, nil
+	return loads
 }
 
 // perAddress sums the loads of each address's buckets.
@@ -146,13 +140,13 @@ func (m *HashMapping) perAddress(n int, loads []uint64) []uint64 {
 
 // unbalanced explains a plan that misses its bound, and names what would
 // meet it: more buckets, or failing that the bound that was met.
-func (m *HashMapping) unbalanced(e *Egress, hostsFile string, loads []uint64) string {
+func (m *HashMapping) unbalanced(e *Egress, loads []uint64) string {
 	head := fmt.Sprintf("egress %s: the hosts cannot be spread within %g of even over %d addresses with %d buckets",
 		e.Name, m.MaxImbalance, len(e.Pool), len(m.Owners))
 	for n := 2 * len(m.Owners); n <= 2*MaxBuckets; n *= 2 {
 		n = min(n, MaxBuckets)
 		t := &HashMapping{Seed: m.Seed, Owners: make([]uint16, n), MaxImbalance: m.MaxImbalance}
-		if _, err := t.assign(e, hostsFile); err == nil && !t.Unbalanced {
+		if t.assign(e); !t.Unbalanced {
 			return fmt.Sprintf("%s: %d buckets would (--buckets %d)", head, n, n)
 		}
 		if n == MaxBuckets {
@@ -165,10 +159,10 @@ func (m *HashMapping) unbalanced(e *Egress, hostsFile string, loads []uint64) st
 
 // loads counts the hosts of each bucket: the active hosts of a hosts file,
 // or every inside host. The inside hosts are hashed on every core.
-func (m *HashMapping) loads(e *Egress, hostsFile string) ([]uint64, error) {
+func (m *HashMapping) loads(e *Egress) []uint64 {
 	n := uint32(len(m.Owners))
-	if hostsFile != "" {
-		return readHostCounts(hostsFile, e.Inside, int(n), func(x uint32) int { return int(NftJhash(x, m.Seed, n)) })
+	if e.hosts != nil {
+		return e.hosts.countBy(int(n), func(x uint32) int { return int(NftJhash(x, m.Seed, n)) })
 	}
 	// The hosts, cut at every 64Ki addresses, are dealt round the workers.
 	var chunks []span
@@ -204,7 +198,7 @@ func (m *HashMapping) loads(e *Egress, hostsFile string) ([]uint64, error) {
 			loads[b] += uint64(c)
 		}
 	}
-	return loads, nil
+	return loads
 }
 
 // place gives every bucket an owner, balancing loads within the bound.

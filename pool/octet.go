@@ -47,7 +47,7 @@ func (m *OctetMapping) Span() ValueRange {
 // newOctetMapping cuts the value range by weight or, given a hosts file, so
 // that the active hosts of each address per unit of weight are as even as
 // contiguous cuts allow; it then counts the active hosts of each address.
-func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string, warnings *[]string) (*OctetMapping, error) {
+func newOctetMapping(e *Egress, bitsOpt, octetsOpt string, warnings *[]string) (*OctetMapping, error) {
 	m := &OctetMapping{Bits: 8}
 	if bitsOpt != "" {
 		n, err := strconv.Atoi(bitsOpt)
@@ -78,11 +78,8 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt, hostsFile string, warnings *
 	}
 	var sizes []uint64
 	var active []uint64 // active hosts per value
-	if hostsFile != "" {
-		var err error
-		if active, err = readHostCounts(hostsFile, e.Inside, int(m.Mask())+1, func(x uint32) int { return int(x & m.Mask()) }); err != nil {
-			return nil, err
-		}
+	if e.hosts != nil {
+		active = e.hosts.countBy(int(m.Mask())+1, func(x uint32) int { return int(x & m.Mask()) })
 		sizes = balancedCuts(active[span.Lo:span.Hi+1], weights)
 	} else {
 		sizes = apportion(uint64(span.Len()), weights)

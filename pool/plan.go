@@ -86,6 +86,7 @@ type Egress struct {
 	inside []span
 	index  map[uint32]int // public address -> index in Pool
 	spec   EgressSpec     // as given, for planning it again with another pool
+	hosts  activeHosts    // the active hosts of a hosts file, if given
 }
 
 // Mapping decides the public address of every inside host.
@@ -101,6 +102,7 @@ type Mapping interface {
 // value on one line.
 func NewPlan(spec Spec) (*Plan, error) {
 	p := &Plan{Table: spec.Table, Spec: spec}
+	p.Spec.Egress = slices.Clone(spec.Egress) // gets the hosts-data read
 	if p.Table == "" {
 		p.Table = DefaultTable
 	}
@@ -144,6 +146,7 @@ func NewPlan(spec Spec) (*Plan, error) {
 			return nil, err
 		}
 		p.Egress = append(p.Egress, e)
+		p.Spec.Egress[i].HostsData = e.spec.HostsData
 	}
 	if err := p.checkOverlaps(); err != nil {
 		return nil, err
@@ -279,20 +282,26 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 		return nil, err
 	}
 	var err error
+	if es.Hosts != "" || es.HostsData != nil {
+		if e.hosts, err = loadHosts(es, e.Inside); err != nil {
+			return nil, err
+		}
+		e.spec.HostsData = e.hosts.lines()
+	}
 	switch e.Strategy {
 	case Octet:
-		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, es.Hosts, warnings)
+		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, warnings)
 	case Hash:
-		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, es.MaxImbalance, es.Hosts, warnings)
+		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, es.MaxImbalance, warnings)
 	case Persistent:
 		e.Mapping, err = newPersistentMapping(e)
 	case Block:
 		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize)
 	}
-	if err == nil && es.Hosts != "" && e.Active == nil {
-		// The mapping does not depend on the hosts file: count its hosts
-		// per public address.
-		e.Active, err = readHostCounts(es.Hosts, e.Inside, len(e.Pool), e.Mapping.owner)
+	if err == nil && e.hosts != nil && e.Active == nil {
+		// The mapping does not depend on the hosts: count them per public
+		// address.
+		e.Active = e.hosts.countBy(len(e.Pool), e.Mapping.owner)
 	}
 	return e, err
 }

@@ -39,11 +39,16 @@ type EgressSpec struct {
 	Strategy string   `yaml:"strategy" json:"strategy"`
 	Ports    string   `yaml:"ports" json:"ports,omitempty"`
 
-	Hosts   string `yaml:"hosts" json:"hosts,omitempty"`
-	Bits    string `yaml:"bits" json:"bits,omitempty"`
-	Octets  string `yaml:"octets" json:"octets,omitempty"`
-	Buckets string `yaml:"buckets" json:"buckets,omitempty"`
-	Seed    string `yaml:"seed" json:"seed,omitempty"`
+	Hosts string `yaml:"hosts" json:"hosts,omitempty"`
+	// HostsData are the active hosts themselves, one hosts-file line each
+	// ("ADDR", "LO-HI" or "ADDR,COUNT"). A plan records there what it read
+	// of Hosts, so that a saved plan needs no file; given, they are used and
+	// Hosts is only where they came from.
+	HostsData []string `yaml:"hosts-data" json:"hosts-data,omitempty"`
+	Bits      string   `yaml:"bits" json:"bits,omitempty"`
+	Octets    string   `yaml:"octets" json:"octets,omitempty"`
+	Buckets   string   `yaml:"buckets" json:"buckets,omitempty"`
+	Seed      string   `yaml:"seed" json:"seed,omitempty"`
 	// MaxImbalance bounds each address's hosts per unit of weight over
 	// the mean (hash).
 	MaxImbalance string `yaml:"max-imbalance" json:"max-imbalance,omitempty"`
