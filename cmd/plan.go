@@ -52,7 +52,7 @@ func runPlan(o *planOptions, stdout, stderr io.Writer) error {
 	}
 	report := plan.Report()
 	if o.output == "json" {
-		return render.PlanJSON(stdout, report)
+		return render.PlanJSON(stdout, report, plan.SavedSpec())
 	}
 	return render.PlanTable(stdout, report)
 }

@@ -88,8 +88,11 @@ func canonical(w io.Writer, p *pool.Plan) {
 			}
 		case *pool.HashMapping:
 			line("hash", fmt.Sprintf("%#x", m.Seed), len(m.Owners))
-			for _, run := range m.Runs() {
-				line("buckets", strconv.FormatUint(uint64(run.Lo), 10)+"-"+strconv.FormatUint(uint64(run.Hi), 10), e.Pool[run.Owner].Addr)
+			for _, run := range m.Runs() { // up to a million: the line written in place
+				b = strconv.AppendUint(append(b[:0], "buckets "...), uint64(run.Lo), 10)
+				b = strconv.AppendUint(append(b, '-'), uint64(run.Hi), 10)
+				b = e.Pool[run.Owner].Addr.AppendTo(append(b, ' '))
+				w.Write(append(b, '\n'))
 			}
 		case *pool.PersistentMapping:
 			line("persistent", span(m.First, m.Last))

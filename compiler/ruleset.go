@@ -239,8 +239,9 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		rs.Maps = append(rs.Maps, mp)
 		r.Target = Target{Kind: ByValue, Map: mp.Name, Mask: pool.AddrFromUint32(m.Mask())}
 	case *pool.HashMapping:
-		r.Target = Target{Kind: ByJhash, Seed: m.Seed, Buckets: len(m.Owners)}
-		for _, run := range m.Runs() {
+		runs := m.Runs()
+		r.Target = Target{Kind: ByJhash, Seed: m.Seed, Buckets: len(m.Owners), Runs: make([]BucketRange, 0, len(runs))}
+		for _, run := range runs {
 			r.Target.Runs = append(r.Target.Runs, BucketRange{run.Lo, run.Hi, e.Pool[run.Owner].Addr})
 		}
 	case *pool.PersistentMapping:

@@ -102,7 +102,6 @@ type Mapping interface {
 // value on one line.
 func NewPlan(spec Spec) (*Plan, error) {
 	p := &Plan{Table: spec.Table, Spec: spec}
-	p.Spec.Egress = slices.Clone(spec.Egress) // gets the hosts-data read
 	if p.Table == "" {
 		p.Table = DefaultTable
 	}
@@ -146,12 +145,24 @@ func NewPlan(spec Spec) (*Plan, error) {
 			return nil, err
 		}
 		p.Egress = append(p.Egress, e)
-		p.Spec.Egress[i].HostsData = e.spec.HostsData
 	}
 	if err := p.checkOverlaps(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// SavedSpec returns the spec with the hosts-data of every hosts file the
+// plan read: a spec that plans the same anywhere, the files gone or changed.
+func (p *Plan) SavedSpec() Spec {
+	s := p.Spec
+	s.Egress = slices.Clone(s.Egress)
+	for i, e := range p.Egress {
+		if e.hosts != nil {
+			s.Egress[i].HostsData = e.hosts.lines()
+		}
+	}
+	return s
 }
 
 // checkName refuses a table or egress name nft would not take.
@@ -286,7 +297,6 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 		if e.hosts, err = loadHosts(es, e.Inside); err != nil {
 			return nil, err
 		}
-		e.spec.HostsData = e.hosts.lines()
 	}
 	switch e.Strategy {
 	case Octet:

@@ -9,7 +9,6 @@ import (
 type Report struct {
 	Table  string
 	Egress []EgressReport
-	Spec   Spec // the spec of the plan, so a saved report can be planned again
 }
 
 // EgressReport is the load of one egress entry.
@@ -56,7 +55,7 @@ type PublicLoad struct {
 
 // Report computes the load of every public address of the plan.
 func (p *Plan) Report() *Report {
-	r := &Report{Table: p.Table, Spec: p.Spec}
+	r := &Report{Table: p.Table}
 	for _, e := range p.Egress {
 		r.Egress = append(r.Egress, e.report())
 	}

@@ -3,7 +3,7 @@ package render
 import (
 	"fmt"
 	"io"
-	"strings"
+	"strconv"
 
 	"github.com/natpool/natpool/compiler"
 )
@@ -66,55 +66,60 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	s.str("\tchain ").str(compiler.Chain).str(" {").end()
 	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
 	for _, r := range rs.Rules {
-		s.str("\t\t").str(nftRule(r, rs.Label, rs.Comment(r))).end()
+		s.rule(r, rs.Label, rs.Comment(r))
 	}
 	s.str("\t}").end()
 	s.str("}").end()
 	return s.flush()
 }
 
-func nftRule(r compiler.Rule, label int, comment string) string {
-	var parts []string
+// rule writes rule r as nft text, ending its last line. A jhash map goes a
+// run of buckets a line, written as it is made: a map may hold a million.
+func (s *stream) rule(r compiler.Rule, label int, comment string) {
+	s.str("\t\tip saddr ")
 	if len(r.Sources) == 1 {
-		parts = append(parts, "ip saddr "+compact(r.Sources[0]))
+		s.str(compact(r.Sources[0]))
 	} else {
-		var s []string
+		sep := "{ "
 		for _, src := range r.Sources {
-			s = append(s, compact(src))
+			s.str(sep).str(compact(src))
+			sep = ", "
 		}
-		parts = append(parts, "ip saddr { "+strings.Join(s, ", ")+" }")
+		s.str(" }")
 	}
 	if r.OIF != "" {
-		parts = append(parts, fmt.Sprintf("oifname %q", r.OIF))
+		s.str(" oifname ").str(strconv.Quote(r.OIF))
 	}
 	if r.L4 {
-		parts = append(parts, "meta l4proto { tcp, udp }")
+		s.str(" meta l4proto { tcp, udp }")
 	}
-	t := r.Target
-	var snat string
-	switch t.Kind {
+	s.str(" ct label set ").num(uint64(label)).str(" ")
+	switch t := r.Target; t.Kind {
 	case compiler.ByValue:
-		snat = fmt.Sprintf("snat ip to ip saddr & %s map @%s", t.Mask, t.Map)
+		s.str("snat ip to ip saddr & ").addr(t.Mask).str(" map @").str(t.Map)
 	case compiler.ByJhash:
 		// A run of buckets a line, so that a diff shows which moved; always
 		// as a range (n-n for one bucket), which makes nft build the interval
 		// map natpool apply builds.
-		var m []string
-		for _, b := range t.Runs {
-			m = append(m, fmt.Sprintf("\t\t\t%d-%d : %s", b.Lo, b.Hi, b.Addr))
+		s.str("snat ip to jhash ip saddr mod ").num(uint64(t.Buckets)).str(fmt.Sprintf(" seed %#08x map {", t.Seed))
+		for i, b := range t.Runs {
+			if i > 0 {
+				s.str(",")
+			}
+			s.end()
+			s.str("\t\t\t").num(uint64(b.Lo)).str("-").num(uint64(b.Hi)).str(" : ").addr(b.Addr)
 		}
-		snat = fmt.Sprintf("snat ip to jhash ip saddr mod %d seed %#08x map {\n%s }", t.Buckets, t.Seed, strings.Join(m, ",\n"))
+		s.str(" }")
 	case compiler.ByRange:
-		snat = fmt.Sprintf("snat ip to %s-%s", t.First, t.Last)
+		s.str("snat ip to ").addr(t.First).str("-").addr(t.Last)
 	case compiler.ByHost, compiler.ByHostBlock:
-		snat = "snat ip to ip saddr map @" + t.Map
+		s.str("snat ip to ip saddr map @").str(t.Map)
 	}
 	if r.Ports != (compiler.Rule{}).Ports {
-		snat += " : " + r.Ports.String()
+		s.str(" : ").ports(r.Ports)
 	}
-	if t.Kind == compiler.ByRange {
-		snat += " persistent"
+	if r.Target.Kind == compiler.ByRange {
+		s.str(" persistent")
 	}
-	parts = append(parts, fmt.Sprintf("ct label set %d", label), snat, fmt.Sprintf("comment %q", comment))
-	return strings.Join(parts, " ")
+	s.str(" comment ").str(strconv.Quote(comment)).end()
 }

@@ -134,9 +134,10 @@ type publicJSON struct {
 	Detail       string  `json:"detail,omitempty"`
 }
 
-// PlanJSON writes the load report as JSON.
-func PlanJSON(w io.Writer, r *pool.Report) error {
-	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Spec: r.Spec}
+// PlanJSON writes the load report as JSON, with the spec it was planned
+// from, so that the JSON can be planned again.
+func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
+	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Spec: spec}
 	for _, e := range r.Egress {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
 			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),
