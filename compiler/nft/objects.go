@@ -72,7 +72,7 @@ func listed(s *nftables.Set, what string, elems []nftables.SetElement) setWithEl
 
 // all returns every kernel element of the set.
 func (s setWithElements) all() []nftables.SetElement {
-	var out []nftables.SetElement
+	out := make([]nftables.SetElement, 0, s.n)
 	for c := range s.chunks {
 		out = append(out, c...)
 	}

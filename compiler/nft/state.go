@@ -3,12 +3,14 @@
 package nft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -273,9 +275,15 @@ func setType(s *nftables.Set) string {
 // elementsText writes a set's elements in key order (the kernel dumps them
 // in its own), an interval's end before the start that shares its key.
 func elementsText(s setWithElements) []string {
-	elems := slices.Clone(s.all())
-	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
-		if c := strings.Compare(string(a.Key), string(b.Key)); c != 0 {
+	elems := s.all()
+	// Sorted by index, not moved: a map may hold a million elements.
+	order := make([]int32, len(elems))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(i, j int32) int {
+		a, b := &elems[i], &elems[j]
+		if c := bytes.Compare(a.Key, b.Key); c != 0 {
 			return c
 		}
 		return boolOrder(b.IntervalEnd, a.IntervalEnd)
@@ -283,19 +291,20 @@ func elementsText(s setWithElements) []string {
 	key := bytesText
 	switch s.set.KeyType.Name {
 	case nftables.TypeInteger.Name: // jhash buckets, in network byte order
-		key = func(b []byte) string { return fmt.Sprint(binary.BigEndian.Uint32(b)) }
+		key = func(b []byte) string { return strconv.FormatUint(uint64(binary.BigEndian.Uint32(b)), 10) }
 	case nftables.TypeInetProto.Name:
 		key = operand{kind: protoValue}.value
 	}
 	out := make([]string, len(elems))
-	for i, e := range elems {
-		if e.IntervalEnd {
+	for i, k := range order {
+		e := &elems[k]
+		switch {
+		case e.IntervalEnd:
 			out[i] = key(e.Key) + " end"
-			continue
-		}
-		out[i] = key(e.Key)
-		if len(e.Val) > 0 {
-			out[i] += " : " + bytesText(e.Val)
+		case len(e.Val) > 0:
+			out[i] = key(e.Key) + " : " + bytesText(e.Val)
+		default:
+			out[i] = key(e.Key)
 		}
 	}
 	return out
