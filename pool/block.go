@@ -286,12 +286,7 @@ func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMappi
 		return nil, fmt.Errorf("strategy block cannot weight addresses: every host gets the same block")
 	}
 	m := &BlockMapping{Ports: e.Ports}
-	for _, r := range e.Private {
-		s := spanOf(r)
-		m.private = append(m.private, s)
-		m.starts = append(m.starts, m.space)
-		m.space += s.size()
-	}
+	m.setPrivate(e.Private)
 	ports := e.Ports.Len()
 	var err error
 	switch {
@@ -355,6 +350,16 @@ func (m *BlockMapping) cutEvery(h uint64, b int) error {
 	}
 	m.setWindow(w, 0, p, p)
 	return nil
+}
+
+// setPrivate numbers the hosts over the inside ranges as given.
+func (m *BlockMapping) setPrivate(private []netipx.IPRange) {
+	for _, r := range private {
+		s := spanOf(r)
+		m.private = append(m.private, s)
+		m.starts = append(m.starts, m.space)
+		m.space += s.size()
+	}
 }
 
 // setWindow sets the cut and counts the windows.

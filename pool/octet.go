@@ -84,19 +84,12 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string, warnings *[]string) (
 	} else {
 		sizes = apportion(uint64(span.Len()), weights)
 	}
-	m.owners = make([]int32, m.Mask()+1)
-	for i := range m.owners {
-		m.owners[i] = -1
-	}
 	lo := span.Lo
-	for i, n := range sizes {
-		v := ValueRange{lo, lo + uint32(n) - 1}
-		m.Values = append(m.Values, v)
-		for x := v.Lo; x <= v.Hi; x++ {
-			m.owners[x] = int32(i)
-		}
-		lo = v.Hi + 1
+	for _, n := range sizes {
+		m.Values = append(m.Values, ValueRange{lo, lo + uint32(n) - 1})
+		lo += uint32(n)
 	}
+	m.setOwners()
 	if err := m.checkCoverage(e, warnings); err != nil {
 		return nil, err
 	}
@@ -109,6 +102,19 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string, warnings *[]string) (
 		}
 	}
 	return m, nil
+}
+
+// setOwners indexes the value ranges by value.
+func (m *OctetMapping) setOwners() {
+	m.owners = make([]int32, m.Mask()+1)
+	for i := range m.owners {
+		m.owners[i] = -1
+	}
+	for i, v := range m.Values {
+		for x := v.Lo; x <= v.Hi; x++ {
+			m.owners[x] = int32(i)
+		}
+	}
 }
 
 // checkCoverage refuses a mapping that maps no inside host, and warns of

@@ -400,7 +400,6 @@ func (e *Egress) setAddresses(es EgressSpec, warnings *[]string) error {
 		return fmt.Errorf("every inside host is excluded")
 	}
 
-	e.index = map[uint32]int{}
 	for _, r := range pool {
 		for a := r.From(); r.Contains(a); a = a.Next() {
 			if excluded.Contains(a) {
@@ -409,14 +408,22 @@ func (e *Egress) setAddresses(es EgressSpec, warnings *[]string) error {
 			if len(e.Pool) == MaxPool {
 				return fmt.Errorf("the pool has more than %d addresses", MaxPool)
 			}
-			e.index[Uint32(a)] = len(e.Pool)
 			e.Pool = append(e.Pool, Public{a, r.weight})
 		}
 	}
 	if len(e.Pool) == 0 {
 		return fmt.Errorf("the pool is empty after exclusions")
 	}
+	e.indexPool()
 	return nil
+}
+
+// indexPool indexes the pool by address.
+func (e *Egress) indexPool() {
+	e.index = make(map[uint32]int, len(e.Pool))
+	for i, p := range e.Pool {
+		e.index[Uint32(p.Addr)] = i
+	}
 }
 
 // entry is a parsed range with the text it came from.

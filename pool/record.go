@@ -1,0 +1,228 @@
+package pool
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go4.org/netipx"
+)
+
+// Record is a plan as the journal keeps it: what every mapping decided, not
+// how it was decided. A plan rebuilt from its record looks up exactly as the
+// plan did, without its spec or hosts file, and after natpool's strategies
+// have changed.
+type Record struct {
+	Table   string         `json:"table"`
+	CTLabel int            `json:"ct_label"`
+	Egress  []EgressRecord `json:"egress"`
+}
+
+// EgressRecord is one egress entry of a Record.
+type EgressRecord struct {
+	Name     string   `json:"name"`
+	OIF      string   `json:"oif,omitempty"`
+	Strategy Strategy `json:"strategy"`
+	Ports    string   `json:"ports"`
+	Private  []string `json:"private"` // the inside ranges as given: block numbers hosts over them
+	Inside   []string `json:"inside"`  // the mapped inside hosts, exclusions removed
+	Pool     []string `json:"pool"`    // the usable public addresses, "ADDR" or "ADDR=WEIGHT"
+
+	Octet *OctetPins `json:"octet,omitempty"`
+	Hash  *HashPins  `json:"hash,omitempty"`
+	Block *BlockPins `json:"block,omitempty"`
+	// persistent needs nothing more: the kernel spreads the hosts over the
+	// pool, First to Last.
+}
+
+// OctetPins are the value ranges of an octet mapping, one per pool address.
+type OctetPins struct {
+	Bits   int      `json:"bits"`
+	Values []string `json:"values"`
+}
+
+// HashPins are the bucket owners of a hash mapping, a run at a time: each
+// run is [first bucket, pool index] and ends where the next begins.
+type HashPins struct {
+	Seed    uint32      `json:"seed"`
+	Buckets int         `json:"buckets"`
+	Runs    [][2]uint32 `json:"runs"`
+}
+
+// BlockPins are the window and its cuts of a block mapping: each group is
+// [offset, size, block size].
+type BlockPins struct {
+	Window   uint64         `json:"window"`
+	Split    uint64         `json:"split"`
+	Patterns [2][][3]uint64 `json:"patterns"`
+}
+
+// Record returns what the plan decided, for the journal.
+func (p *Plan) Record() Record {
+	r := Record{Table: p.Table, CTLabel: p.CTLabel}
+	for _, e := range p.Egress {
+		er := EgressRecord{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String()}
+		for _, x := range e.Private {
+			er.Private = append(er.Private, x.String())
+		}
+		for _, x := range e.Inside.Ranges() {
+			er.Inside = append(er.Inside, x.String())
+		}
+		for _, a := range e.Pool {
+			er.Pool = append(er.Pool, fmt.Sprintf("%s=%d", a.Addr, a.Weight))
+		}
+		switch m := e.Mapping.(type) {
+		case *OctetMapping:
+			er.Octet = &OctetPins{Bits: m.Bits}
+			for _, v := range m.Values {
+				er.Octet.Values = append(er.Octet.Values, v.String())
+			}
+		case *HashMapping:
+			er.Hash = &HashPins{Seed: m.Seed, Buckets: len(m.Owners)}
+			for _, run := range m.Runs() {
+				er.Hash.Runs = append(er.Hash.Runs, [2]uint32{run.Lo, uint32(run.Owner)})
+			}
+		case *BlockMapping:
+			er.Block = &BlockPins{Window: m.Window, Split: m.Split}
+			for i, p := range m.Patterns {
+				for _, g := range p {
+					er.Block.Patterns[i] = append(er.Block.Patterns[i], [3]uint64{g.Offset, g.Size, uint64(g.BlockSize)})
+				}
+			}
+		}
+		r.Egress = append(r.Egress, er)
+	}
+	return r
+}
+
+// Plan rebuilds the plan the record was made of. It checks what it reads,
+// but not that the record is the one a digest names: compiler.Digest of the
+// plan does that.
+func (r Record) Plan() (*Plan, error) {
+	p := &Plan{Table: r.Table, CTLabel: r.CTLabel}
+	for _, er := range r.Egress {
+		e, err := er.egress()
+		if err != nil {
+			return nil, fmt.Errorf("egress %s: %w", er.Name, err)
+		}
+		p.Egress = append(p.Egress, e)
+	}
+	return p, nil
+}
+
+func (er EgressRecord) egress() (*Egress, error) {
+	e := &Egress{Name: er.Name, OIF: er.OIF, Strategy: er.Strategy}
+	var err error
+	if e.Ports, err = ParsePortRange(er.Ports); err != nil {
+		return nil, err
+	}
+	for _, s := range er.Private {
+		x, err := ParseRange(s)
+		if err != nil {
+			return nil, fmt.Errorf("private %w", err)
+		}
+		e.Private = append(e.Private, x)
+	}
+	var inside netipx.IPSetBuilder
+	for _, s := range er.Inside {
+		x, err := ParseRange(s)
+		if err != nil {
+			return nil, fmt.Errorf("inside %w", err)
+		}
+		inside.AddRange(x)
+	}
+	e.Inside, _ = inside.IPSet()
+	e.inside = spansOf(e.Inside)
+	entries, err := parseDisjoint("pool", er.Pool)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range entries {
+		if x.From() != x.To() {
+			return nil, fmt.Errorf("pool %q is not one address", x.text)
+		}
+		e.Pool = append(e.Pool, Public{x.From(), x.weight})
+	}
+	if len(e.inside) == 0 || len(e.Pool) == 0 || len(e.Pool) > MaxPool {
+		return nil, fmt.Errorf("%d inside ranges and %d public addresses", len(e.inside), len(e.Pool))
+	}
+	e.indexPool()
+	switch {
+	case e.Strategy == Octet && er.Octet != nil:
+		e.Mapping, err = er.Octet.mapping(len(e.Pool))
+	case e.Strategy == Hash && er.Hash != nil:
+		e.Mapping, err = er.Hash.mapping(len(e.Pool))
+	case e.Strategy == Persistent:
+		e.Mapping, err = newPersistentMapping(e)
+	case e.Strategy == Block && er.Block != nil:
+		e.Mapping, err = er.Block.mapping(e)
+	default:
+		err = fmt.Errorf("strategy %q without its pins", e.Strategy)
+	}
+	return e, err
+}
+
+func (o *OctetPins) mapping(n int) (*OctetMapping, error) {
+	if o.Bits < 1 || o.Bits > 16 || len(o.Values) != n {
+		return nil, fmt.Errorf("octet: %d bits and %d value ranges for %d addresses", o.Bits, len(o.Values), n)
+	}
+	m := &OctetMapping{Bits: o.Bits}
+	for _, s := range o.Values {
+		lo, hi, _ := strings.Cut(s, "-")
+		a, errA := strconv.ParseUint(lo, 10, 32)
+		b, errB := strconv.ParseUint(hi, 10, 32)
+		if errA != nil || errB != nil || a > b || uint32(b) > m.Mask() {
+			return nil, fmt.Errorf("octet: value range %q", s)
+		}
+		m.Values = append(m.Values, ValueRange{uint32(a), uint32(b)})
+	}
+	m.setOwners()
+	return m, nil
+}
+
+func (h *HashPins) mapping(n int) (*HashMapping, error) {
+	if h.Buckets < 1 || h.Buckets > MaxBuckets || len(h.Runs) == 0 || h.Runs[0][0] != 0 {
+		return nil, fmt.Errorf("hash: %d buckets in %d runs", h.Buckets, len(h.Runs))
+	}
+	m := &HashMapping{Seed: h.Seed, Owners: make([]uint16, h.Buckets)}
+	for i, run := range h.Runs {
+		end := uint32(h.Buckets)
+		if i+1 < len(h.Runs) {
+			end = h.Runs[i+1][0]
+		}
+		if run[0] >= end || end > uint32(h.Buckets) || int(run[1]) >= n {
+			return nil, fmt.Errorf("hash: run %d (%v) does not fit %d buckets and %d addresses", i, run, h.Buckets, n)
+		}
+		for b := run[0]; b < end; b++ {
+			m.Owners[b] = uint16(run[1])
+		}
+	}
+	return m, nil
+}
+
+func (bp *BlockPins) mapping(e *Egress) (*BlockMapping, error) {
+	m := &BlockMapping{Ports: e.Ports}
+	m.setPrivate(e.Private)
+	var p [2]Pattern
+	for i, groups := range bp.Patterns {
+		next := uint64(0)
+		for _, g := range groups {
+			if g[0] != next || g[1] == 0 || g[2] == 0 || g[1]*g[2] > uint64(e.Ports.Len()) {
+				return nil, fmt.Errorf("block: group %v of pattern %d", g, i)
+			}
+			p[i] = append(p[i], Group{Offset: g[0], Size: g[1], BlockSize: int(g[2])})
+			next = g[0] + g[1]
+		}
+		if next != bp.Window {
+			return nil, fmt.Errorf("block: pattern %d covers %d of a window of %d", i, next, bp.Window)
+		}
+	}
+	if bp.Window == 0 || bp.Window > maxWindow {
+		return nil, fmt.Errorf("block: window %d", bp.Window)
+	}
+	m.setWindow(bp.Window, bp.Split, p[0], p[1])
+	if need := m.GroupCount(); need > len(e.Pool) {
+		return nil, fmt.Errorf("block: %d groups for %d addresses", need, len(e.Pool))
+	}
+	return m, nil
+}
