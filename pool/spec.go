@@ -23,7 +23,10 @@ type Spec struct {
 	// CTLabel is the conntrack label bit natpool's rules set on the
 	// connections they translate, so that flush and capacity tell them from
 	// other tools' (0-127; empty for DefaultCTLabel).
-	CTLabel string       `yaml:"ct-label" json:"ct-label,omitempty"`
+	CTLabel string `yaml:"ct-label" json:"ct-label,omitempty"`
+	// Journal is where apply records the plans it puts in force (a path
+	// relative to the spec file; empty for the default).
+	Journal string       `yaml:"journal" json:"journal,omitempty"`
 	Egress  []EgressSpec `yaml:"egress" json:"egress"`
 }
 
@@ -77,8 +80,8 @@ func (e *EgressSpec) Options() []Option {
 }
 
 // LoadSpec reads a YAML spec file strictly: unknown keys are errors, and
-// errors name the file and line. A relative hosts file is taken relative to
-// the spec file's directory.
+// errors name the file and line. A relative hosts file or journal is taken
+// relative to the spec file's directory.
 func LoadSpec(path string) (Spec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -96,6 +99,9 @@ func LoadSpec(path string) (Spec, error) {
 		if h := spec.Egress[i].Hosts; h != "" && !filepath.IsAbs(h) {
 			spec.Egress[i].Hosts = filepath.Join(filepath.Dir(path), h)
 		}
+	}
+	if j := spec.Journal; j != "" && !filepath.IsAbs(j) {
+		spec.Journal = filepath.Join(filepath.Dir(path), j)
 	}
 	return spec, nil
 }

@@ -1,0 +1,369 @@
+// Package journal keeps the history of the plans natpool puts in force on a
+// NAT box, so that who had a public address at a time can be answered long
+// after the spec and its hosts files have changed.
+//
+// A journal is a directory:
+//
+//	events               JSON lines: a header, then an event a line, appended only
+//	plans/DIGEST.json.gz the pool.Record of each plan an event names, written once
+//	lock                 held by a writer from its intent to its outcome
+//
+// An apply writes its intent (and the plan) and syncs it to disk before the
+// kernel commit, and its outcome after. An outcome lost to a crash is found
+// on the next write by reading the digest natpool stamps on its table
+// (Recover). Nothing is rewritten or dropped but by Prune, on request.
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// Format is the version of the journal's layout. A journal of a later
+// format is refused: an older natpool cannot know what it holds.
+const Format = 1
+
+// DefaultPath is where a NAT box keeps its journal unless told otherwise.
+const DefaultPath = "/var/lib/natpool/journal"
+
+const (
+	eventsFile = "events"
+	plansDir   = "plans"
+	lockFile   = "lock"
+)
+
+type header struct {
+	Journal int       `json:"natpool_journal"`
+	Created time.Time `json:"created"`
+}
+
+// Event is one line of the events file.
+type Event struct {
+	Seq  int    `json:"seq"`
+	Kind string `json:"event"` // "intent", "commit" or "abort"
+	// Time is when the event was written, UTC.
+	Time time.Time `json:"time"`
+	// An intent names what is to change.
+	Op      string `json:"op,omitempty"` // "apply" or "delete"
+	Host    string `json:"host,omitempty"`
+	Netns   string `json:"netns,omitempty"`
+	Table   string `json:"table,omitempty"`
+	Version string `json:"version,omitempty"`
+	Digest  string `json:"digest,omitempty"` // the plan applied
+	// An outcome may have been found after an interruption, from the
+	// kernel's stamp, and an abort says why.
+	Recovered bool   `json:"recovered,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// The kinds of event and of operation.
+const (
+	Intent = "intent"
+	Commit = "commit"
+	Abort  = "abort"
+	Apply  = "apply"
+	Delete = "delete"
+)
+
+// Target is the table a plan is put in force in: on a host, in a network
+// namespace ("" for the host's own).
+type Target struct {
+	Host, Netns, Table string
+}
+
+// Entry is an intent with its outcome.
+type Entry struct {
+	Seq     int
+	Op      string
+	Target  Target
+	Digest  string
+	Version string
+	// Intended is when the intent was written; From is when the change
+	// took effect: the commit, or the intent when the commit was only
+	// found later (Recovered), since it happened after the intent.
+	Intended, From time.Time
+	Outcome        string // Commit, Abort, or "" while the outcome is unknown
+	Recovered      bool
+	Error          string
+	Line           int // of the intent in the events file
+}
+
+// Journal is an open journal directory.
+type Journal struct {
+	Dir string
+}
+
+// Open opens the journal at dir, which must exist and be natpool's.
+func Open(dir string) (*Journal, error) {
+	j := &Journal{Dir: dir}
+	f, err := os.Open(j.path(eventsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return nil, fmt.Errorf("journal %s: %w", dir, serr)
+		}
+		return nil, fmt.Errorf("journal %s: not a natpool journal (no events file)", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", dir, err)
+	}
+	defer f.Close()
+	line, err := bufio.NewReader(f).ReadBytes('\n')
+	var h header
+	if err != nil || json.Unmarshal(line, &h) != nil || h.Journal == 0 {
+		return nil, fmt.Errorf("journal %s: not a natpool journal (line 1 is no journal header)", dir)
+	}
+	if h.Journal > Format {
+		return nil, fmt.Errorf("journal %s: written in format %d by a newer natpool; this one reads format %d", dir, h.Journal, Format)
+	}
+	return j, nil
+}
+
+// Create opens the journal at dir for writing, making it if there is none,
+// and returns it locked (see Lock) with the lock's release. It refuses a
+// directory that holds anything but a journal.
+func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error) {
+	if err := os.MkdirAll(filepath.Join(dir, plansDir), 0o750); err != nil {
+		return nil, nil, fmt.Errorf("journal %s: %w", dir, err)
+	}
+	j := &Journal{Dir: dir}
+	unlock, err := j.Lock(waiting)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Stat(j.path(eventsFile)); err == nil {
+		if _, err := Open(dir); err != nil {
+			unlock()
+			return nil, nil, err
+		}
+		return j, unlock, nil
+	}
+	// A new journal, in a directory that holds nothing else.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != lockFile && e.Name() != plansDir {
+			unlock()
+			return nil, nil, fmt.Errorf("journal %s: not a natpool journal, and not empty", dir)
+		}
+	}
+	line, _ := json.Marshal(header{Journal: Format, Created: now.UTC()})
+	if err := writeFile(j.path(eventsFile), append(line, '\n')); err != nil {
+		unlock()
+		return nil, nil, fmt.Errorf("journal %s: %w", dir, err)
+	}
+	return j, unlock, nil
+}
+
+func (j *Journal) path(name string) string { return filepath.Join(j.Dir, name) }
+
+func (j *Journal) planPath(digest string) string {
+	return filepath.Join(j.Dir, plansDir, digest+".json.gz")
+}
+
+// Entries reads the events: the intents, oldest first, each with its
+// outcome. A line that does not parse, or an outcome without its intent, is
+// an error naming the line and its byte offset.
+func (j *Journal) Entries() ([]Entry, error) {
+	f, err := os.Open(j.path(eventsFile))
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<16)
+	var entries []Entry
+	if st, err := f.Stat(); err == nil {
+		entries = make([]Entry, 0, st.Size()/128) // an entry is two lines, of about 200 and 70 bytes
+	}
+	bySeq := map[int]int{}
+	offset := int64(0)
+	for n := 1; ; n++ {
+		line, err := r.ReadSlice('\n') // valid until the next read: parsed at once
+		bad := func(why string) error {
+			return fmt.Errorf("journal %s: line %d (offset %d) %s", j.path(eventsFile), n, offset, why)
+		}
+		if err == io.EOF {
+			if len(line) > 0 {
+				return nil, bad("is cut short: the write of it was interrupted")
+			}
+			return entries, nil
+		}
+		if err == bufio.ErrBufferFull {
+			return nil, bad("is longer than an event can be")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
+		}
+		at := offset
+		offset += int64(len(line))
+		if n == 1 {
+			continue // the header, read by Open
+		}
+		var ev Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			offset = at
+			return nil, bad("does not parse: " + err.Error())
+		}
+		i, known := bySeq[ev.Seq]
+		switch {
+		case ev.Kind == Intent && !known && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
+			bySeq[ev.Seq] = len(entries)
+			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: Target{ev.Host, ev.Netns, ev.Table},
+				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})
+		case (ev.Kind == Commit || ev.Kind == Abort) && known && entries[i].Outcome == "":
+			e := &entries[i]
+			e.Outcome, e.Recovered, e.Error = ev.Kind, ev.Recovered, ev.Error
+			e.From = ev.Time
+			if ev.Recovered {
+				e.From = e.Intended
+			}
+		default:
+			offset = at
+			return nil, bad(fmt.Sprintf("is no intent or outcome of one (event %q, seq %d)", ev.Kind, ev.Seq))
+		}
+	}
+}
+
+// validDigest reports whether d is a plan digest: 16 lower-case hex digits.
+func validDigest(d string) bool {
+	if len(d) != 16 {
+		return false
+	}
+	for _, c := range d {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Begin records the intent of e (Seq is set here) and, for an apply, the
+// plan's record, and syncs both to disk. The caller holds the lock.
+func (j *Journal) Begin(e Event, rec *pool.Record) (int, error) {
+	entries, err := j.Entries()
+	if err != nil {
+		return 0, err // a damaged journal is a person's to mend
+	}
+	e.Seq, e.Kind = 1, Intent
+	if len(entries) > 0 {
+		e.Seq = entries[len(entries)-1].Seq + 1
+	}
+	if rec != nil {
+		if err := j.writePlan(e.Digest, rec); err != nil {
+			return 0, err
+		}
+	}
+	return e.Seq, j.append(e)
+}
+
+// End records the outcome of intent seq: Commit, or Abort with why.
+func (j *Journal) End(seq int, kind string, now time.Time, why error, recovered bool) error {
+	ev := Event{Seq: seq, Kind: kind, Time: now.UTC(), Recovered: recovered}
+	if why != nil {
+		ev.Error = why.Error()
+	}
+	return j.append(ev)
+}
+
+func (j *Journal) append(ev Event) error {
+	line, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(j.path(eventsFile), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	if _, err = f.Write(append(line, '\n')); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	return nil
+}
+
+// writePlan stores the record under its digest, unless it is there.
+func (j *Journal) writePlan(digest string, rec *pool.Record) error {
+	path := j.planPath(digest)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(rec); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	if err := writeFile(path, buf.Bytes()); err != nil {
+		return fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	return nil
+}
+
+// Plan reads the record of the plan with this digest.
+func (j *Journal) Plan(digest string) (pool.Record, error) {
+	var rec pool.Record
+	f, err := os.Open(j.planPath(digest))
+	if err != nil {
+		return rec, fmt.Errorf("journal %s: plan %s: %w", j.Dir, digest, err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err == nil {
+		err = json.NewDecoder(zr).Decode(&rec)
+	}
+	if err != nil {
+		return rec, fmt.Errorf("journal %s: plan %s: %w", j.Dir, digest, err)
+	}
+	return rec, nil
+}
+
+// writeFile writes data to path through a temporary file, synced and
+// renamed into place, then syncs the directory: the file is whole or absent.
+func writeFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err = tmp.Write(data); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
