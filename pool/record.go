@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -41,12 +42,14 @@ type OctetPins struct {
 	Values []string `json:"values"`
 }
 
-// HashPins are the bucket owners of a hash mapping, a run at a time: each
-// run is [first bucket, pool index] and ends where the next begins.
+// HashPins are the bucket owners of a hash mapping, a run at a time from
+// bucket 0 on. Runs holds two unsigned varints a run, its length in buckets
+// and its owner's pool index: a ring of 2^20 buckets is some 100,000 runs,
+// which this keeps to 2-3 bytes each (base64 in JSON), quick to read back.
 type HashPins struct {
-	Seed    uint32      `json:"seed"`
-	Buckets int         `json:"buckets"`
-	Runs    [][2]uint32 `json:"runs"`
+	Seed    uint32 `json:"seed"`
+	Buckets int    `json:"buckets"`
+	Runs    []byte `json:"runs"`
 }
 
 // BlockPins are the window and its cuts of a block mapping: each group is
@@ -79,8 +82,14 @@ func (p *Plan) Record() Record {
 			}
 		case *HashMapping:
 			er.Hash = &HashPins{Seed: m.Seed, Buckets: len(m.Owners)}
-			for _, run := range m.Runs() {
-				er.Hash.Runs = append(er.Hash.Runs, [2]uint32{run.Lo, uint32(run.Owner)})
+			runs := m.Runs()
+			for i, run := range runs {
+				end := uint32(len(m.Owners))
+				if i+1 < len(runs) {
+					end = runs[i+1].Lo
+				}
+				er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(end-run.Lo))
+				er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(run.Owner))
 			}
 		case *BlockMapping:
 			er.Block = &BlockPins{Window: m.Window, Split: m.Split}
@@ -181,21 +190,28 @@ func (o *OctetPins) mapping(n int) (*OctetMapping, error) {
 }
 
 func (h *HashPins) mapping(n int) (*HashMapping, error) {
-	if h.Buckets < 1 || h.Buckets > MaxBuckets || len(h.Runs) == 0 || h.Runs[0][0] != 0 {
-		return nil, fmt.Errorf("hash: %d buckets in %d runs", h.Buckets, len(h.Runs))
+	if h.Buckets < 1 || h.Buckets > MaxBuckets {
+		return nil, fmt.Errorf("hash: %d buckets", h.Buckets)
 	}
 	m := &HashMapping{Seed: h.Seed, Owners: make([]uint16, h.Buckets)}
-	for i, run := range h.Runs {
-		end := uint32(h.Buckets)
-		if i+1 < len(h.Runs) {
-			end = h.Runs[i+1][0]
+	next, buf := 0, h.Runs
+	for i := 0; next < h.Buckets; i++ {
+		size, k := binary.Uvarint(buf)
+		if k <= 0 {
+			return nil, fmt.Errorf("hash: run %d is cut short at bucket %d of %d", i, next, h.Buckets)
 		}
-		if run[0] >= end || end > uint32(h.Buckets) || int(run[1]) >= n {
-			return nil, fmt.Errorf("hash: run %d (%v) does not fit %d buckets and %d addresses", i, run, h.Buckets, n)
+		owner, l := binary.Uvarint(buf[k:])
+		if l <= 0 || size == 0 || size > uint64(h.Buckets-next) || owner >= uint64(n) {
+			return nil, fmt.Errorf("hash: run %d (from bucket %d) does not fit %d buckets and %d addresses", i, next, h.Buckets, n)
 		}
-		for b := run[0]; b < end; b++ {
-			m.Owners[b] = uint16(run[1])
+		buf = buf[k+l:]
+		for b := range int(size) {
+			m.Owners[next+b] = uint16(owner)
 		}
+		next += int(size)
+	}
+	if len(buf) > 0 {
+		return nil, fmt.Errorf("hash: %d bytes after the last run", len(buf))
 	}
 	return m, nil
 }

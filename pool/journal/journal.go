@@ -17,14 +17,15 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/natpool/natpool/pool"
@@ -174,49 +175,41 @@ func (j *Journal) planPath(digest string) string {
 // outcome. A line that does not parse, or an outcome without its intent, is
 // an error naming the line and its byte offset.
 func (j *Journal) Entries() ([]Entry, error) {
-	f, err := os.Open(j.path(eventsFile))
+	// Read whole, the events are counted before they are parsed, and the
+	// entries are allocated once: growing a slice of them costs more than
+	// parsing them. One decoder reads every line, so that its buffers are
+	// made once too; each line must hold exactly one event.
+	data, err := os.ReadFile(j.path(eventsFile))
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
-	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<16)
-	var entries []Entry
-	if st, err := f.Stat(); err == nil {
-		entries = make([]Entry, 0, st.Size()/128) // an entry is two lines, of about 200 and 70 bytes
-	}
-	bySeq := map[int]int{}
-	offset := int64(0)
-	for n := 1; ; n++ {
-		line, err := r.ReadSlice('\n') // valid until the next read: parsed at once
+	entries := make([]Entry, 0, bytes.Count(data, []byte(`"event":"intent"`))) // as Marshal writes it
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for n, next := 1, 0; next < len(data); n++ {
+		at := next
 		bad := func(why string) error {
-			return fmt.Errorf("journal %s: line %d (offset %d) %s", j.path(eventsFile), n, offset, why)
+			return fmt.Errorf("journal %s: line %d (offset %d) %s", j.path(eventsFile), n, at, why)
 		}
-		if err == io.EOF {
-			if len(line) > 0 {
-				return nil, bad("is cut short: the write of it was interrupted")
-			}
-			return entries, nil
-		}
-		if err == bufio.ErrBufferFull {
-			return nil, bad("is longer than an event can be")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
-		}
-		at := offset
-		offset += int64(len(line))
-		if n == 1 {
-			continue // the header, read by Open
+		end := at + bytes.IndexByte(data[at:], '\n')
+		if end < at {
+			return nil, bad("is cut short: the write of it was interrupted")
 		}
 		var ev Event
-		if err := json.Unmarshal(line, &ev); err != nil {
-			offset = at
+		if err := dec.Decode(&ev); err != nil {
 			return nil, bad("does not parse: " + err.Error())
 		}
-		i, known := bySeq[ev.Seq]
+		if dec.InputOffset() != int64(end) {
+			return nil, bad("does not hold exactly one event")
+		}
+		next = end + 1
+		if n == 1 {
+			continue // the header, checked by Open
+		}
+		// Intents are numbered in the order they are written, so the
+		// entries are in Seq order and an intent is found by bisection.
+		i, known := slices.BinarySearchFunc(entries, ev.Seq, func(e Entry, seq int) int { return cmp.Compare(e.Seq, seq) })
 		switch {
-		case ev.Kind == Intent && !known && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
-			bySeq[ev.Seq] = len(entries)
+		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
 			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: Target{ev.Host, ev.Netns, ev.Table},
 				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})
 		case (ev.Kind == Commit || ev.Kind == Abort) && known && entries[i].Outcome == "":
@@ -227,10 +220,10 @@ func (j *Journal) Entries() ([]Entry, error) {
 				e.From = e.Intended
 			}
 		default:
-			offset = at
 			return nil, bad(fmt.Sprintf("is no intent or outcome of one (event %q, seq %d)", ev.Kind, ev.Seq))
 		}
 	}
+	return entries, nil
 }
 
 // validDigest reports whether d is a plan digest: 16 lower-case hex digits.

@@ -1,6 +1,8 @@
 package journal
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,8 +137,9 @@ func TestDamageIsReportedWithItsLineAndOffset(t *testing.T) {
 	tests := []struct {
 		name, tail, want string
 	}{
-		{"cut short", `{"seq":2,"event":"intent"`, "line 4 (offset "},
-		{"not JSON", "garbage\n", "line 4 (offset "},
+		{"cut short", `{"seq":2,"event":"intent"`, "is cut short"},
+		{"not JSON", "garbage\n", "does not parse"},
+		{"two events on a line", `{"seq":2,"event":"intent","op":"delete"} {"seq":2,"event":"commit"}` + "\n", "does not hold exactly one event"},
 		{"outcome of nothing", `{"seq":9,"event":"commit","time":"2026-11-17T14:00:00Z"}` + "\n", "is no intent or outcome of one"},
 	}
 	for _, tt := range tests {
@@ -144,11 +147,13 @@ func TestDamageIsReportedWithItsLineAndOffset(t *testing.T) {
 			j := newJournal(t)
 			apply(t, j, planA, 0, Commit)
 			f, _ := os.OpenFile(j.path(eventsFile), os.O_APPEND|os.O_WRONLY, 0)
+			st, _ := f.Stat()
 			f.WriteString(tt.tail)
 			f.Close()
 			_, err := j.Entries()
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %v, want %q", err, tt.want)
+			want := fmt.Sprintf("line 4 (offset %d) %s", st.Size(), tt.want)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v, want %q", err, want)
 			}
 			if _, err := j.Begin(Event{Time: at(1), Op: Delete, Host: "nat1", Table: "natpool"}, nil); err == nil {
 				t.Errorf("a damaged journal took another entry")
@@ -202,5 +207,35 @@ func TestPruneKeepsEveryAnswerFromItsTimeOn(t *testing.T) {
 	}
 	if _, err := j.Plan(planB); err != nil {
 		t.Errorf("plan B, in force at the cut, is gone: %v", err)
+	}
+}
+
+// BenchmarkEntries reads a journal of 10,000 applies, the size lookup --at
+// must answer from in under 100 ms.
+func BenchmarkEntries(b *testing.B) {
+	j, unlock, err := Create(filepath.Join(b.TempDir(), "journal"), t0, func() {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	unlock()
+	f, err := os.OpenFile(j.path(eventsFile), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for seq := 1; seq <= 10000; seq++ {
+		for _, ev := range []Event{
+			{Seq: seq, Kind: Intent, Time: at(seq), Op: Apply, Host: "nat1", Table: "natpool", Version: "0.1.0", Digest: planA},
+			{Seq: seq, Kind: Commit, Time: at(seq)},
+		} {
+			line, _ := json.Marshal(ev)
+			f.Write(append(line, '\n'))
+		}
+	}
+	f.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := j.Entries(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
