@@ -13,6 +13,7 @@ type applyOptions struct {
 	dryRun   bool
 	delete   bool
 	output   string
+	journal  []string
 }
 
 func newApplyCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -24,6 +25,13 @@ func newApplyCmd(stdout, stderr io.Writer) *cobra.Command {
 netlink transaction: the kernel takes all of it or none, so on any error the
 previous table stays in force exactly as it was. No other table, chain or
 rule is touched.
+
+Every apply and delete is recorded in the journal (--journal, the spec's
+journal key, or /var/lib/natpool/journal): the intent and the plan, synced to
+disk before the kernel commit, then the outcome. natpool lookup --at and
+natpool history answer from it. A change interrupted between the two is
+settled by the next apply or status, from the digest natpool stamps on its
+table.
 
 --dry-run prints what would change against the live table and changes
 nothing; --delete removes natpool's table. Port blocks go to the kernel in the
@@ -42,5 +50,6 @@ bits) unless --encoding per-host.`,
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would change and change nothing")
 	cmd.Flags().BoolVar(&o.delete, "delete", false, "remove natpool's table")
 	outputFlag(cmd, &o.output, "text", "json")
+	journalFlag(cmd, &o.journal, false)
 	return cmd
 }

@@ -11,13 +11,14 @@ import (
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/compiler/nft"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
 
 func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	encoding := encodings[o.encoding]
 	if o.delete {
-		return runDelete(o, stdout)
+		return runDelete(o, stdout, stderr)
 	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
@@ -32,7 +33,16 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	if o.dryRun {
 		return dryRun(k, rs, o, stdout)
 	}
-	if err := k.Apply(rs); err != nil {
+	path, err := onePath(o.journal, plan.Spec.Journal)
+	if err != nil {
+		return err
+	}
+	if err := claimable(k, rs.Table); err != nil {
+		return err
+	}
+	rec := plan.Record()
+	change := journal.Event{Op: journal.Apply, Netns: o.netns, Table: rs.Table, Digest: rs.Digest}
+	if err := journaled(path, change, &rec, stderr, func() error { return k.Apply(rs) }); err != nil {
 		return err
 	}
 	warnMissingInterfaces(plan, o.netns, stderr)
@@ -98,8 +108,8 @@ func dryRun(k *nft.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io.Writ
 	return nil
 }
 
-func runDelete(o *applyOptions, stdout io.Writer) error {
-	table, err := o.spec.table()
+func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
+	table, fromSpec, err := o.spec.unplanned()
 	if err != nil {
 		return err
 	}
@@ -124,8 +134,16 @@ func runDelete(o *applyOptions, stdout io.Writer) error {
 		}
 		return nil
 	}
-	deleted, err := k.Delete(table)
+	path, err := onePath(o.journal, fromSpec)
 	if err != nil {
+		return err
+	}
+	if err := claimable(k, table); err != nil {
+		return err
+	}
+	var deleted bool
+	change := journal.Event{Op: journal.Delete, Netns: o.netns, Table: table}
+	if err := journaled(path, change, nil, stderr, func() (err error) { deleted, err = k.Delete(table); return err }); err != nil {
 		return err
 	}
 	if o.output == "json" {
@@ -137,4 +155,15 @@ func runDelete(o *applyOptions, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
 	}
 	return nil
+}
+
+// claimable refuses, before anything is written to the journal, a table
+// natpool did not make; reading the stamp also fails early without
+// privileges. The kernel change checks the stamp again, in its transaction.
+func claimable(k *nft.Kernel, table string) error {
+	st, err := k.Stamp(table)
+	if err == nil && st.Exists && !st.Natpool {
+		err = &nft.NotNatpoolsError{Table: table}
+	}
+	return err
 }

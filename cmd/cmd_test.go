@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -186,4 +187,21 @@ func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
 			}
 		}
 	}
+}
+
+// must runs natpool and fails the test unless it exits with status code.
+func must(t *testing.T, code int, args ...string) string {
+	t.Helper()
+	got, stdout, stderr := run(args...)
+	if got != code {
+		t.Fatalf("natpool %s: exit %d, want %d\n%s%s", strings.Join(args, " "), got, code, stdout, stderr)
+	}
+	return stdout
+}
+
+// setClock makes natpool's clock read t until the test ends.
+func setClock(t *testing.T, at *time.Time) {
+	t.Helper()
+	now = func() time.Time { return *at }
+	t.Cleanup(func() { now = time.Now })
 }

@@ -1,11 +1,15 @@
 package cmd
 
 import (
+	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
 
@@ -15,6 +19,9 @@ type lookupOptions struct {
 	egress  string
 	all     bool
 	output  string
+	at, tz  string
+	slack   time.Duration
+	journal []string
 }
 
 func newLookupCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -29,12 +36,25 @@ func newLookupCmd(stdout, stderr io.Writer) *cobra.Command {
 
 With several egress entries each entry that knows the address answers, unless
 --egress picks one. Every address is answered, one without a mapping (excluded,
-unmapped, unknown) saying why. Exit status: 0 all mapped, 1 an address without
-a mapping or a port no host owns, 2 trouble (a bad address, a port lookup of an
-inside host).`,
+unmapped, unknown) saying why.
+
+--at TIME answers from the plan in force at TIME, as apply recorded it in the
+journal (--journal, repeatable to ask the journals of several NAT boxes; no
+spec is needed). TIME is RFC 3339 with an offset, "now", or a local time with
+--tz. Each plan's answers follow a line naming it and its time in force,
+[from, until) in UTC. Within --slack of a change, the plans before and after
+both answer: a time from an abuse report carries clock error.
+
+Exit status: 0 all mapped, 1 an address without a mapping, a port no host
+owns, or no plan in force at TIME, 2 trouble (a bad address or time, a port
+lookup of an inside host, a journal that is missing or not natpool's).`,
 		Example: `  natpool lookup -f campus.yaml 10.16.3.7
   natpool lookup -f campus.yaml 192.76.8.48 -o json
-  natpool lookup -f cgnat.yaml 198.18.3.1:40001`,
+  natpool lookup -f cgnat.yaml 198.18.3.1:40001
+
+  # abuse desk: who had this address and port last Tuesday at 14:05?
+  natpool lookup --at 2026-11-17T14:05:00+01:00 198.18.3.7:40123
+  natpool lookup --at "2026-11-17 14:05" --tz Europe/Berlin --journal nat1/ --journal nat2/ 198.18.3.7:40123`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			o.queries = args
@@ -45,10 +65,17 @@ inside host).`,
 	egressFlag(cmd, &o.egress, "answer from this egress entry only")
 	cmd.Flags().BoolVar(&o.all, "all", false, "list every host of a public address, not ranges")
 	outputFlag(cmd, &o.output, "text", "json")
+	cmd.Flags().StringVar(&o.at, "at", "", "answer from the plan in force at this time, from the journal")
+	timeZoneFlag(cmd, &o.tz)
+	cmd.Flags().DurationVar(&o.slack, "slack", 5*time.Second, "with --at: plans that began or ended this close to TIME answer too")
+	journalFlag(cmd, &o.journal, true)
 	return cmd
 }
 
 func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
+	if o.at != "" {
+		return runLookupAt(o, stdout)
+	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
 		return err
@@ -70,10 +97,73 @@ func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return unanswered(answers)
+}
+
+// unanswered is exit status 1 when an address has no mapping or a port no
+// owner.
+func unanswered(answers []pool.Answer) error {
 	for _, a := range answers {
 		if a.Kind == pool.NoMapping || a.Kind == pool.PortOwner && !a.Private.IsValid() {
 			return &exitError{code: exitFound}
 		}
 	}
 	return nil
+}
+
+// runLookupAt answers from every plan the journals hold in force at --at.
+func runLookupAt(o *lookupOptions, stdout io.Writer) error {
+	t, err := parseTime("--at", o.at, o.tz, now())
+	if err != nil {
+		return err
+	}
+	if o.slack < 0 {
+		return fmt.Errorf("--slack %s: want 0 or more", o.slack)
+	}
+	_, fromSpec, err := o.spec.unplanned()
+	if err != nil {
+		return err
+	}
+	var plans []render.PlanAnswers
+	var answers []pool.Answer
+	multi := false
+	for _, path := range journalPaths(o.journal, fromSpec) {
+		j, err := journal.Open(path)
+		if err != nil {
+			return err
+		}
+		entries, err := j.Entries()
+		if err != nil {
+			return err
+		}
+		for _, s := range journal.InForce(journal.Spans(entries), t, o.slack) {
+			plan, err := rebuild(j, s.Digest)
+			if err != nil {
+				return err
+			}
+			pa := render.PlanAnswers{Journal: path, Span: s}
+			for _, q := range o.queries {
+				a, err := plan.Lookup(q, o.egress)
+				if err != nil {
+					return err
+				}
+				pa.Answers = append(pa.Answers, a...)
+			}
+			plans, answers = append(plans, pa), append(answers, pa.Answers...)
+			multi = multi || len(plan.Egress) > 1
+		}
+	}
+	ro := render.LookupOptions{Egress: multi && o.egress == "", All: o.all}
+	if o.output == "json" {
+		err = render.LookupAtJSON(stdout, plans, ro)
+	} else {
+		err = render.LookupAtText(stdout, plans, ro)
+	}
+	if err != nil {
+		return err
+	}
+	if len(plans) == 0 {
+		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", t.UTC().Format(time.RFC3339), strings.Join(journalPaths(o.journal, fromSpec), ", "))}
+	}
+	return unanswered(answers)
 }

@@ -91,21 +91,22 @@ func (o *specOptions) build() (*pool.Plan, error) {
 	return pool.NewPlan(spec)
 }
 
-// table returns the table the spec names, without planning: what
-// commands that only need the table (apply --delete) read.
-func (o *specOptions) table() (string, error) {
-	table := pool.DefaultTable
+// unplanned returns the table and the journal the spec names, without
+// planning: what commands that only need those (apply --delete) read.
+func (o *specOptions) unplanned() (table, journal string, err error) {
+	table = pool.DefaultTable
 	if o.file != "" {
 		spec, err := pool.LoadSpec(o.file)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if spec.Table != "" {
 			table = spec.Table
 		}
+		journal = spec.Journal
 	}
 	overrideWith(o, "table", &table, o.tableFlag)
-	return table, nil
+	return table, journal, nil
 }
 
 // overrideWith sets *dst to value when the spec flag name was given.

@@ -7,9 +7,10 @@ import (
 )
 
 type statusOptions struct {
-	spec   specOptions
-	netns  string
-	output string
+	spec    specOptions
+	netns   string
+	output  string
+	journal []string
 }
 
 func newStatusCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -19,7 +20,9 @@ func newStatusCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Compare natpool's table in the kernel with the plan",
 		Long: `Status reads natpool's table back over netlink and compares it with the plan:
 the chain, every map and element, every rule. Port blocks are recognised in
-either encoding.
+either encoding. It names the journal entry in force, and reports a table
+whose plan the journal does not know as drift; it settles a change an
+interruption left without an outcome, as apply does.
 
 Exit status: 0 in sync; 1 drift, printing what differs ("-" the plan has and
 the kernel lacks, "+" the kernel has and the plan lacks); 2 trouble: no such
@@ -32,5 +35,6 @@ namespace, no permission, no table.`,
 	addSpecFlags(cmd, &o.spec)
 	netnsFlag(cmd, &o.netns)
 	outputFlag(cmd, &o.output, "text", "json")
+	journalFlag(cmd, &o.journal, false)
 	return cmd
 }

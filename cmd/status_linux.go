@@ -3,11 +3,14 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/nft"
+	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
 
@@ -50,23 +53,94 @@ func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
 			break
 		}
 	}
-	if o.output == "json" {
-		err = render.JSON(stdout, map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest, "stamped": stamp.Natpool,
-			"in_sync": len(diffs) == 0, "drift": differencesJSON(diffs, "missing", "extra")})
-	} else if len(diffs) == 0 {
-		fmt.Fprintf(stdout, "table ip %s in %s is in sync with the plan (%s): %d rules, %d elements\n",
-			plan.Table, where(o.netns), rs.Digest, len(rs.Rules), rs.Elements())
-	} else {
-		fmt.Fprintf(stdout, "table ip %s in %s has drifted from the plan (%s):\n", plan.Table, where(o.netns), rs.Digest)
-		if !stamp.Natpool {
-			fmt.Fprintf(stdout, "no rule of it carries natpool's stamp: another tool made it, or natpool's rules are gone (apply refuses such a table)\n")
-		}
-		writeDifferences(stdout, diffs, "missing", "extra")
+	path, err := onePath(o.journal, plan.Spec.Journal)
+	if err != nil {
+		return err
 	}
-	if err != nil || len(diffs) == 0 {
+	known, err := inForce(path, journal.Target{Netns: o.netns, Table: plan.Table}, stamp.Digest, stderr)
+	if err != nil {
+		return err
+	}
+	inSync := len(diffs) == 0 && known.Err == nil
+	if o.output == "json" {
+		j := map[string]any{"path": path}
+		if known.Err != nil {
+			j["drift"] = known.Err.Error()
+		} else {
+			j["entry"], j["digest"], j["since"] = known.Seq, known.Digest, known.From.UTC()
+		}
+		err = render.JSON(stdout, map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest, "stamped": stamp.Natpool,
+			"in_sync": inSync, "drift": differencesJSON(diffs, "missing", "extra"), "journal": j})
+	} else {
+		if len(diffs) == 0 {
+			fmt.Fprintf(stdout, "table ip %s in %s is in sync with the plan (%s): %d rules, %d elements\n",
+				plan.Table, where(o.netns), rs.Digest, len(rs.Rules), rs.Elements())
+		} else {
+			fmt.Fprintf(stdout, "table ip %s in %s has drifted from the plan (%s):\n", plan.Table, where(o.netns), rs.Digest)
+			if !stamp.Natpool {
+				fmt.Fprintf(stdout, "no rule of it carries natpool's stamp: another tool made it, or natpool's rules are gone (apply refuses such a table)\n")
+			}
+			writeDifferences(stdout, diffs, "missing", "extra")
+		}
+		if known.Err != nil {
+			fmt.Fprintf(stdout, "journal %s: %v\n", path, known.Err)
+		} else {
+			fmt.Fprintf(stdout, "journal %s: entry %d, plan %s, in force since %s\n", path, known.Seq, known.Digest, render.TimeText(known.From))
+		}
+	}
+	if err != nil || inSync {
 		return err
 	}
 	return &exitError{code: exitFound}
+}
+
+// known is what the journal says of a table: the entry in force, or why it
+// does not know the table's plan (drift).
+type known struct {
+	journal.Span
+	Err error
+}
+
+// inForce settles the journal at path and finds the entry in force in
+// target on this host, which should name digest, the plan stamped on the
+// table. A missing journal knows nothing; one that is not natpool's is
+// trouble.
+func inForce(path string, target journal.Target, digest string, stderr io.Writer) (known, error) {
+	j, err := journal.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return known{Err: fmt.Errorf("no journal here: this table's plan (%s) was never recorded", digest)}, nil
+	}
+	if err != nil {
+		return known{}, err
+	}
+	unlock, err := j.Lock(waiting(path, stderr))
+	if err != nil {
+		return known{}, err
+	}
+	defer unlock()
+	if err := settle(j, stderr); err != nil {
+		return known{}, err
+	}
+	entries, err := j.Entries()
+	if err != nil {
+		return known{}, err
+	}
+	if target.Host, err = hostname(); err != nil {
+		return known{}, err
+	}
+	var last *journal.Span
+	for _, s := range journal.Spans(entries) {
+		if s.Target == target && s.Until.IsZero() {
+			last = &s
+		}
+	}
+	switch {
+	case last == nil:
+		return known{Err: fmt.Errorf("no plan of this table in force: this table's plan (%s) was never recorded", digest)}, nil
+	case last.Digest != digest:
+		return known{Err: fmt.Errorf("entry %d says plan %s is in force since %s, but the table holds %s", last.Seq, last.Digest, render.TimeText(last.From), digest)}, nil
+	}
+	return known{Span: *last}, nil
 }
 
 // size counts the differing lines.

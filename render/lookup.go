@@ -5,10 +5,12 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"go4.org/netipx"
 
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
 )
 
 // LookupOptions says how lookup answers are written.
@@ -116,6 +118,90 @@ type answerOwner struct {
 // LookupJSON writes the answers as JSON: one object for a single answer, an
 // array of them, in the order given, otherwise.
 func LookupJSON(w io.Writer, answers []pool.Answer, o LookupOptions) error {
+	out := answersJSON(answers, o)
+	if len(out) == 1 {
+		return JSON(w, out[0])
+	}
+	return JSON(w, out)
+}
+
+// PlanAnswers are the answers of a plan a journal held, with the time it
+// was in force.
+type PlanAnswers struct {
+	Journal string
+	Span    journal.Span
+	Answers []pool.Answer
+}
+
+// LookupAtText writes the answers of each plan under a line naming the plan
+// and its time in force, [from, until) in UTC.
+func LookupAtText(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
+	for _, p := range plans {
+		s := p.Span
+		fmt.Fprintf(w, "plan %s in %s, in force %s (journal %s)", s.Digest, TargetText(s.Target), Interval(s.From, s.Until), p.Journal)
+		if s.Pending {
+			fmt.Fprintf(w, ", if its interrupted apply took effect: natpool status on %s settles it", s.Target.Host)
+		}
+		fmt.Fprintln(w)
+		if err := LookupText(w, p.Answers, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type planAnswersJSON struct {
+	Journal string     `json:"journal"`
+	Host    string     `json:"host"`
+	Netns   string     `json:"netns"`
+	Table   string     `json:"table"`
+	Digest  string     `json:"digest"`
+	From    time.Time  `json:"from"`
+	Until   *time.Time `json:"until"` // null while in force
+	Pending bool       `json:"pending,omitempty"`
+	Answers []any      `json:"answers"`
+}
+
+// LookupAtJSON writes an array of the plans, each with its answers.
+func LookupAtJSON(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
+	out := []planAnswersJSON{}
+	for _, p := range plans {
+		s := p.Span
+		pj := planAnswersJSON{Journal: p.Journal, Host: s.Target.Host, Netns: s.Target.Netns, Table: s.Target.Table,
+			Digest: s.Digest, From: s.From.UTC(), Pending: s.Pending, Answers: answersJSON(p.Answers, o)}
+		if !s.Until.IsZero() {
+			until := s.Until.UTC()
+			pj.Until = &until
+		}
+		out = append(out, pj)
+	}
+	return JSON(w, out)
+}
+
+// TargetText names a journal's target for a person.
+func TargetText(t journal.Target) string {
+	s := "table " + t.Table + " on " + t.Host
+	if t.Netns != "" {
+		s += " (netns " + t.Netns + ")"
+	}
+	return s
+}
+
+// Interval writes a time in force, [from, until), in UTC; "now" for an
+// open end.
+func Interval(from, until time.Time) string {
+	end := "now"
+	if !until.IsZero() {
+		end = TimeText(until)
+	}
+	return fmt.Sprintf("[%s, %s)", TimeText(from), end)
+}
+
+// TimeText writes a journal time: RFC 3339 in UTC, to the millisecond, as
+// a change and a report a second apart must be told apart.
+func TimeText(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 	out := make([]any, 0, len(answers))
 	for _, a := range answers {
 		egress := ""
@@ -148,8 +234,5 @@ func LookupJSON(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 			out = append(out, aj)
 		}
 	}
-	if len(out) == 1 {
-		return JSON(w, out[0])
-	}
-	return JSON(w, out)
+	return out
 }

@@ -30,6 +30,7 @@ var jobs = []job{
 	{"diff", "diff of block and hash /10 plans, one address apart, against diff -u of the renders", benchDiff},
 	{"plan", "natpool plan -o json, 10.0.0.0/8 onto 198.18.0.0/20", benchPlan},
 	{"churn", "churn of one more address on a pool of 64", benchChurn},
+	{"journal", "lookup --at in a journal of 10,000 entries", benchJournal},
 }
 
 // alternate runs each command of a pair (or set) in turn, runs times, after

@@ -1,0 +1,165 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
+	"github.com/natpool/natpool/render"
+)
+
+type historyOptions struct {
+	journal      []string
+	since, until string
+	tz           string
+	pruneBefore  string
+	output       string
+}
+
+func newHistoryCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &historyOptions{}
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "List the plans the journal says were in force, newest first",
+		Long: `History lists the journal's entries, newest first: when each change took
+effect (UTC), the entry's number, apply or delete, where (host, network
+namespace, table), the plan's digest, what became of it, what the plan did
+per egress entry, and how many hosts it moved against the plan in force
+before it in the same table.
+
+--prune-before TIME drops the entries that stopped mattering before TIME, for
+a retention policy: every lookup --at TIME or later answers as before. natpool
+never prunes on its own.`,
+		Example: `  natpool history
+  natpool history --since 2026-11-01T00:00:00Z -o json
+  natpool history --journal /srv/nat1/journal --since "2026-11-17 00:00" --tz Europe/Berlin
+  natpool history --prune-before 2025-11-23T00:00:00Z`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runHistory(o, stdout, stderr) },
+	}
+	journalFlag(cmd, &o.journal, false)
+	cmd.Flags().StringVar(&o.since, "since", "", "only entries from this time on")
+	cmd.Flags().StringVar(&o.until, "until", "", "only entries before this time")
+	timeZoneFlag(cmd, &o.tz)
+	cmd.Flags().StringVar(&o.pruneBefore, "prune-before", "", "drop the entries that stopped mattering before this time")
+	outputFlag(cmd, &o.output, "text", "json")
+	return cmd
+}
+
+func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
+	path, err := onePath(o.journal, "")
+	if err != nil {
+		return err
+	}
+	t0 := now()
+	var since, until time.Time
+	for _, f := range []struct {
+		name, value string
+		dst         *time.Time
+	}{{"--since", o.since, &since}, {"--until", o.until, &until}} {
+		if f.value != "" {
+			if *f.dst, err = parseTime(f.name, f.value, o.tz, t0); err != nil {
+				return err
+			}
+		}
+	}
+	j, err := journal.Open(path)
+	if err != nil {
+		return err
+	}
+	if o.pruneBefore != "" {
+		return prune(j, o, t0, stdout, stderr)
+	}
+	entries, err := j.Entries()
+	if err != nil {
+		return err
+	}
+	out, err := historyOf(j, entries, since, until)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return render.HistoryJSON(stdout, out)
+	}
+	return render.HistoryText(stdout, out)
+}
+
+// historyOf describes the entries that took or tried to take effect in
+// [since, until), newest first: each apply's plan, and the hosts it moved
+// against the plan before it in the same table.
+func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Time) ([]render.HistoryEntry, error) {
+	plans := map[string]*pool.Plan{}
+	planOf := func(digest string) (*pool.Plan, error) {
+		if p, ok := plans[digest]; ok {
+			return p, nil
+		}
+		p, err := rebuild(j, digest)
+		plans[digest] = p
+		return p, err
+	}
+	var out []render.HistoryEntry
+	before := map[journal.Target]string{} // the plan in force in each table so far
+	for _, e := range entries {
+		h := render.HistoryEntry{Entry: e}
+		prev := before[e.Target]
+		if e.Outcome == journal.Commit {
+			before[e.Target] = e.Digest // "" after a delete
+		}
+		t := e.From
+		if e.Outcome != journal.Commit {
+			t = e.Intended
+		}
+		if !since.IsZero() && t.Before(since) || !until.IsZero() && !t.Before(until) {
+			continue
+		}
+		if e.Op == journal.Apply {
+			p, err := planOf(e.Digest)
+			if err != nil {
+				return nil, err
+			}
+			for _, eg := range p.Egress {
+				h.Egress = append(h.Egress, render.EgressSummary{Name: eg.Name, Strategy: string(eg.Strategy), Hosts: uint64(eg.InsideHosts()), Public: len(eg.Pool)})
+			}
+			if e.Outcome == journal.Commit && prev != "" {
+				q, err := planOf(prev)
+				if err != nil {
+					return nil, err
+				}
+				var moved, hosts uint64
+				for _, c := range churn(q, p) {
+					moved, hosts = moved+c.Report.Moved, hosts+c.Report.Hosts
+				}
+				h.Moved, h.Hosts = &moved, &hosts
+			}
+		}
+		out = append(out, h)
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+func prune(j *journal.Journal, o *historyOptions, t0 time.Time, stdout, stderr io.Writer) error {
+	t, err := parseTime("--prune-before", o.pruneBefore, o.tz, t0)
+	if err != nil {
+		return err
+	}
+	unlock, err := j.Lock(waiting(j.Dir, stderr))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	n, err := j.Prune(t)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return render.JSON(stdout, map[string]any{"journal": j.Dir, "pruned_before": t.UTC(), "dropped": n})
+	}
+	fmt.Fprintf(stdout, "journal %s: dropped %d entries that stopped mattering before %s\n", j.Dir, n, t.UTC().Format(time.RFC3339))
+	return nil
+}

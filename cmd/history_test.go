@@ -1,0 +1,130 @@
+package cmd
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
+)
+
+var day = time.Date(2026, 11, 17, 14, 0, 0, 0, time.UTC)
+
+// writeJournal records, without a kernel, applies of the pools given (each
+// a minute after the last, from day) and then a delete, as apply does.
+func writeJournal(t *testing.T, pools ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "journal")
+	j, unlock, err := journal.Create(dir, day, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	at := day
+	change := func(ev journal.Event, rec *pool.Record) {
+		ev.Time, ev.Host, ev.Table = at, "nat1", "natpool"
+		seq, err := j.Begin(ev, rec)
+		if err == nil {
+			err = j.End(seq, journal.Commit, at, nil, false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(time.Minute)
+	}
+	for _, p := range pools {
+		plan, err := pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{{Private: []string{"10.16.0.0/16"}, Pool: []string{p}, Strategy: "hash"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := plan.Record()
+		change(journal.Event{Op: journal.Apply, Digest: compiler.Digest(plan)}, &rec)
+	}
+	change(journal.Event{Op: journal.Delete}, nil)
+	return dir
+}
+
+func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
+	setClock(t, &day)
+	good := writeJournal(t, "192.76.8.0/28")
+	dir := t.TempDir()
+	other := filepath.Join(dir, "other")
+	os.MkdirAll(other, 0o755)
+	os.WriteFile(filepath.Join(other, "events"), []byte("my notes\n"), 0o644)
+	newer := filepath.Join(dir, "newer")
+	os.MkdirAll(newer, 0o755)
+	os.WriteFile(filepath.Join(newer, "events"), []byte(`{"natpool_journal":9,"created":"2026-01-01T00:00:00Z"}`+"\n"), 0o644)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lookup", "--journal", good, "--at", "last tuesday", "10.16.0.1"}, `"last tuesday"`},
+		{[]string{"lookup", "--journal", good, "--at", "2026-11-17T14:05:00+25:00", "10.16.0.1"}, `"2026-11-17T14:05:00+25:00"`},
+		{[]string{"lookup", "--journal", good, "--at", "2027-01-01T00:00:00Z", "10.16.0.1"}, "2027-01-01T00:00:00Z is in the future"},
+		{[]string{"lookup", "--journal", good, "--at", "2026-11-17 14:05", "10.16.0.1"}, "has no UTC offset"},
+		{[]string{"lookup", "--journal", good, "--at", "2026-11-17 14:05", "--tz", "Mars/Olympus", "10.16.0.1"}, `"Mars/Olympus"`},
+		{[]string{"lookup", "--journal", good, "--at", "now", "--slack", "-1s", "10.16.0.1"}, "--slack -1s"},
+		{[]string{"lookup", "--journal", filepath.Join(dir, "missing"), "--at", "now", "10.16.0.1"}, "no such file"},
+		{[]string{"lookup", "--journal", other, "--at", "now", "10.16.0.1"}, "not a natpool journal"},
+		{[]string{"lookup", "--journal", newer, "--at", "now", "10.16.0.1"}, "format 9 by a newer natpool"},
+		{[]string{"history", "--journal", newer}, "format 9 by a newer natpool"},
+		{[]string{"history", "--journal", good, "--since", "yesterday"}, `"yesterday"`},
+		{[]string{"history", "--journal", good, "--journal", good}, "--journal given 2 times"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, _, stderr := run(tt.args...)
+			if code != exitTrouble || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q: want 2 and one line naming %s", code, stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
+	clock := day.Add(time.Hour)
+	setClock(t, &clock)
+	path := writeJournal(t, "192.76.8.0/28", "192.76.8.0-192.76.8.16")
+	var got []struct {
+		Entry  int     `json:"entry"`
+		Op     string  `json:"op"`
+		Moved  *uint64 `json:"moved"`
+		Hosts  *uint64 `json:"hosts_compared"`
+		Egress []struct {
+			Public int `json:"public_addrs"`
+		} `json:"egress"`
+	}
+	out := must(t, 0, "history", "--journal", path, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Op != "delete" || got[1].Entry != 2 || got[2].Entry != 1 {
+		t.Fatalf("entries, newest first:\n%s", out)
+	}
+	// 16 -> 17 addresses moves about 1/17 of 65,536 hosts.
+	if m := got[1].Moved; m == nil || *got[1].Hosts != 65536 || *m < 3000 || *m > 4500 || got[2].Moved != nil || got[1].Egress[0].Public != 17 {
+		t.Errorf("moved: %s", out)
+	}
+	out = must(t, 0, "history", "--journal", path, "--since", "2026-11-17T14:01:00Z", "--until", "2026-11-17 14:02", "--tz", "UTC")
+	if !strings.Contains(out, "2026-11-17T14:01:00.000Z") || strings.Contains(out, "14:00:00") || strings.Contains(out, "14:02:00") {
+		t.Errorf("--since/--until:\n%s", out)
+	}
+	// Pruning before the second apply drops the first, and every lookup
+	// from then on answers as before.
+	before := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
+	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entries") {
+		t.Errorf("prune: %s", out)
+	}
+	if after := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {
+		t.Errorf("after the prune:\n%s\nbefore:\n%s", after, before)
+	}
+	_, _, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:00:30Z", "10.16.3.7")
+	if !strings.Contains(stderr, "no plan in force at 2026-11-17T14:00:30Z") {
+		t.Errorf("before the pruned journal starts: %q", stderr)
+	}
+}

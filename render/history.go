@@ -1,0 +1,103 @@
+package render
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/natpool/natpool/pool/journal"
+)
+
+// HistoryEntry is one journal entry as history shows it.
+type HistoryEntry struct {
+	journal.Entry
+	Egress []EgressSummary // of an apply's plan
+	// Moved counts the hosts that changed public address against the plan
+	// in force before in the same table; Hosts those both plans map. Nil
+	// for the first plan of a table and for anything but a committed apply.
+	Moved, Hosts *uint64
+}
+
+// EgressSummary says briefly what an egress entry of a plan did.
+type EgressSummary struct {
+	Name     string `json:"name"`
+	Strategy string `json:"strategy"`
+	Hosts    uint64 `json:"hosts"`
+	Public   int    `json:"public_addrs"`
+}
+
+// outcome says what became of an entry.
+func outcome(e journal.Entry) string {
+	switch {
+	case e.Outcome == "":
+		return "unknown: interrupted, not yet settled"
+	case e.Outcome == journal.Abort:
+		return "no effect: " + e.Error
+	case e.Recovered:
+		return "took effect (found after an interruption)"
+	}
+	return "took effect"
+}
+
+// HistoryText writes the entries as a table, in the order given.
+func HistoryText(w io.Writer, entries []HistoryEntry) error {
+	var rows [][]string
+	for _, e := range entries {
+		t := e.From
+		if e.Outcome != journal.Commit {
+			t = e.Intended
+		}
+		plan, egress, moved := "-", "", "-"
+		if e.Op == journal.Apply {
+			plan = e.Digest
+		}
+		for i, s := range e.Egress {
+			if i > 0 {
+				egress += "\n"
+			}
+			egress += fmt.Sprintf("%s: %s, %s on %d", s.Name, s.Strategy, plural(s.Hosts, "host"), s.Public)
+		}
+		if e.Moved != nil && *e.Hosts > 0 {
+			moved = fmt.Sprintf("%d (%s)", *e.Moved, percent(float64(*e.Moved)/float64(*e.Hosts)))
+		}
+		rows = append(rows, []string{TimeText(t), fmt.Sprint(e.Seq), e.Op, TargetText(e.Target), plan, outcome(e.Entry), egress, moved})
+	}
+	return Table(w, []string{"TIME (UTC)", "ENTRY", "OP", "WHERE", "PLAN", "OUTCOME", "EGRESS", "MOVED"}, rows, 1)
+}
+
+type historyJSON struct {
+	Seq       int             `json:"entry"`
+	Op        string          `json:"op"`
+	Host      string          `json:"host"`
+	Netns     string          `json:"netns"`
+	Table     string          `json:"table"`
+	Digest    string          `json:"digest,omitempty"`
+	Version   string          `json:"version"`
+	Intended  time.Time       `json:"intended"`
+	From      *time.Time      `json:"from"` // null without effect
+	Outcome   string          `json:"outcome"`
+	Recovered bool            `json:"recovered,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Egress    []EgressSummary `json:"egress,omitempty"`
+	Moved     *uint64         `json:"moved"`
+	Hosts     *uint64         `json:"hosts_compared"`
+}
+
+// HistoryJSON writes the entries as a JSON array, in the order given.
+func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
+	out := []historyJSON{}
+	for _, e := range entries {
+		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Target.Host, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,
+			Version: e.Version, Intended: e.Intended.UTC(), Outcome: e.Outcome, Recovered: e.Recovered, Error: e.Error,
+			Egress: e.Egress, Moved: e.Moved, Hosts: e.Hosts}
+		if h.Outcome == "" {
+			h.Outcome = "unknown"
+		}
+		if e.Outcome == journal.Commit {
+			from := e.From.UTC()
+			h.From = &from
+		}
+		out = append(out, h)
+	}
+	return JSON(w, out)
+}
