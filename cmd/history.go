@@ -160,6 +160,10 @@ func prune(j *journal.Journal, o *historyOptions, t0 time.Time, stdout, stderr i
 	if o.output == "json" {
 		return render.JSON(stdout, map[string]any{"journal": j.Dir, "pruned_before": t.UTC(), "dropped": n})
 	}
-	fmt.Fprintf(stdout, "journal %s: dropped %d entries that stopped mattering before %s\n", j.Dir, n, t.UTC().Format(time.RFC3339))
+	noun := "entries"
+	if n == 1 {
+		noun = "entry"
+	}
+	fmt.Fprintf(stdout, "journal %s: dropped %d %s that stopped mattering before %s\n", j.Dir, n, noun, t.UTC().Format(time.RFC3339))
 	return nil
 }

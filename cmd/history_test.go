@@ -117,14 +117,14 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 	// Pruning before the second apply drops the first, and every lookup
 	// from then on answers as before.
 	before := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
-	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entries") {
+	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry that") {
 		t.Errorf("prune: %s", out)
 	}
 	if after := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {
 		t.Errorf("after the prune:\n%s\nbefore:\n%s", after, before)
 	}
 	_, _, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:00:30Z", "10.16.3.7")
-	if !strings.Contains(stderr, "no plan in force at 2026-11-17T14:00:30Z") {
+	if !strings.Contains(stderr, "no plan in force at 2026-11-17T14:00:30Z in "+path+" (its first plan took effect at 2026-11-17T14:01:00.000Z)") {
 		t.Errorf("before the pruned journal starts: %q", stderr)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/natpool/natpool/compiler/nft"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
+	"github.com/natpool/natpool/render"
 )
 
 // planAt is what lookup --at -o json says of one plan.
@@ -109,20 +110,28 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 		name  string
 		at    time.Time
 		slack string
-		want  string
+		want  string // the plans answering, or why none does
 		code  int
 	}{
-		{"before the journal", plans[0].at.Add(-time.Minute), "0s", "", exitFound},
+		{"before the journal", plans[0].at.Add(-time.Minute), "0s", "its first plan took effect at " + render.TimeText(plans[0].at), exitFound},
 		{"the moment A took effect", plans[0].at, "0s", a, 0},
 		{"inside A", plans[0].at.Add(30 * time.Second), "5s", a, 0},
 		{"just before B", plans[1].at.Add(-time.Millisecond), "0s", a, 0},
 		{"the moment B took effect", plans[1].at, "0s", b, 0},
 		{"within the slack of C", plans[2].at.Add(-2 * time.Second), "5s", b + "," + c, 0},
-		{"after the delete", end, "0s", "", exitFound},
+		{"after the delete", end, "0s", "natpool's NAT ended at " + render.TimeText(end), exitFound},
 		{"within the slack of the delete", end.Add(time.Second), "5s", c, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, got := lookupAt(tt.at, tt.slack)
+			if code == exitFound {
+				// No plan answers, and stderr says why.
+				_, _, stderr := run("lookup", "--journal", jpath, "--at", tt.at.Format(time.RFC3339Nano), "--slack", tt.slack, queries[0])
+				if len(got) > 0 || !strings.Contains(stderr, tt.want) {
+					t.Fatalf("exit %d, plans %s, %q; want no plan and %q", code, digests(got), stderr, tt.want)
+				}
+				return
+			}
 			if code != tt.code || digests(got) != tt.want {
 				t.Fatalf("exit %d, plans %s; want exit %d, plans %s", code, digests(got), tt.code, tt.want)
 			}

@@ -126,6 +126,7 @@ func runLookupAt(o *lookupOptions, stdout io.Writer) error {
 	}
 	var plans []render.PlanAnswers
 	var answers []pool.Answer
+	var none []string // why each journal has no plan in force
 	multi := false
 	for _, path := range journalPaths(o.journal, fromSpec) {
 		j, err := journal.Open(path)
@@ -136,7 +137,12 @@ func runLookupAt(o *lookupOptions, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		for _, s := range journal.InForce(journal.Spans(entries), t, o.slack) {
+		spans := journal.Spans(entries)
+		inForce := journal.InForce(spans, t, o.slack)
+		if len(inForce) == 0 {
+			none = append(none, path+" ("+notInForce(spans, t)+")")
+		}
+		for _, s := range inForce {
 			plan, err := rebuild(j, s.Digest)
 			if err != nil {
 				return err
@@ -163,7 +169,28 @@ func runLookupAt(o *lookupOptions, stdout io.Writer) error {
 		return err
 	}
 	if len(plans) == 0 {
-		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", t.UTC().Format(time.RFC3339), strings.Join(journalPaths(o.journal, fromSpec), ", "))}
+		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", t.UTC().Format(time.RFC3339), strings.Join(none, ", "))}
 	}
 	return unanswered(answers)
+}
+
+// notInForce says why no span holds t: the journal starts later, or the
+// NAT it records had ended.
+func notInForce(spans []journal.Span, t time.Time) string {
+	if len(spans) == 0 {
+		return "it records no plan"
+	}
+	first, ended := spans[0].From, time.Time{}
+	for _, s := range spans {
+		if s.From.Before(first) {
+			first = s.From
+		}
+		if !s.Until.IsZero() && !s.Until.After(t) && s.Until.After(ended) {
+			ended = s.Until
+		}
+	}
+	if t.Before(first) {
+		return "its first plan took effect at " + render.TimeText(first)
+	}
+	return "natpool's NAT ended at " + render.TimeText(ended)
 }
