@@ -16,7 +16,6 @@ import (
 )
 
 func runApply(o *applyOptions, stdout, stderr io.Writer) error {
-	encoding := encodings[o.encoding]
 	if o.delete {
 		return runDelete(o, stdout, stderr)
 	}
@@ -24,7 +23,12 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rs := compiler.Compile(plan, compiler.Options{Encoding: encoding})
+	return applyPlan(plan, o, stdout, stderr)
+}
+
+// applyPlan puts plan in force, journaled: what apply and watch do.
+func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) error {
+	rs := compiler.Compile(plan, compiler.Options{Encoding: encodings[o.encoding]})
 	k, err := nft.Dial(o.netns)
 	if err != nil {
 		return err

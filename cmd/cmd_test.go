@@ -52,6 +52,9 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 		{[]string{"completion"}, "name a shell"},
 		{[]string{"capacity", "-f", "../testdata/campus.yaml", "--sessions-per-host", "Inf"}, "must be a finite number"},
 		{[]string{"status", "-f", "../testdata/campus.yaml", "--netns="}, "an empty name"},
+		{[]string{"watch", "-f", "../testdata/campus.yaml", "--probe", "2001:db8::1"}, `--probe "2001:db8::1"`},
+		{[]string{"watch", "-f", "../testdata/campus.yaml", "--resync", "0s"}, "--resync 0s"},
+		{[]string{"watch", "-f", "../testdata/campus.yaml", "--hold-down", "soon"}, `"soon"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -176,7 +179,7 @@ func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
 			spec = append(spec, f)
 		}
 	})
-	for _, name := range []string{"lookup", "render", "apply", "status", "flush", "capacity"} {
+	for _, name := range []string{"lookup", "render", "apply", "status", "flush", "capacity", "watch"} {
 		cmd, _, err := root.Find([]string{name})
 		if err != nil {
 			t.Fatal(err)

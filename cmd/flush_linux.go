@@ -18,32 +18,7 @@ func runFlush(o *flushOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := conntrack.Dial(o.netns)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	r := flushReport{DryRun: o.dryRun, ByPublic: map[string]int{}}
-	r.Scanned, err = c.Scan(plan.CTLabel, func(e *conntrack.Entry) error {
-		r.SNAT++
-		if !e.Natpool {
-			return nil
-		}
-		r.Natpool++
-		if !selector(e) {
-			return nil
-		}
-		r.Selected++
-		r.ByPublic[e.Public.Addr().String()]++
-		if o.dryRun {
-			return nil
-		}
-		if err := c.Delete(e); err != nil {
-			return fmt.Errorf("deleting the entry of %s as %s: %w (%d deleted before)", e.Host, e.Public, err, r.Deleted)
-		}
-		r.Deleted++
-		return nil
-	})
+	r, err := flush(plan, selector, o.netns, o.dryRun)
 	if err != nil {
 		return err
 	}
@@ -68,6 +43,38 @@ func runFlush(o *flushOptions, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return render.Table(stdout, []string{"PUBLIC", "ENTRIES"}, rows, 1)
+}
+
+// flush deletes (or, dry, counts) the entries of natpool's rules that
+// selector picks, in netns: what flush and watch do.
+func flush(plan *pool.Plan, selector conntrack.Selector, netns string, dryRun bool) (flushReport, error) {
+	r := flushReport{DryRun: dryRun, ByPublic: map[string]int{}}
+	c, err := conntrack.Dial(netns)
+	if err != nil {
+		return r, err
+	}
+	defer c.Close()
+	r.Scanned, err = c.Scan(plan.CTLabel, func(e *conntrack.Entry) error {
+		r.SNAT++
+		if !e.Natpool {
+			return nil
+		}
+		r.Natpool++
+		if !selector(e) {
+			return nil
+		}
+		r.Selected++
+		r.ByPublic[e.Public.Addr().String()]++
+		if dryRun {
+			return nil
+		}
+		if err := c.Delete(e); err != nil {
+			return fmt.Errorf("deleting the entry of %s as %s: %w (%d deleted before)", e.Host, e.Public, err, r.Deleted)
+		}
+		r.Deleted++
+		return nil
+	})
+	return r, err
 }
 
 // selector combines the flags: (--stale or --public) within --egress's entry.

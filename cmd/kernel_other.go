@@ -23,6 +23,8 @@ func runStatus(*statusOptions, io.Writer, io.Writer) error { return needsLinux("
 
 func runFlush(*flushOptions, io.Writer, io.Writer) error { return needsLinux("flush") }
 
+func runWatch(*watchOptions, io.Writer, io.Writer) error { return needsLinux("watch") }
+
 func runLiveCapacity(*capacityOptions, *pool.Plan, io.Writer) error {
 	return needsLinux("capacity --live")
 }

@@ -172,8 +172,7 @@ func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 		case ctaStatus:
 			status = ad.Uint32()
 		case ctaLabels:
-			labels := ad.Bytes()
-			e.Natpool = label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0 // see compiler.LabelBits
+			e.Natpool = hasLabel(ad.Bytes(), label)
 		}
 	}
 	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {
@@ -185,6 +184,12 @@ func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 		Dest:   pool.Destination{Addr: netip.AddrPortFrom(orig.dst, orig.dport), Proto: orig.proto},
 	}
 	return true
+}
+
+// hasLabel reports whether the conntrack labels carry bit label (see
+// compiler.LabelBits).
+func hasLabel(labels []byte, label int) bool {
+	return label/8 < len(labels) && labels[label/8]&(1<<(label%8)) != 0
 }
 
 // tuple is the part of a conntrack tuple natpool reads.

@@ -21,8 +21,7 @@ import (
 // through Uplink via Gateway, whose neighbour entry is permanent so that no
 // ARP resolution holds the sender back.
 const (
-	Uplink  = "uplink0"
-	gateway = "192.0.2.254"
+	Uplink = "uplink0"
 	// Destination is where test packets go, a documentation address.
 	Destination = "198.51.100.7"
 )
@@ -31,16 +30,48 @@ const (
 // route through it and a permanent neighbour entry for the gateway.
 func (ns *NS) AddUplink() {
 	ns.t.Helper()
-	peer := New(ns.t)
-	for _, args := range [][]string{
-		{"link", "add", Uplink, "netns", ns.Name, "type", "veth", "peer", "name", "down0", "netns", peer.Name},
-		{"-n", ns.Name, "link", "set", "lo", "up"},
-		{"-n", ns.Name, "link", "set", Uplink, "up"},
-		{"-n", peer.Name, "link", "set", "down0", "up"},
-		{"-n", ns.Name, "addr", "add", "192.0.2.1/24", "dev", Uplink},
-		{"-n", ns.Name, "route", "add", "default", "via", gateway},
-		{"-n", ns.Name, "neigh", "add", gateway, "lladdr", "02:00:00:00:00:01", "dev", Uplink, "nud", "permanent"},
-	} {
+	ns.AddUplinks(1)
+}
+
+// AddUplinks gives the namespace n uplinks, uplink0 to uplinkN-1, each a
+// veth to a peer namespace of its own with a default route through it:
+// uplink i is 192.0.(2+i).1/24, its gateway .254, its route metric i, so
+// that uplink0 is preferred while it is up. The namespace forwards, as a NAT
+// box does.
+func (ns *NS) AddUplinks(n int) {
+	ns.t.Helper()
+	ns.MustRun("", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	for i := range n {
+		peer := New(ns.t)
+		if out, err := runIP("link", "add", UplinkName(i), "netns", ns.Name, "type", "veth", "peer", "name", "down0", "netns", peer.Name); err != nil {
+			ns.t.Fatalf("ip link add %s: %v: %s", UplinkName(i), err, out)
+		}
+		if out, err := runIP("-n", peer.Name, "link", "set", "down0", "up"); err != nil {
+			ns.t.Fatalf("ip link set down0 up: %v: %s", err, out)
+		}
+		ns.SetUplink(i, true)
+	}
+}
+
+// UplinkName is the name of uplink i.
+func UplinkName(i int) string { return fmt.Sprintf("uplink%d", i) }
+
+// SetUplink takes uplink i down, which takes its routes with it, or brings
+// it up with its address, default route and gateway, as ifupdown would.
+func (ns *NS) SetUplink(i int, up bool) {
+	ns.t.Helper()
+	name, gw := UplinkName(i), fmt.Sprintf("192.0.%d.254", 2+i)
+	steps := [][]string{{"-n", ns.Name, "link", "set", name, "down"}}
+	if up {
+		steps = [][]string{
+			{"-n", ns.Name, "link", "set", "lo", "up"},
+			{"-n", ns.Name, "link", "set", name, "up"},
+			{"-n", ns.Name, "addr", "replace", fmt.Sprintf("192.0.%d.1/24", 2+i), "dev", name},
+			{"-n", ns.Name, "route", "replace", "default", "via", gw, "metric", fmt.Sprint(i)},
+			{"-n", ns.Name, "neigh", "replace", gw, "lladdr", "02:00:00:00:00:01", "dev", name, "nud", "permanent"},
+		}
+	}
+	for _, args := range steps {
 		if out, err := runIP(args...); err != nil {
 			ns.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
@@ -116,8 +147,18 @@ type Flow struct {
 // Flows lists the namespace's UDP conntrack entries, by original source address.
 func (ns *NS) Flows() map[netip.Addr]Flow {
 	ns.t.Helper()
-	out := ns.MustRun("", "conntrack", "-L", "-p", "udp")
 	flows := map[netip.Addr]Flow{}
+	for _, f := range ns.AllFlows() {
+		flows[f.Src.Addr()] = f
+	}
+	return flows
+}
+
+// AllFlows lists the namespace's UDP conntrack entries.
+func (ns *NS) AllFlows() []Flow {
+	ns.t.Helper()
+	out := ns.MustRun("", "conntrack", "-L", "-p", "udp")
+	var flows []Flow
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		var src, dst []string
@@ -138,8 +179,7 @@ func (ns *NS) Flows() map[netip.Addr]Flow {
 		if len(src) != 2 || len(dst) != 2 || len(sport) != 2 || len(dport) != 2 {
 			continue
 		}
-		f := Flow{Src: addrPort(ns.t, src[0], sport[0]), Translated: addrPort(ns.t, dst[1], dport[1])}
-		flows[f.Src.Addr()] = f
+		flows = append(flows, Flow{Src: addrPort(ns.t, src[0], sport[0]), Translated: addrPort(ns.t, dst[1], dport[1])})
 	}
 	return flows
 }

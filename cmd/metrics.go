@@ -1,0 +1,116 @@
+package cmd
+
+import (
+	"sort"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natpool/natpool/pool"
+)
+
+// blockUseBuckets are the upper bounds of the block-utilisation histogram.
+var blockUseBuckets = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1}
+
+// watchMetrics are what natpool watch exports. The port-use figures are
+// bounded by the pool, never per inside host: a campus has a million hosts
+// and 64 addresses.
+type watchMetrics struct {
+	registry *prometheus.Registry
+	plan     atomic.Pointer[planInfo]
+	usage    atomic.Pointer[[]pool.LiveCapacity]
+
+	uplink         *prometheus.GaugeVec
+	flushes        *prometheus.CounterVec
+	flushed        *prometheus.CounterVec
+	readErrors     prometheus.Counter
+	eventsLost     prometheus.Counter
+	resyncs        prometheus.Counter
+	reloads        *prometheus.CounterVec
+	planDesc       *prometheus.Desc
+	connections    *prometheus.Desc
+	hosts          *prometheus.Desc
+	portUse        *prometheus.Desc
+	blockUse       *prometheus.Desc
+	fullBlockHosts *prometheus.Desc
+}
+
+// planInfo names the plan in force.
+type planInfo struct{ table, digest string }
+
+func newWatchMetrics() *watchMetrics {
+	m := &watchMetrics{registry: prometheus.NewRegistry()}
+	pe := []string{"egress", "public"}
+	m.planDesc = prometheus.NewDesc("natpool_plan_info", "The plan natpool put in force: its table and digest, and natpool's version.", []string{"table", "digest", "version"}, nil)
+	m.connections = prometheus.NewDesc("natpool_public_connections", "Connections natpool's rules translated to the public address.", pe, nil)
+	m.hosts = prometheus.NewDesc("natpool_public_hosts", "Distinct inside hosts with connections through the public address.", pe, nil)
+	m.portUse = prometheus.NewDesc("natpool_public_port_use_ratio", "Connections from the public address to its busiest destination over its port range: they share it, and at 1 new ones fail.", pe, nil)
+	m.blockUse = prometheus.NewDesc("natpool_block_use_ratio", "Block mode: per inside host with connections, the share of its port block its busiest destination takes.", []string{"egress"}, nil)
+	m.fullBlockHosts = prometheus.NewDesc("natpool_block_full_hosts", "Block mode: inside hosts whose busiest destination takes more than 80% of their port block.", []string{"egress"}, nil)
+	m.uplink = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_uplink_up",
+		Help: "1 when the egress entry's interface is up with carrier and its inside hosts are routed through it, else 0."}, []string{"egress", "oif"})
+	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushes_total",
+		Help: "Flushes of natpool's conntrack entries, by egress entry and reason (uplink, stale)."}, []string{"egress", "reason"})
+	m.flushed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushed_entries_total",
+		Help: "Conntrack entries the flushes deleted, by egress entry and reason."}, []string{"egress", "reason"})
+	m.readErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_read_errors_total",
+		Help: "Failed conntrack dumps and event subscriptions."})
+	m.eventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_events_lost_total",
+		Help: "Times the kernel dropped conntrack events (ENOBUFS); each is followed by a resync."})
+	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_resyncs_total",
+		Help: "Full conntrack dumps the counts were rebuilt from."})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_reloads_total",
+		Help: "Reloads of the spec (SIGHUP), by result (applied, failed)."}, []string{"result"})
+	m.registry.MustRegister(m, m.uplink, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads)
+	return m
+}
+
+// Describe implements prometheus.Collector for the figures read from the
+// last count.
+func (m *watchMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.planDesc, m.connections, m.hosts, m.portUse, m.blockUse, m.fullBlockHosts} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the plan in force and the port
+// use as last counted. It never waits for a count.
+func (m *watchMetrics) Collect(ch chan<- prometheus.Metric) {
+	if p := m.plan.Load(); p != nil {
+		ch <- prometheus.MustNewConstMetric(m.planDesc, prometheus.GaugeValue, 1, p.table, p.digest, Version)
+	}
+	caps := m.usage.Load()
+	if caps == nil {
+		return
+	}
+	for _, c := range *caps {
+		for _, p := range c.Public {
+			addr := p.Addr.String()
+			ch <- prometheus.MustNewConstMetric(m.connections, prometheus.GaugeValue, float64(p.Entries), c.Egress, addr)
+			ch <- prometheus.MustNewConstMetric(m.hosts, prometheus.GaugeValue, float64(p.Hosts), c.Egress, addr)
+			ch <- prometheus.MustNewConstMetric(m.portUse, prometheus.GaugeValue, p.Utilisation, c.Egress, addr)
+		}
+		if c.Strategy != pool.Block {
+			continue
+		}
+		ch <- prometheus.MustNewConstHistogram(m.blockUse, uint64(len(c.BlockUse)), sum(c.BlockUse), cumulative(c.BlockUse, blockUseBuckets), c.Egress)
+		ch <- prometheus.MustNewConstMetric(m.fullBlockHosts, prometheus.GaugeValue, float64(len(c.FullBlocks)), c.Egress)
+	}
+}
+
+// cumulative counts the sorted values at or below each bound.
+func cumulative(sorted, bounds []float64) map[float64]uint64 {
+	out := make(map[float64]uint64, len(bounds))
+	for _, b := range bounds {
+		out[b] = uint64(sort.SearchFloat64s(sorted, b+1e-12))
+	}
+	return out
+}
+
+func sum(values []float64) float64 {
+	s := 0.0
+	for _, v := range values {
+		s += v
+	}
+	return s
+}

@@ -1,0 +1,90 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type watchOptions struct {
+	apply    applyOptions // the spec, namespace, encoding and journal watch applies with
+	metrics  string
+	holdDown time.Duration
+	resync   time.Duration
+	refresh  time.Duration
+	probe    string
+	probeTo  netip.Addr // --probe, parsed by check
+}
+
+func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &watchOptions{}
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Keep the plan in force: follow the uplinks, flush what they strand, export port use",
+		Long: `Watch applies the plan (as apply, journaled), reports its status, and stays
+to look after it. It is out of the data path: killed, NAT goes on exactly as
+applied.
+
+  SIGHUP          re-read the spec file, apply it, then flush the stale
+                  entries (as apply and flush --stale) and log what moved
+  links, routes   after --hold-down without further change, an egress entry
+                  whose interface is down or has no carrier, or whose inside
+                  hosts the kernel now routes through another interface, has
+                  its conntrack entries flushed: no connection keeps a source
+                  address its uplink no longer carries. The route is the
+                  kernel's for a packet from the entry's first inside host to
+                  --probe (no packet is sent).
+  --metrics ADDR  serve Prometheus metrics on http://ADDR/metrics: the plan in
+                  force; per public address the connections, distinct inside
+                  hosts and the share of the port range its busiest
+                  destination takes; block utilisation; uplinks; flushes.
+
+The counts follow conntrack's events and are rebuilt from a full dump every
+--resync and whenever the kernel dropped events. Only entries natpool's rules
+made are ever flushed. Every action is one line on stderr. Under systemd
+(Type=notify) watch says when it is ready; natpool.service ships beside the
+command.`,
+		Example: `  natpool watch -f /etc/natpool/site.yaml --metrics 127.0.0.1:9733
+  natpool watch -f site.yaml --netns nat0 --hold-down 5s
+  systemctl reload natpool     # SIGHUP: apply the edited spec, flush what moved`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			return runWatch(o, stdout, stderr)
+		},
+	}
+	addSpecFlags(cmd, &o.apply.spec)
+	netnsFlag(cmd, &o.apply.netns)
+	encodingFlag(cmd, &o.apply.encoding)
+	journalFlag(cmd, &o.apply.journal, false)
+	f := cmd.Flags()
+	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on this ADDR:PORT (default: none)")
+	f.DurationVar(&o.holdDown, "hold-down", 2*time.Second, "how long links and routes must be still before watch acts")
+	f.DurationVar(&o.resync, "resync", 5*time.Minute, "how often the counts are rebuilt from a full conntrack dump")
+	f.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the port-use figures are recomputed from the counts")
+	f.StringVar(&o.probe, "probe", "8.8.8.8", "destination whose route says which interface carries an egress entry's hosts")
+	return cmd
+}
+
+// check refuses durations and a probe watch cannot work with.
+func (o *watchOptions) check() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{{"--hold-down", o.holdDown, 0}, {"--resync", o.resync, time.Second}, {"--refresh", o.refresh, 10 * time.Millisecond}} {
+		if d.v < d.min {
+			return fmt.Errorf("%s %s: want %s or more", d.name, d.v, d.min)
+		}
+	}
+	var err error
+	if o.probeTo, err = netip.ParseAddr(o.probe); err != nil || !o.probeTo.Is4() {
+		return fmt.Errorf("--probe %q: want an IPv4 address", o.probe)
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+//go:build linux
+
+package cmd
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/conntrack"
+	"github.com/natpool/natpool/compiler/linux"
+	"github.com/natpool/natpool/pool"
+)
+
+// watcher is the state of natpool watch. The main loop owns the plan and
+// the uplinks; the counting loop owns the connection counts.
+type watcher struct {
+	o       *watchOptions
+	log     io.Writer
+	metrics *watchMetrics
+	// active is, per egress entry, whether its uplink carried its hosts
+	// when last looked at: a flush follows the change to false.
+	active map[string]bool
+}
+
+func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, unix.SIGHUP)
+	defer signal.Stop(hup)
+
+	w := &watcher{o: o, log: stderr, metrics: newWatchMetrics(), active: map[string]bool{}}
+	var listener net.Listener
+	var err error
+	if o.metrics != "" {
+		// Before anything is applied: a port in use is bad input.
+		if listener, err = net.Listen("tcp", o.metrics); err != nil {
+			return fmt.Errorf("--metrics %s: %w", o.metrics, err)
+		}
+		defer listener.Close()
+	}
+	plan, err := o.apply.spec.plan(stderr)
+	if err != nil {
+		return err
+	}
+	if err := w.put(plan); err != nil {
+		return err
+	}
+	routing, err := linux.OpenRouting(o.apply.netns)
+	if err != nil {
+		return err
+	}
+	defer routing.Close()
+	if listener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(w.metrics.registry, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(listener)
+		defer srv.Close()
+		fmt.Fprintf(w.log, "serving metrics on http://%s/metrics\n", listener.Addr())
+	}
+
+	failed := make(chan error, 2)
+	changed := make(chan struct{}, 1)
+	go func() { failed <- routing.Follow(ctx, changed) }()
+	plans := make(chan *pool.Plan, 1)
+	go func() { failed <- w.count(ctx, plan, plans) }()
+	w.uplinks(routing, plan)
+	notify("READY=1")
+	fmt.Fprintf(w.log, "watching %s: hold-down %s, counts rebuilt every %s\n", where(o.apply.netns), o.holdDown, o.resync)
+
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(w.log, "stopping; the plan stays in force\n")
+			notify("STOPPING=1")
+			return nil
+		case err := <-failed:
+			if err != nil {
+				return err
+			}
+		case <-hup:
+			notify("RELOADING=1")
+			if p := w.reload(plan); p != nil {
+				plan = p
+				select { // the counting loop wants only the latest plan
+				case <-plans:
+				default:
+				}
+				plans <- p
+				w.uplinks(routing, plan)
+			}
+			notify("READY=1")
+		case <-changed:
+			hold.Reset(o.holdDown) // act once the links and routes are still
+		case <-hold.C:
+			w.uplinks(routing, plan)
+		}
+	}
+}
+
+// put applies plan, journaled, and reports the table's status.
+func (w *watcher) put(plan *pool.Plan) error {
+	if err := applyPlan(plan, &w.o.apply, w.log, w.log); err != nil {
+		return err
+	}
+	w.metrics.plan.Store(&planInfo{table: plan.Table, digest: compiler.Digest(plan)})
+	status := &statusOptions{spec: w.o.apply.spec, netns: w.o.apply.netns, output: "text", journal: w.o.apply.journal}
+	if err := runStatus(status, w.log, w.log); err != nil {
+		fmt.Fprintf(w.log, "status: %v\n", err)
+	}
+	return nil
+}
+
+// reload re-reads the spec, applies it and flushes the entries it made
+// stale; it returns the new plan, or nil when the old one stays in force.
+func (w *watcher) reload(old *pool.Plan) *pool.Plan {
+	fmt.Fprintf(w.log, "SIGHUP: reloading the spec\n")
+	plan, err := w.o.apply.spec.plan(w.log)
+	if err == nil {
+		err = w.put(plan)
+	}
+	if err != nil {
+		w.metrics.reloads.WithLabelValues("failed").Inc()
+		fmt.Fprintf(w.log, "reload failed, plan %s stays in force: %v\n", compiler.Digest(old), err)
+		return nil
+	}
+	w.metrics.reloads.WithLabelValues("applied").Inc()
+	moved := uint64(0)
+	for _, e := range plan.Egress {
+		if before, err := old.EgressNamed(e.Name); err == nil {
+			moved += pool.Churn(before, e).Moved
+		}
+	}
+	r, err := flush(plan, conntrack.StaleIn(plan), w.o.apply.netns, false)
+	w.counted("", "stale", r, err)
+	if err != nil {
+		fmt.Fprintf(w.log, "reload: plan %s -> %s: %d hosts moved; flushing the stale entries failed after %d: %v\n",
+			compiler.Digest(old), compiler.Digest(plan), moved, r.Deleted, err)
+		return plan
+	}
+	fmt.Fprintf(w.log, "reload: plan %s -> %s: %d hosts moved; flushed %d stale conntrack entries of %d natpool's\n",
+		compiler.Digest(old), compiler.Digest(plan), moved, r.Deleted, r.Natpool)
+	return plan
+}
+
+// counted adds a flush to the metrics.
+func (w *watcher) counted(egress, reason string, r flushReport, err error) {
+	w.metrics.flushes.WithLabelValues(egress, reason).Inc()
+	w.metrics.flushed.WithLabelValues(egress, reason).Add(float64(r.Deleted))
+	if err != nil {
+		w.metrics.readErrors.Inc()
+	}
+}
+
+// uplinks looks at every egress entry's interface and route, and flushes
+// the entries of those whose uplink no longer carries their hosts.
+func (w *watcher) uplinks(r *linux.Routing, plan *pool.Plan) {
+	up, err := r.LinksUp()
+	if err != nil {
+		fmt.Fprintf(w.log, "links: %v\n", err)
+		return
+	}
+	for _, e := range plan.Egress {
+		if e.OIF == "" {
+			continue // leaves by any interface: nothing to follow
+		}
+		linkUp := false
+		for name, u := range up {
+			linkUp = linkUp || u && pool.MatchesInterface(e.OIF, name)
+		}
+		host := e.Inside.Ranges()[0].From()
+		out, err := r.RouteOut(host, w.o.probeTo)
+		if err != nil {
+			fmt.Fprintf(w.log, "egress %s: %v\n", e.Name, err)
+			continue
+		}
+		active := linkUp && out != "" && pool.MatchesInterface(e.OIF, out)
+		gauge := 0.0
+		if active {
+			gauge = 1
+		}
+		w.metrics.uplink.WithLabelValues(e.Name, e.OIF).Set(gauge)
+		was, known := w.active[e.Name]
+		w.active[e.Name] = active
+		switch {
+		case active && known && !was:
+			fmt.Fprintf(w.log, "egress %s: %s now carries its hosts\n", e.Name, e.OIF)
+		case active || known && !was:
+			// in force, or already flushed
+		default:
+			why := fmt.Sprintf("%s is down or has no carrier", e.OIF)
+			if linkUp {
+				why = fmt.Sprintf("its hosts (%s) are routed through %s", host, cmp.Or(out, "nothing"))
+			}
+			rep, err := flush(plan, conntrack.Of(e), w.o.apply.netns, false)
+			w.counted(e.Name, "uplink", rep, err)
+			if err != nil {
+				fmt.Fprintf(w.log, "egress %s: %s; flushing its conntrack entries failed after %d: %v\n", e.Name, why, rep.Deleted, err)
+				continue
+			}
+			fmt.Fprintf(w.log, "egress %s: %s; flushed %d of its conntrack entries\n", e.Name, why, rep.Deleted)
+		}
+	}
+}
+
+// count keeps the connection counts from conntrack's events, rebuilt from a
+// dump at first, every --resync, for each new plan and after any loss. It
+// returns when ctx ends.
+func (w *watcher) count(ctx context.Context, plan *pool.Plan, plans <-chan *pool.Plan) error {
+	for ctx.Err() == nil {
+		next, err := w.follow(ctx, plan, plans)
+		plan = next
+		switch {
+		case err == nil:
+		case errors.Is(err, conntrack.ErrEventsLost):
+			w.metrics.eventsLost.Inc()
+			fmt.Fprintf(w.log, "conntrack: events were lost; rebuilding the counts\n")
+		default:
+			w.metrics.readErrors.Inc()
+			fmt.Fprintf(w.log, "conntrack: %v; retrying in a second\n", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+// follow counts from one subscription until it fails, the conntrack label
+// changes with a new plan (nil error), or ctx ends. It returns the plan it
+// counted for last.
+func (w *watcher) follow(ctx context.Context, plan *pool.Plan, plans <-chan *pool.Plan) (*pool.Plan, error) {
+	sub, err := conntrack.Subscribe(w.o.apply.netns, plan.CTLabel)
+	if err != nil {
+		return plan, err
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Changes queue here while a dump runs: after it they are counted on
+	// top, so the counts are off by at most the connections made and ended
+	// during the dump.
+	changes := make(chan conntrack.Change, 1<<16)
+	failed := make(chan error, 1)
+	go func() { failed <- sub.Run(ctx, changes) }()
+
+	counter, err := w.dump(plan)
+	if err != nil {
+		return plan, err
+	}
+	w.publish(counter)
+	refresh, resync := time.NewTicker(w.o.refresh), time.NewTicker(w.o.resync)
+	defer refresh.Stop()
+	defer resync.Stop()
+	dirty := false
+	for {
+		select {
+		case <-ctx.Done():
+			return plan, nil
+		case err := <-failed:
+			return plan, err
+		case c := <-changes:
+			counter.Count(c.Connection, c.Delta)
+			dirty = true
+		case <-refresh.C:
+			if dirty {
+				w.publish(counter)
+				dirty = false
+			}
+		case <-resync.C:
+			if counter, err = w.dump(plan); err != nil {
+				return plan, err
+			}
+			w.publish(counter)
+		case p := <-plans:
+			relabel := p.CTLabel != plan.CTLabel
+			plan = p
+			if relabel {
+				return plan, nil // subscribe again, for the new label
+			}
+			if counter, err = w.dump(plan); err != nil {
+				return plan, err
+			}
+			w.publish(counter)
+		}
+	}
+}
+
+// dump counts the plan's connections from a full conntrack dump.
+func (w *watcher) dump(plan *pool.Plan) (*pool.LiveCounter, error) {
+	w.metrics.resyncs.Inc()
+	return countLive(plan, w.o.apply.netns)
+}
+
+// publish makes the counts the figures the metrics serve.
+func (w *watcher) publish(counter *pool.LiveCounter) {
+	caps := counter.Capacity()
+	w.metrics.usage.Store(&caps)
+}
+
+// notify tells systemd the service's state (sd_notify(3)); without
+// NOTIFY_SOCKET, when not started as a Type=notify service, it does nothing.
+func notify(state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' { // an abstract socket
+		path = "\x00" + path[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte(state))
+}
