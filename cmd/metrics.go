@@ -1,7 +1,7 @@
 package cmd
 
 import (
-	"sort"
+	"math"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,24 +93,25 @@ func (m *watchMetrics) Collect(ch chan<- prometheus.Metric) {
 		if c.Strategy != pool.Block {
 			continue
 		}
-		ch <- prometheus.MustNewConstHistogram(m.blockUse, uint64(len(c.BlockUse)), sum(c.BlockUse), cumulative(c.BlockUse, blockUseBuckets), c.Egress)
-		ch <- prometheus.MustNewConstMetric(m.fullBlockHosts, prometheus.GaugeValue, float64(len(c.FullBlocks)), c.Egress)
+		var hosts, full uint64
+		sum := 0.0
+		buckets := make(map[float64]uint64, len(blockUseBuckets))
+		for _, b := range blockUseBuckets {
+			buckets[b] = 0 // every bound, empty or not: dashboards expect them all
+		}
+		for _, u := range c.BlockUse {
+			hosts += uint64(u.Hosts)
+			sum += float64(u.Hosts) * u.Share()
+			for _, b := range blockUseBuckets {
+				if u.Busiest*100 <= int(math.Round(b*100))*u.BlockSize { // share <= b, in integers: 0.3 is no float's tenth
+					buckets[b] += uint64(u.Hosts)
+				}
+			}
+			if u.Share() > pool.FullBlock {
+				full += uint64(u.Hosts)
+			}
+		}
+		ch <- prometheus.MustNewConstHistogram(m.blockUse, hosts, sum, buckets, c.Egress)
+		ch <- prometheus.MustNewConstMetric(m.fullBlockHosts, prometheus.GaugeValue, float64(full), c.Egress)
 	}
-}
-
-// cumulative counts the sorted values at or below each bound.
-func cumulative(sorted, bounds []float64) map[float64]uint64 {
-	out := make(map[float64]uint64, len(bounds))
-	for _, b := range bounds {
-		out[b] = uint64(sort.SearchFloat64s(sorted, b+1e-12))
-	}
-	return out
-}
-
-func sum(values []float64) float64 {
-	s := 0.0
-	for _, v := range values {
-		s += v
-	}
-	return s
 }

@@ -269,6 +269,8 @@ func TestWatchMetricsAgreeWithConntrack(t *testing.T) {
 	plan := loadPlan(t, spec)
 	addr := fmt.Sprintf("127.0.0.1:%d", 20000+os.Getpid()%10000)
 	startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", addr, "--refresh", "100ms")
+	// The first count, from a dump, is in: from here on the events keep it.
+	waitFor(t, 5*time.Second, "the first count", func() bool { _, ok := scrape(t, addr)["natpool_public_connections"]; return ok })
 
 	// Every subscriber one flow; the first eight four (their whole block).
 	hosts := hostRange("100.64.0.0", 64)

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -210,8 +211,75 @@ func TestLiveCounterComesBackToZero(t *testing.T) {
 		c.Count(conn, -1)
 	}
 	le := c.egress[0]
-	if len(le.host)+len(le.other)+len(le.publicDest)+len(le.hostDest) != 0 || slices.ContainsFunc(le.hosts, func(n int) bool { return n != 0 }) {
-		t.Errorf("left: %d hosts, %d others, %d destinations, %d host destinations, hosts per address %v",
-			len(le.host), len(le.other), len(le.publicDest), len(le.hostDest), le.hosts)
+	if len(le.host)+len(le.other)+len(le.publicDest)+len(le.atCount)+len(le.hostDests)+len(le.blockUse) != 0 ||
+		slices.ContainsFunc(le.hosts, func(n int) bool { return n != 0 }) || slices.ContainsFunc(le.busiest, func(n int32) bool { return n != 0 }) {
+		t.Errorf("left: %d hosts, %d others, %d destinations, %d counts, %d host destinations, %d block uses, hosts per address %v, busiest %v",
+			len(le.host), len(le.other), len(le.publicDest), len(le.atCount), len(le.hostDests), len(le.blockUse), le.hosts, le.busiest)
+	}
+}
+
+// The figures the counter keeps as connections come and go (each address's
+// busiest destination, each host's block use) are those a recount of the
+// connections left gives, at every step of adding and removing them.
+func TestLiveCounterUsageIsARecount(t *testing.T) {
+	p, err := NewPlan(Spec{Egress: []EgressSpec{{Strategy: "block", Private: []string{"100.64.0.0/24"}, Pool: []string{"198.18.0.0/30"}, Ports: "1024-1151"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := p.Egress[0]
+	block := e.Mapping.(*BlockMapping)
+	rng := rand.New(rand.NewPCG(7, 7))
+	c := p.NewLiveCounter()
+	var live []Connection
+	for step := range 3000 {
+		if len(live) > 0 && rng.IntN(3) == 0 { // end one
+			k := rng.IntN(len(live))
+			c.Count(live[k], -1)
+			live = slices.Delete(live, k, k+1)
+		} else {
+			host := AddrFromUint32(Uint32(netip.MustParseAddr("100.64.0.0")) + rng.Uint32N(16))
+			a, _ := p.Lookup(host.String(), "")
+			conn := Connection{Host: host, Public: netip.AddrPortFrom(a[0].Public, a[0].Ports.Lo),
+				Dest: Destination{netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), uint16(rng.IntN(4))), 17}}
+			c.Count(conn, 1)
+			live = append(live, conn)
+		}
+		if step%100 != 0 {
+			continue
+		}
+		perPublic, perHost := map[pubDest]int{}, map[uint32]map[destKey]int{}
+		for _, conn := range live {
+			perPublic[pubDest{int32(e.index[Uint32(conn.Public.Addr())]), keyOf(conn.Dest)}]++
+			h := Uint32(conn.Host)
+			if perHost[h] == nil {
+				perHost[h] = map[destKey]int{}
+			}
+			perHost[h][keyOf(conn.Dest)]++
+		}
+		busiest := make([]int, len(e.Pool))
+		for k, n := range perPublic {
+			busiest[k.public] = max(busiest[k.public], n)
+		}
+		use := map[BlockUse]int{}
+		for h, ds := range perHost {
+			most := 0
+			for _, n := range ds {
+				most = max(most, n)
+			}
+			use[BlockUse{Busiest: most, BlockSize: block.HostPorts(h).Len()}]++
+		}
+		u := c.Usage()[0]
+		for i, lp := range u.Public {
+			if lp.BusiestEntries != busiest[i] {
+				t.Fatalf("step %d: %s busiest %d, a recount says %d", step, lp.Addr, lp.BusiestEntries, busiest[i])
+			}
+		}
+		got := map[BlockUse]int{}
+		for _, bu := range u.BlockUse {
+			got[BlockUse{Busiest: bu.Busiest, BlockSize: bu.BlockSize}] = bu.Hosts
+		}
+		if !maps.Equal(got, use) {
+			t.Fatalf("step %d: block use %v, a recount says %v", step, got, use)
+		}
 	}
 }

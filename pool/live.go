@@ -57,10 +57,20 @@ type LiveCapacity struct {
 	// FullBlocks are the hosts whose busiest destination takes more than
 	// FullBlock of their port block (block mode).
 	FullBlocks []HostUse
-	// BlockUse is, in block mode, the share of its block each host with
-	// connections uses towards its busiest destination.
-	BlockUse []float64
+	// BlockUse is, in block mode, how the hosts with connections use their
+	// blocks: how many hosts send how many connections to their busiest
+	// destination, by block size, least used share first.
+	BlockUse []BlockUse
 }
+
+// BlockUse is how many hosts with a block of BlockSize ports have Busiest
+// connections to their busiest destination.
+type BlockUse struct {
+	Busiest, BlockSize, Hosts int
+}
+
+// Share is the share of the block the busiest destination takes.
+func (u BlockUse) Share() float64 { return float64(u.Busiest) / float64(u.BlockSize) }
 
 // LivePublic is one public address's port use.
 type LivePublic struct {
@@ -69,6 +79,7 @@ type LivePublic struct {
 	Hosts   int // distinct inside hosts
 	// Busiest is the destination with the most connections from this
 	// address, BusiestEntries their number: they share the port range.
+	// Usage leaves Busiest unset.
 	Busiest        Destination
 	BusiestEntries int
 	Utilisation    float64 // BusiestEntries over the port range
@@ -88,19 +99,25 @@ type HostUse struct {
 // added and removed, one at a time: a dump of millions of conntrack entries,
 // or a stream of conntrack events, is never held. What it keeps grows with
 // the distinct public addresses, hosts and destinations, not the
-// connections.
+// connections; what the figures per public address and the block use need
+// is kept up to date as connections come and go, so Usage costs nothing
+// that grows with them.
 type LiveCounter struct {
 	egress []*liveEgress
 }
 
 type liveEgress struct {
 	e          *Egress
-	entries    []int                // per Pool index
-	hosts      []int                // distinct hosts per Pool index
-	publicDest map[pubDest]int32    // connections per public address and destination
-	host       map[uint32]hostCount // connections per host, through its first address
-	other      map[pubHost]int32    // connections of a host through another address (after a change)
-	hostDest   map[hostDest]int32   // connections per host and destination (block mode)
+	block      *BlockMapping          // nil outside block mode
+	entries    []int                  // per Pool index
+	hosts      []int                  // distinct hosts per Pool index
+	publicDest map[pubDest]int32      // connections per public address and destination
+	busiest    []int32                // per Pool index: the most connections to one destination
+	atCount    map[pubCount]int32     // destinations per public address with that many connections
+	host       map[uint32]hostCount   // connections per host, through its first address
+	other      map[pubHost]int32      // connections of a host through another address (after a change)
+	hostDests  map[uint32][]destCount // block mode: connections per host and destination
+	blockUse   map[BlockUse]int       // block mode: hosts by busiest count and block size (Hosts unused)
 }
 
 // hostCount is a host's connections through one public address (a Pool
@@ -113,10 +130,11 @@ type (
 		public int32
 		dest   destKey
 	}
-	pubHost  struct{ public, host uint32 }
-	hostDest struct {
-		host uint32
+	pubCount  struct{ public, count int32 }
+	pubHost   struct{ public, host uint32 }
+	destCount struct {
 		dest destKey
+		n    int32
 	}
 )
 
@@ -124,10 +142,10 @@ type (
 func (p *Plan) NewLiveCounter() *LiveCounter {
 	c := &LiveCounter{}
 	for _, e := range p.Egress {
-		le := &liveEgress{e: e, entries: make([]int, len(e.Pool)), hosts: make([]int, len(e.Pool)),
-			publicDest: map[pubDest]int32{}, host: map[uint32]hostCount{}, other: map[pubHost]int32{}}
-		if _, ok := e.Mapping.(*BlockMapping); ok {
-			le.hostDest = map[hostDest]int32{}
+		le := &liveEgress{e: e, entries: make([]int, len(e.Pool)), hosts: make([]int, len(e.Pool)), busiest: make([]int32, len(e.Pool)),
+			publicDest: map[pubDest]int32{}, atCount: map[pubCount]int32{}, host: map[uint32]hostCount{}, other: map[pubHost]int32{}}
+		if b, ok := e.Mapping.(*BlockMapping); ok {
+			le.block, le.hostDests, le.blockUse = b, map[uint32][]destCount{}, map[BlockUse]int{}
 		}
 		c.egress = append(c.egress, le)
 	}
@@ -145,9 +163,9 @@ func (c *LiveCounter) Count(conn Connection, delta int) {
 		}
 		h, d := Uint32(conn.Host), keyOf(conn.Dest)
 		le.entries[i] += delta
-		add(le.publicDest, pubDest{int32(i), d}, delta)
-		if le.hostDest != nil {
-			add(le.hostDest, hostDest{h, d}, delta)
+		le.countDest(int32(i), d, delta)
+		if le.block != nil {
+			le.countHostDest(h, d, delta)
 		}
 		key := pubHost{uint32(i), h}
 		hc, seen := le.host[h]
@@ -173,6 +191,73 @@ func (c *LiveCounter) Count(conn Connection, delta int) {
 	}
 }
 
+// countDest counts a connection from public address i to d, and keeps the
+// address's busiest count: how many destinations have each count says
+// what the largest is when a connection to the busiest one ends.
+func (le *liveEgress) countDest(i int32, d destKey, delta int) {
+	k := pubDest{i, d}
+	n := le.publicDest[k]
+	m := n + int32(delta)
+	if n > 0 {
+		add(le.atCount, pubCount{i, n}, -1)
+	}
+	if m > 0 {
+		le.publicDest[k] = m
+		add(le.atCount, pubCount{i, m}, 1)
+	} else {
+		delete(le.publicDest, k)
+	}
+	switch {
+	case m > le.busiest[i]:
+		le.busiest[i] = m
+	case n == le.busiest[i] && le.atCount[pubCount{i, n}] == 0:
+		le.busiest[i] = max(m, 0) // counts move by one: m is the next largest
+	}
+}
+
+// countHostDest counts a connection of host h to d in block mode, and
+// moves the host between the block-use counts when its busiest count
+// changes. A host has few destinations: they are a short list.
+func (le *liveEgress) countHostDest(h uint32, d destKey, delta int) {
+	ds := le.hostDests[h]
+	before := busiestOf(ds)
+	j := slices.IndexFunc(ds, func(x destCount) bool { return x.dest == d })
+	if j < 0 {
+		if delta < 0 {
+			return // a connection never counted
+		}
+		ds, j = append(ds, destCount{dest: d}), len(ds)
+	}
+	ds[j].n += int32(delta)
+	if ds[j].n <= 0 {
+		ds[j] = ds[len(ds)-1]
+		ds = ds[:len(ds)-1]
+	}
+	if len(ds) == 0 {
+		delete(le.hostDests, h)
+	} else {
+		le.hostDests[h] = ds
+	}
+	if after := busiestOf(ds); after != before {
+		size := le.block.HostPorts(h).Len()
+		if before > 0 {
+			addCount(le.blockUse, BlockUse{Busiest: before, BlockSize: size}, -1)
+		}
+		if after > 0 {
+			addCount(le.blockUse, BlockUse{Busiest: after, BlockSize: size}, 1)
+		}
+	}
+}
+
+// busiestOf is the most connections to one destination.
+func busiestOf(ds []destCount) int {
+	n := int32(0)
+	for _, x := range ds {
+		n = max(n, x.n)
+	}
+	return int(n)
+}
+
 // add adds delta to m[k], deleting a key that drops to zero; it reports
 // whether the key appeared or disappeared.
 func add[K comparable](m map[K]int32, k K, delta int) bool {
@@ -185,8 +270,47 @@ func add[K comparable](m map[K]int32, k K, delta int) bool {
 	return n == int32(delta)
 }
 
+func addCount[K comparable](m map[K]int, k K, delta int) {
+	if m[k] += delta; m[k] <= 0 {
+		delete(m, k)
+	}
+}
+
+// Usage reports, per egress entry, the port use of the connections counted
+// so far as the counter keeps it: per public address the connections,
+// hosts and busiest count (not which destination that is), and the block
+// use. It costs what the pool and the block sizes do, not the connections.
+func (c *LiveCounter) Usage() []LiveCapacity {
+	out := make([]LiveCapacity, 0, len(c.egress))
+	for _, le := range c.egress {
+		out = append(out, le.usage())
+	}
+	return out
+}
+
+func (le *liveEgress) usage() LiveCapacity {
+	e := le.e
+	r := LiveCapacity{Egress: e.Name, Strategy: e.Strategy, Ports: e.Ports}
+	for i, p := range e.Pool {
+		r.Public = append(r.Public, LivePublic{Addr: p.Addr, Entries: le.entries[i], Hosts: le.hosts[i], BusiestEntries: int(le.busiest[i]),
+			Utilisation: float64(le.busiest[i]) / float64(e.Ports.Len())})
+	}
+	if le.block != nil {
+		r.Blocks[0], r.Blocks[1] = le.block.BlockSizes()
+		for u, n := range le.blockUse {
+			u.Hosts = n
+			r.BlockUse = append(r.BlockUse, u)
+		}
+		slices.SortFunc(r.BlockUse, func(a, b BlockUse) int {
+			return cmp.Or(cmp.Compare(a.Share(), b.Share()), cmp.Compare(a.BlockSize, b.BlockSize))
+		})
+	}
+	return r
+}
+
 // Capacity reports, per egress entry, the port use of the connections
-// counted so far.
+// counted so far: Usage, with each address's busiest destination, the
+// busiest hosts and, in block mode, those near the end of their block.
 func (c *LiveCounter) Capacity() []LiveCapacity {
 	out := make([]LiveCapacity, 0, len(c.egress))
 	for _, le := range c.egress {
@@ -197,37 +321,18 @@ func (c *LiveCounter) Capacity() []LiveCapacity {
 
 func (le *liveEgress) capacity() LiveCapacity {
 	e := le.e
-	r := LiveCapacity{Egress: e.Name, Strategy: e.Strategy, Ports: e.Ports}
-	busiest := make([]struct {
-		dest destKey
-		n    int
-	}, len(e.Pool))
+	r := le.usage()
+	busiest := make([]destKey, len(e.Pool))
+	found := make([]bool, len(e.Pool))
 	for k, n := range le.publicDest {
-		b := &busiest[k.public]
-		if n := int(n); n > b.n || n == b.n && k.dest < b.dest {
-			b.dest, b.n = k.dest, n
+		if n == le.busiest[k.public] && (!found[k.public] || k.dest < busiest[k.public]) {
+			busiest[k.public], found[k.public] = k.dest, true
 		}
 	}
-	for i, p := range e.Pool {
-		lp := LivePublic{Addr: p.Addr, Entries: le.entries[i], Hosts: le.hosts[i], BusiestEntries: busiest[i].n,
-			Utilisation: float64(busiest[i].n) / float64(e.Ports.Len())}
-		if lp.BusiestEntries > 0 {
-			lp.Busiest = busiest[i].dest.destination()
+	for i := range r.Public {
+		if found[i] {
+			r.Public[i].Busiest = busiest[i].destination()
 		}
-		r.Public = append(r.Public, lp)
-	}
-	block, isBlock := e.Mapping.(*BlockMapping)
-	use := map[uint32]float64{}
-	if isBlock {
-		r.Blocks[0], r.Blocks[1] = block.BlockSizes()
-		for k, n := range le.hostDest {
-			use[k.host] = max(use[k.host], float64(n)/float64(block.HostPorts(k.host).Len()))
-		}
-		r.BlockUse = make([]float64, 0, len(use))
-		for _, u := range use {
-			r.BlockUse = append(r.BlockUse, u)
-		}
-		slices.Sort(r.BlockUse)
 	}
 	order := func(a, b HostUse) int {
 		if c := cmp.Compare(b.Entries, a.Entries); c != 0 {
@@ -252,12 +357,15 @@ func (le *liveEgress) capacity() LiveCapacity {
 		}
 	}
 	for h := range hosts {
-		hu := HostUse{Host: AddrFromUint32(h), Entries: int(le.host[h].entries) + other[h], BlockUse: use[h]}
+		hu := HostUse{Host: AddrFromUint32(h), Entries: int(le.host[h].entries) + other[h]}
 		if i := e.Mapping.owner(h); i >= 0 {
 			hu.Public = e.Pool[i].Addr
 		}
-		if isBlock && hu.BlockUse > FullBlock {
-			r.FullBlocks = append(r.FullBlocks, hu)
+		if le.block != nil {
+			hu.BlockUse = float64(busiestOf(le.hostDests[h])) / float64(le.block.HostPorts(h).Len())
+			if hu.BlockUse > FullBlock {
+				r.FullBlocks = append(r.FullBlocks, hu)
+			}
 		}
 		// Keep the busiest few in order, not every host.
 		if len(r.TopHosts) < topHosts || order(hu, r.TopHosts[len(r.TopHosts)-1]) < 0 {

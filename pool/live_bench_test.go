@@ -25,12 +25,22 @@ func liveCounter(b *testing.B) *LiveCounter {
 	return c
 }
 
-// BenchmarkLiveCapacity is what a scrape of natpool watch costs at a
-// million connections.
+// BenchmarkLiveCapacity is what capacity --live reports of a million
+// connections, once they are counted.
 func BenchmarkLiveCapacity(b *testing.B) {
 	c := liveCounter(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Capacity()
+	}
+}
+
+// BenchmarkLiveUsage is what natpool watch's figures cost at a million
+// connections: nothing that grows with them.
+func BenchmarkLiveUsage(b *testing.B) {
+	c := liveCounter(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Usage()
 	}
 }

@@ -31,6 +31,7 @@ var jobs = []job{
 	{"plan", "natpool plan -o json, 10.0.0.0/8 onto 198.18.0.0/20", benchPlan},
 	{"churn", "churn of one more address on a pool of 64", benchChurn},
 	{"journal", "lookup --at in a journal of 10,000 entries", benchJournal},
+	{"watch", "natpool watch at 1,000,000 conntrack entries and 5,000 new a second", benchWatch},
 }
 
 // alternate runs each command of a pair (or set) in turn, runs times, after

@@ -6,12 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
+	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
-	ct "github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler/linux"
@@ -27,6 +26,13 @@ var ErrEventsLost = errors.New("conntrack events were lost")
 // 20,000 events, seconds of a busy NAT box while a resync dump runs.
 const eventBuffer = 8 << 20
 
+// ctnetlink's event groups and new-entry message (linux/netfilter/nfnetlink.h).
+const (
+	groupNew       = 1 // NFNLGRP_CONNTRACK_NEW
+	groupDestroy   = 3 // NFNLGRP_CONNTRACK_DESTROY
+	ipctnlMsgCtNew = 0
+)
+
 // Change is a connection natpool's rules translated that appeared (Delta 1)
 // or was destroyed (Delta -1).
 type Change struct {
@@ -35,22 +41,24 @@ type Change struct {
 }
 
 // Subscription receives conntrack's new and destroy events of one
-// namespace.
+// namespace. It reads them as the dump does, into one buffer and decoding
+// only what natpool counts: a NAT box makes thousands of connections a
+// second, and a general decoder's allocations and second system call per
+// event would cost a good part of a core.
 type Subscription struct {
-	netns  *os.File
-	conn   *ct.Conn
-	label  int
-	events chan ct.Event
-	errs   chan error
+	netns *os.File
+	conn  *netlink.Conn
+	raw   syscall.RawConn
+	label int
+	buf   []byte
 }
 
 // Subscribe joins the conntrack event groups of the named namespace (the
 // current one when empty); label is the conntrack label bit natpool's rules
-// set. Events are queued from here on: a dump taken after Subscribe misses
-// none of them.
+// set. Events queue from here on: a dump taken after Subscribe misses none.
 func Subscribe(netns string, label int) (_ *Subscription, err error) {
 	defer func() { err = linux.Privileged(err) }()
-	s := &Subscription{label: label}
+	s := &Subscription{label: label, buf: make([]byte, linux.DumpBuffer)}
 	cfg := &netlink.Config{}
 	if netns != "" {
 		if s.netns, err = linux.OpenNetNS(netns); err != nil {
@@ -58,14 +66,18 @@ func Subscribe(netns string, label int) (_ *Subscription, err error) {
 		}
 		cfg.NetNS = int(s.netns.Fd())
 	}
-	if s.conn, err = ct.Dial(cfg); err == nil {
+	if s.conn, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err == nil {
 		// Past net.core.rmem_max, as root may: the default buffer loses
 		// events at a few thousand connections a second.
 		err = s.conn.SetReadBuffer(eventBuffer)
 	}
+	for _, g := range []uint32{groupNew, groupDestroy} {
+		if err == nil {
+			err = s.conn.JoinGroup(g)
+		}
+	}
 	if err == nil {
-		s.events = make(chan ct.Event, 1024)
-		s.errs, err = s.conn.Listen(s.events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew, netfilter.GroupCTDestroy})
+		s.raw, err = s.conn.SyscallConn()
 	}
 	if err != nil {
 		s.Close()
@@ -74,75 +86,56 @@ func Subscribe(netns string, label int) (_ *Subscription, err error) {
 	return s, nil
 }
 
-// Run sends the changes of natpool's IPv4 source-NATed connections to out
-// until ctx ends (nil) or the subscription fails: an error wrapping
-// ErrEventsLost when the kernel dropped events.
-func (s *Subscription) Run(ctx context.Context, out chan<- Change) error {
+// batchWait is how long Run lets events gather in the socket before it
+// reads them all: at thousands a second, a wakeup per event costs more than
+// the event.
+const batchWait = 100 * time.Millisecond
+
+// Run calls fn with each change of natpool's IPv4 source-NATed connections,
+// in the order the kernel reports them, until ctx ends (nil) or the
+// subscription fails: an error wrapping ErrEventsLost when the kernel
+// dropped events. Changes reach fn within batchWait of the event. Run
+// closes the subscription's socket when ctx ends.
+func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	defer stop()
+	var e Entry
 	for {
-		select {
-		case <-ctx.Done():
+		n, err := linux.TryRecv(s.raw, s.buf)
+		if err == unix.EAGAIN { // all read: wait for the next, then let more gather
+			if n, err = linux.Recv(s.raw, s.buf); err == nil {
+				time.Sleep(batchWait)
+			}
+		}
+		if ctx.Err() != nil {
 			return nil
-		case err := <-s.errs:
-			if errors.Is(err, unix.ENOBUFS) {
-				return fmt.Errorf("%w: %v", ErrEventsLost, err)
-			}
+		}
+		if errors.Is(err, unix.ENOBUFS) {
+			return fmt.Errorf("%w: %v", ErrEventsLost, err)
+		}
+		if err != nil {
+			return fmt.Errorf("conntrack events: %w", linux.Privileged(err))
+		}
+		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
+		if err != nil {
 			return fmt.Errorf("conntrack events: %w", err)
-		case ev := <-s.events:
-			c, ok := s.change(ev)
-			if !ok {
-				continue
+		}
+		for _, m := range msgs {
+			delta := -1 // a destroy event
+			if m.Header.Type&0xff == ipctnlMsgCtNew {
+				delta = 1
 			}
-			select {
-			case out <- c:
-			case <-ctx.Done():
-				return nil
+			if decodeEntry(m, s.label, &e) && e.Natpool {
+				fn(Change{Connection: e.Connection, Delta: delta})
 			}
 		}
 	}
 }
 
-// change is the change an event makes to natpool's connections; false for
-// updates and for entries natpool's rules did not translate.
-func (s *Subscription) change(ev ct.Event) (Change, bool) {
-	c := Change{Delta: 1}
-	switch ev.Type {
-	case ct.EventNew:
-	case ct.EventDestroy:
-		c.Delta = -1
-	default:
-		return c, false
-	}
-	f := ev.Flow
-	if f == nil || !f.Status.SrcNAT() || !f.TupleOrig.IP.SourceAddress.Is4() || !hasLabel(f.Labels, s.label) {
-		return c, false
-	}
-	c.Connection = pool.Connection{
-		Host:   f.TupleOrig.IP.SourceAddress,
-		Public: netip.AddrPortFrom(f.TupleReply.IP.DestinationAddress, f.TupleReply.Proto.DestinationPort),
-		Dest: pool.Destination{Addr: netip.AddrPortFrom(f.TupleOrig.IP.DestinationAddress, f.TupleOrig.Proto.DestinationPort),
-			Proto: f.TupleOrig.Proto.Protocol},
-	}
-	return c, true
-}
-
-// Close ends the subscription; Run must have returned.
+// Close ends the subscription.
 func (s *Subscription) Close() error {
 	if s.conn != nil {
-		// The decoder may be blocked handing over an event or an error:
-		// take them while the connection closes, which waits for it.
-		done := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-s.events:
-				case <-s.errs:
-				case <-done:
-					return
-				}
-			}
-		}()
 		s.conn.Close()
-		close(done)
 	}
 	if s.netns != nil {
 		return s.netns.Close()

@@ -29,6 +29,21 @@ func Recv(raw syscall.RawConn, buf []byte) (int, error) {
 	return n, err
 }
 
+// TryRecv reads one datagram of a netlink socket into buf if one is
+// waiting; unix.EAGAIN if none is.
+func TryRecv(raw syscall.RawConn, buf []byte) (int, error) {
+	var n int
+	var opErr error
+	err := raw.Read(func(fd uintptr) bool {
+		n, _, opErr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+		return true
+	})
+	if err == nil {
+		err = opErr
+	}
+	return n, err
+}
+
 // Send writes one datagram to the kernel on a netlink socket.
 func Send(raw syscall.RawConn, msg []byte) error {
 	var opErr error

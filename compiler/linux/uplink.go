@@ -86,9 +86,11 @@ func (r *Routing) RouteOut(src, dst netip.Addr) (string, error) {
 	return link.Attrs().Name, nil
 }
 
-// Follow sends a value on changed, without blocking, whenever a link or an
-// IPv4 route of the namespace changes, until ctx ends or the subscription
-// fails.
+// Follow sends a value on changed, without blocking, whenever a link of
+// the namespace comes, goes, or gains or loses its carrier or up state, or
+// an IPv4 route changes, until ctx ends or the subscription fails. Other
+// news (IPv6 routes, statistics, address configuration) is not a change:
+// it would hold off the hold-down.
 func (r *Routing) Follow(ctx context.Context, changed chan<- struct{}) error {
 	h := netns.None()
 	if r.ns != nil {
@@ -110,19 +112,28 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- struct{}) error {
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &h, ErrorCallback: onError}); err != nil {
 		return Privileged(fmt.Errorf("following routes: %w", err))
 	}
+	up := map[int32]bool{} // carrying traffic, by interface index
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-failed:
 			return fmt.Errorf("following links and routes: %w", err)
-		case _, ok := <-links:
+		case l, ok := <-links:
 			if !ok {
 				return fmt.Errorf("following links: the subscription ended")
 			}
-		case _, ok := <-routes:
+			now := l.Header.Type == unix.RTM_NEWLINK && l.Flags&unix.IFF_UP != 0 && l.Flags&unix.IFF_LOWER_UP != 0
+			if was, known := up[l.Index]; known && was == now {
+				continue
+			}
+			up[l.Index] = now
+		case r, ok := <-routes:
 			if !ok {
 				return fmt.Errorf("following routes: the subscription ended")
+			}
+			if r.Family != unix.AF_INET {
+				continue
 			}
 		}
 		select {
