@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -47,13 +48,21 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// startWatch starts natpool watch with its own journal and waits until it
-// watches. The test's end stops it by its pid.
+// startWatch starts natpool watch with its own journal and notify socket,
+// as systemd would run it, and waits until it says it is ready. The test's
+// end stops it by its pid.
 func startWatch(t *testing.T, args ...string) *watchProcess {
 	t.Helper()
-	args = append([]string{"watch", "--journal", filepath.Join(t.TempDir(), "journal")}, args...)
+	dir := t.TempDir()
+	args = append([]string{"watch", "--journal", filepath.Join(dir, "journal")}, args...)
 	w := &watchProcess{cmd: exec.Command(natpoolBinary, args...), log: &syncBuffer{}}
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	w.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +75,12 @@ func startWatch(t *testing.T, args ...string) *watchProcess {
 			t.Logf("natpool %s:\n%s", strings.Join(args, " "), w.log)
 		}
 	})
-	w.waitLog(t, 10*time.Second, "watching ")
+	notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	if n, err := notify.Read(buf); err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("natpool watch told systemd %q (%v), want READY=1\n%s", buf[:n], err, w.log)
+	}
+	w.waitLog(t, time.Second, "watching ")
 	return w
 }
 
