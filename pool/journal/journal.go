@@ -183,7 +183,7 @@ func (j *Journal) Entries() ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
-	entries := make([]Entry, 0, bytes.Count(data, []byte(`"event":"intent"`))) // as Marshal writes it
+	entries := make([]Entry, 0, bytes.Count(data, []byte{'\n'})/2) // an intent and its outcome
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for n, next := 1, 0; next < len(data); n++ {
 		at := next
@@ -206,8 +206,12 @@ func (j *Journal) Entries() ([]Entry, error) {
 			continue // the header, checked by Open
 		}
 		// Intents are numbered in the order they are written, so the
-		// entries are in Seq order and an intent is found by bisection.
-		i, known := slices.BinarySearchFunc(entries, ev.Seq, func(e Entry, seq int) int { return cmp.Compare(e.Seq, seq) })
+		// entries are in Seq order and an intent is found by bisection;
+		// an outcome mostly follows its own intent, the last.
+		i, known := len(entries)-1, len(entries) > 0 && entries[len(entries)-1].Seq == ev.Seq
+		if !known {
+			i, known = slices.BinarySearchFunc(entries, ev.Seq, func(e Entry, seq int) int { return cmp.Compare(e.Seq, seq) })
+		}
 		switch {
 		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
 			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: Target{ev.Host, ev.Netns, ev.Table},
