@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/netnstest"
 	"github.com/natpool/natpool/pool"
 )
@@ -231,6 +232,16 @@ func TestWatchReloadCutsOnlyTheMovedHostsAndKillLeavesNATInForce(t *testing.T) {
 	w := startWatch(t, "-f", spec, "--netns", ns.Name)
 	hosts := hostRange("10.16.0.0", 256)
 	ns.SendUDP(hosts, 40000)
+
+	// A spec that does not plan is logged, and the plan in force stays.
+	if err := os.WriteFile(spec, []byte("egress:\n  - pool: [203.0.113.8/33]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.cmd.Process.Signal(syscall.SIGHUP)
+	w.waitLog(t, 10*time.Second, "reload failed, plan "+compiler.Digest(old)+" stays in force")
+	if got := len(ns.Flows()); got != len(hosts) {
+		t.Fatalf("a failed reload left %d of %d entries", got, len(hosts))
+	}
 
 	changed := write("203.0.113.8/29")
 	var moved, stayed []netip.Addr
