@@ -102,6 +102,8 @@ func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Ti
 		plans[digest] = p
 		return p, err
 	}
+	type move struct{ moved, hosts uint64 }
+	moves := map[[2]string]move{} // by the digests before and after: a plan is often applied again
 	var out []render.HistoryEntry
 	before := map[journal.Target]string{} // the plan in force in each table so far
 	for _, e := range entries {
@@ -126,15 +128,18 @@ func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Ti
 				h.Egress = append(h.Egress, render.EgressSummary{Name: eg.Name, Strategy: string(eg.Strategy), Hosts: uint64(eg.InsideHosts()), Public: len(eg.Pool)})
 			}
 			if e.Outcome == journal.Commit && prev != "" {
-				q, err := planOf(prev)
-				if err != nil {
-					return nil, err
+				m, ok := moves[[2]string{prev, e.Digest}]
+				if !ok {
+					q, err := planOf(prev)
+					if err != nil {
+						return nil, err
+					}
+					for _, c := range churn(q, p) {
+						m.moved, m.hosts = m.moved+c.Report.Moved, m.hosts+c.Report.Hosts
+					}
+					moves[[2]string{prev, e.Digest}] = m
 				}
-				var moved, hosts uint64
-				for _, c := range churn(q, p) {
-					moved, hosts = moved+c.Report.Moved, hosts+c.Report.Hosts
-				}
-				h.Moved, h.Hosts = &moved, &hosts
+				h.Moved, h.Hosts = &m.moved, &m.hosts
 			}
 		}
 		out = append(out, h)

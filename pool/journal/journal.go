@@ -177,14 +177,13 @@ func (j *Journal) planPath(digest string) string {
 func (j *Journal) Entries() ([]Entry, error) {
 	// Read whole, the events are counted before they are parsed, and the
 	// entries are allocated once: growing a slice of them costs more than
-	// parsing them. One decoder reads every line, so that its buffers are
-	// made once too; each line must hold exactly one event.
+	// parsing them. Each line must hold exactly one event.
 	data, err := os.ReadFile(j.path(eventsFile))
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
 	entries := make([]Entry, 0, bytes.Count(data, []byte{'\n'})/2) // an intent and its outcome
-	dec := json.NewDecoder(bytes.NewReader(data))
+	names := map[string]string{}
 	for n, next := 1, 0; next < len(data); n++ {
 		at := next
 		bad := func(why string) error {
@@ -195,11 +194,8 @@ func (j *Journal) Entries() ([]Entry, error) {
 			return nil, bad("is cut short: the write of it was interrupted")
 		}
 		var ev Event
-		if err := dec.Decode(&ev); err != nil {
+		if err := parseEvent(data[at:end], &ev, names); err != nil {
 			return nil, bad("does not parse: " + err.Error())
-		}
-		if dec.InputOffset() != int64(end) {
-			return nil, bad("does not hold exactly one event")
 		}
 		next = end + 1
 		if n == 1 {

@@ -139,7 +139,7 @@ func TestDamageIsReportedWithItsLineAndOffset(t *testing.T) {
 	}{
 		{"cut short", `{"seq":2,"event":"intent"`, "is cut short"},
 		{"not JSON", "garbage\n", "does not parse"},
-		{"two events on a line", `{"seq":2,"event":"intent","op":"delete"} {"seq":2,"event":"commit"}` + "\n", "does not hold exactly one event"},
+		{"two events on a line", `{"seq":2,"event":"intent","op":"delete"} {"seq":2,"event":"commit"}` + "\n", "does not parse: invalid character '{' after top-level value"},
 		{"outcome of nothing", `{"seq":9,"event":"commit","time":"2026-11-17T14:00:00Z"}` + "\n", "is no intent or outcome of one"},
 	}
 	for _, tt := range tests {
