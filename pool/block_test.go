@@ -211,10 +211,10 @@ func TestLiveCounterComesBackToZero(t *testing.T) {
 		c.Count(conn, -1)
 	}
 	le := c.egress[0]
-	if len(le.host)+len(le.other)+len(le.publicDest)+len(le.atCount)+len(le.hostDests)+len(le.blockUse) != 0 ||
+	if len(le.host)+len(le.other)+len(le.publicDest)+len(le.atCount)+len(le.hostDest)+len(le.hostDests)+len(le.blockUse) != 0 ||
 		slices.ContainsFunc(le.hosts, func(n int) bool { return n != 0 }) || slices.ContainsFunc(le.busiest, func(n int32) bool { return n != 0 }) {
-		t.Errorf("left: %d hosts, %d others, %d destinations, %d counts, %d host destinations, %d block uses, hosts per address %v, busiest %v",
-			len(le.host), len(le.other), len(le.publicDest), len(le.atCount), len(le.hostDests), len(le.blockUse), le.hosts, le.busiest)
+		t.Errorf("left: %d hosts, %d others, %d destinations, %d counts, %d+%d host destinations, %d block uses, hosts per address %v, busiest %v",
+			len(le.host), len(le.other), len(le.publicDest), len(le.atCount), len(le.hostDest), len(le.hostDests), len(le.blockUse), le.hosts, le.busiest)
 	}
 }
 

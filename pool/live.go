@@ -116,7 +116,8 @@ type liveEgress struct {
 	atCount    map[pubCount]int32     // destinations per public address with that many connections
 	host       map[uint32]hostCount   // connections per host, through its first address
 	other      map[pubHost]int32      // connections of a host through another address (after a change)
-	hostDests  map[uint32][]destCount // block mode: connections per host and destination
+	hostDest   map[uint32]destCount   // block mode: the connections of a host with one destination
+	hostDests  map[uint32][]destCount // block mode: those of a host with several, by destination
 	blockUse   map[BlockUse]int       // block mode: hosts by busiest count and block size (Hosts unused)
 }
 
@@ -145,7 +146,8 @@ func (p *Plan) NewLiveCounter() *LiveCounter {
 		le := &liveEgress{e: e, entries: make([]int, len(e.Pool)), hosts: make([]int, len(e.Pool)), busiest: make([]int32, len(e.Pool)),
 			publicDest: map[pubDest]int32{}, atCount: map[pubCount]int32{}, host: map[uint32]hostCount{}, other: map[pubHost]int32{}}
 		if b, ok := e.Mapping.(*BlockMapping); ok {
-			le.block, le.hostDests, le.blockUse = b, map[uint32][]destCount{}, map[BlockUse]int{}
+			le.block, le.blockUse = b, map[BlockUse]int{}
+			le.hostDest, le.hostDests = map[uint32]destCount{}, map[uint32][]destCount{}
 		}
 		c.egress = append(c.egress, le)
 	}
@@ -217,9 +219,15 @@ func (le *liveEgress) countDest(i int32, d destKey, delta int) {
 
 // countHostDest counts a connection of host h to d in block mode, and
 // moves the host between the block-use counts when its busiest count
-// changes. A host has few destinations: they are a short list.
+// changes. A host has few destinations: they are a short list, and most
+// hosts' one destination is kept apart, in a map the garbage collector
+// need not scan.
 func (le *liveEgress) countHostDest(h uint32, d destKey, delta int) {
+	var one [1]destCount
 	ds := le.hostDests[h]
+	if x, ok := le.hostDest[h]; ok {
+		one[0], ds = x, one[:]
+	}
 	before := busiestOf(ds)
 	j := slices.IndexFunc(ds, func(x destCount) bool { return x.dest == d })
 	if j < 0 {
@@ -233,9 +241,14 @@ func (le *liveEgress) countHostDest(h uint32, d destKey, delta int) {
 		ds[j] = ds[len(ds)-1]
 		ds = ds[:len(ds)-1]
 	}
-	if len(ds) == 0 {
+	delete(le.hostDest, h)
+	switch len(ds) {
+	case 0:
 		delete(le.hostDests, h)
-	} else {
+	case 1:
+		delete(le.hostDests, h)
+		le.hostDest[h] = ds[0]
+	default:
 		le.hostDests[h] = ds
 	}
 	if after := busiestOf(ds); after != before {
@@ -247,6 +260,14 @@ func (le *liveEgress) countHostDest(h uint32, d destKey, delta int) {
 			addCount(le.blockUse, BlockUse{Busiest: after, BlockSize: size}, 1)
 		}
 	}
+}
+
+// destsOf is the connections of host h by destination (block mode).
+func (le *liveEgress) destsOf(h uint32) []destCount {
+	if x, ok := le.hostDest[h]; ok {
+		return []destCount{x}
+	}
+	return le.hostDests[h]
 }
 
 // busiestOf is the most connections to one destination.
@@ -362,7 +383,7 @@ func (le *liveEgress) capacity() LiveCapacity {
 			hu.Public = e.Pool[i].Addr
 		}
 		if le.block != nil {
-			hu.BlockUse = float64(busiestOf(le.hostDests[h])) / float64(le.block.HostPorts(h).Len())
+			hu.BlockUse = float64(busiestOf(le.destsOf(h))) / float64(le.block.HostPorts(h).Len())
 			if hu.BlockUse > FullBlock {
 				r.FullBlocks = append(r.FullBlocks, hu)
 			}
