@@ -31,23 +31,39 @@ func (s Span) Contains(t time.Time) bool {
 // one before it.
 func Spans(entries []Entry) []Span {
 	out := make([]Span, 0, len(entries))
-	open := map[Target][]int{} // the target's spans not yet ended, by index in out
+	// The spans not yet ended, by index in out, of each target: a journal
+	// has a few targets, so a short list finds them faster than a map.
+	type target struct {
+		Target
+		open []int
+	}
+	var targets []target
+	openOf := func(t Target) *[]int {
+		for i := range targets {
+			if targets[i].Target == t {
+				return &targets[i].open
+			}
+		}
+		targets = append(targets, target{Target: t})
+		return &targets[len(targets)-1].open
+	}
 	for _, e := range entries {
+		open := openOf(e.Target)
 		switch e.Outcome {
 		case Commit: // ends the target's span in force and its pending ones
-			for _, i := range open[e.Target] {
+			for _, i := range *open {
 				out[i].Until = e.From
 			}
-			open[e.Target] = open[e.Target][:0]
+			*open = (*open)[:0]
 			if e.Op == Apply {
-				open[e.Target] = append(open[e.Target], len(out))
+				*open = append(*open, len(out))
 				out = append(out, Span{Entry: e})
 			}
 		case "":
 			if e.Op == Apply {
 				s := Span{Entry: e, Pending: true}
 				s.From = e.Intended
-				open[e.Target] = append(open[e.Target], len(out))
+				*open = append(*open, len(out))
 				out = append(out, s)
 			}
 		}
