@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -292,8 +293,13 @@ func TestWatchMetricsAgreeWithConntrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan := loadPlan(t, spec)
-	addr := fmt.Sprintf("127.0.0.1:%d", 20000+os.Getpid()%10000)
-	startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", addr, "--refresh", "100ms")
+	// Port 0: the kernel picks a free one, and watch says which.
+	w := startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", "127.0.0.1:0", "--refresh", "100ms")
+	served := regexp.MustCompile(`serving metrics on http://(\S+)/metrics`).FindStringSubmatch(w.log.String())
+	if served == nil {
+		t.Fatalf("watch does not say where it serves metrics:\n%s", w.log)
+	}
+	addr := served[1]
 	// The first count, from a dump, is in: from here on the events keep it.
 	waitFor(t, 5*time.Second, "the first count", func() bool { _, ok := scrape(t, addr)["natpool_public_connections"]; return ok })
 
