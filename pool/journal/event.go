@@ -34,7 +34,7 @@ func parseFlat(line []byte, ev *Event, names map[string]string) bool {
 		names[s] = s
 		return s
 	}
-	p := bytes.TrimSpace(line)
+	p := bytes.Trim(line, " \t\r\n") // JSON's whitespace, not Unicode's
 	if len(p) < 2 || p[0] != '{' || p[len(p)-1] != '}' {
 		return false
 	}
@@ -67,28 +67,9 @@ func parseFlat(line []byte, ev *Event, names map[string]string) bool {
 				return false
 			}
 			p = rest
-			switch string(key) {
-			case "event":
-				ev.Kind = name(v)
-			case "time":
-				if ev.Time.UnmarshalText(v) != nil {
-					return false
-				}
-			case "op":
-				ev.Op = name(v)
-			case "host":
-				ev.Host = name(v)
-			case "netns":
-				ev.Netns = name(v)
-			case "table":
-				ev.Table = name(v)
-			case "version":
-				ev.Version = name(v)
-			case "digest":
-				ev.Digest = name(v)
-			case "error":
-				ev.Error = string(v)
-			default:
+			if dst := ev.text(key); dst != nil {
+				*dst = name(v)
+			} else if string(key) != "time" || ev.Time.UnmarshalText(v) != nil {
 				return false
 			}
 		}
@@ -100,6 +81,29 @@ func parseFlat(line []byte, ev *Event, names map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// text is the string field of ev that key names, nil for none.
+func (ev *Event) text(key []byte) *string {
+	switch string(key) {
+	case "event":
+		return &ev.Kind
+	case "op":
+		return &ev.Op
+	case "host":
+		return &ev.Host
+	case "netns":
+		return &ev.Netns
+	case "table":
+		return &ev.Table
+	case "version":
+		return &ev.Version
+	case "digest":
+		return &ev.Digest
+	case "error":
+		return &ev.Error
+	}
+	return nil
 }
 
 // plainInt reads a non-negative JSON integer below a million million at the

@@ -1,9 +1,9 @@
 package journal
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
+	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -104,11 +104,11 @@ func (j *Journal) Recover(host string, now time.Time, stamp func(Target) (digest
 		case !exists:
 			r.Why = "interrupted: the table is absent"
 		default:
-			r.Why = "interrupted: the table holds plan " + cmpOr(digest, "(unstamped)")
+			r.Why = "interrupted: the table holds plan " + cmp.Or(digest, "(unstamped)")
 		}
 		var why error
 		if r.Why != "" {
-			why = fmt.Errorf("%s", r.Why)
+			why = errors.New(r.Why)
 		}
 		if err := j.End(e.Seq, r.Outcome, now, why, true); err != nil {
 			return out, err
@@ -116,13 +116,6 @@ func (j *Journal) Recover(host string, now time.Time, stamp func(Target) (digest
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-func cmpOr(s, otherwise string) string {
-	if s == "" {
-		return otherwise
-	}
-	return s
 }
 
 // Prune drops the entries that stopped mattering before t: every change of
@@ -156,21 +149,19 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	header, events, _ := bytes.Cut(data, []byte{'\n'})
 	var kept bytes.Buffer
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
+	kept.Write(header)
+	kept.WriteByte('\n')
+	names := map[string]string{}
+	for line := range bytes.Lines(events) { // whole lines: Entries read them all
 		var ev Event
-		if n > 1 {
-			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-				return 0, err
-			}
-			if !keep[ev.Seq] {
-				continue
-			}
+		if err := parseEvent(line, &ev, names); err != nil {
+			return 0, err
 		}
-		kept.Write(sc.Bytes())
-		kept.WriteByte('\n')
+		if keep[ev.Seq] {
+			kept.Write(line)
+		}
 	}
 	if err := writeFile(j.path(eventsFile), kept.Bytes()); err != nil {
 		return 0, fmt.Errorf("journal %s: %w", j.Dir, err)
