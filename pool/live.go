@@ -301,10 +301,13 @@ func addCount[K comparable](m map[K]int, k K, delta int) {
 // so far as the counter keeps it: per public address the connections,
 // hosts and busiest count (not which destination that is), and the block
 // use. It costs what the pool and the block sizes do, not the connections.
-func (c *LiveCounter) Usage() []LiveCapacity {
+func (c *LiveCounter) Usage() []LiveCapacity { return c.report((*liveEgress).usage) }
+
+// report is what f says of each egress entry.
+func (c *LiveCounter) report(f func(*liveEgress) LiveCapacity) []LiveCapacity {
 	out := make([]LiveCapacity, 0, len(c.egress))
 	for _, le := range c.egress {
-		out = append(out, le.usage())
+		out = append(out, f(le))
 	}
 	return out
 }
@@ -332,13 +335,7 @@ func (le *liveEgress) usage() LiveCapacity {
 // Capacity reports, per egress entry, the port use of the connections
 // counted so far: Usage, with each address's busiest destination, the
 // busiest hosts and, in block mode, those near the end of their block.
-func (c *LiveCounter) Capacity() []LiveCapacity {
-	out := make([]LiveCapacity, 0, len(c.egress))
-	for _, le := range c.egress {
-		out = append(out, le.capacity())
-	}
-	return out
-}
+func (c *LiveCounter) Capacity() []LiveCapacity { return c.report((*liveEgress).capacity) }
 
 func (le *liveEgress) capacity() LiveCapacity {
 	e := le.e

@@ -26,6 +26,20 @@ func (v ValueRange) Len() uint32 { return v.Hi - v.Lo + 1 }
 // String formats the range as "LO-HI".
 func (v ValueRange) String() string { return fmt.Sprintf("%d-%d", v.Lo, v.Hi) }
 
+// parseValueRange reads LO-HI, or one value, within 0-max.
+func parseValueRange(s string, max uint32) (ValueRange, bool) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		hi = lo
+	}
+	a, errA := strconv.ParseUint(lo, 10, 32)
+	b, errB := strconv.ParseUint(hi, 10, 32)
+	if errA != nil || errB != nil || a > b || b > uint64(max) {
+		return ValueRange{}, false
+	}
+	return ValueRange{uint32(a), uint32(b)}, true
+}
+
 // Mask returns the mask that extracts the value from an address.
 func (m *OctetMapping) Mask() uint32 { return 1<<m.Bits - 1 }
 
@@ -58,16 +72,11 @@ func newOctetMapping(e *Egress, bitsOpt, octetsOpt string, warnings *[]string) (
 	}
 	span := ValueRange{0, m.Mask()}
 	if octetsOpt != "" {
-		lo, hi, ok := strings.Cut(octetsOpt, "-")
+		v, ok := parseValueRange(octetsOpt, m.Mask())
 		if !ok {
-			hi = lo
-		}
-		a, errA := strconv.ParseUint(lo, 10, 32)
-		b, errB := strconv.ParseUint(hi, 10, 32)
-		if errA != nil || errB != nil || a > b || b > uint64(span.Hi) {
 			return nil, fmt.Errorf("octets %q must be LO-HI within %s", octetsOpt, span)
 		}
-		span = ValueRange{uint32(a), uint32(b)}
+		span = v
 	}
 	if uint64(len(e.Pool)) > uint64(span.Len()) {
 		return nil, fmt.Errorf("a pool of %d addresses is larger than the %d values of octets %s", len(e.Pool), span.Len(), span)

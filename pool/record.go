@@ -3,8 +3,6 @@ package pool
 import (
 	"encoding/binary"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"go4.org/netipx"
 )
@@ -177,13 +175,11 @@ func (o *OctetPins) mapping(n int) (*OctetMapping, error) {
 	}
 	m := &OctetMapping{Bits: o.Bits}
 	for _, s := range o.Values {
-		lo, hi, _ := strings.Cut(s, "-")
-		a, errA := strconv.ParseUint(lo, 10, 32)
-		b, errB := strconv.ParseUint(hi, 10, 32)
-		if errA != nil || errB != nil || a > b || uint32(b) > m.Mask() {
+		v, ok := parseValueRange(s, m.Mask())
+		if !ok {
 			return nil, fmt.Errorf("octet: value range %q", s)
 		}
-		m.Values = append(m.Values, ValueRange{uint32(a), uint32(b)})
+		m.Values = append(m.Values, v)
 	}
 	m.setOwners()
 	return m, nil
