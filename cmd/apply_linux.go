@@ -23,40 +23,42 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return applyPlan(plan, o, stdout, stderr)
+	_, err = applyPlan(plan, o, stdout, stderr)
+	return err
 }
 
-// applyPlan puts plan in force, journaled: what apply and watch do.
-func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) error {
+// applyPlan puts plan in force, journaled, and returns its digest: what
+// apply and watch do.
+func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) (string, error) {
 	rs := compiler.Compile(plan, compiler.Options{Encoding: encodings[o.encoding]})
 	k, err := nft.Dial(o.netns)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer k.Close()
 	if o.dryRun {
-		return dryRun(k, rs, o, stdout)
+		return rs.Digest, dryRun(k, rs, o, stdout)
 	}
 	path, err := onePath(o.journal, plan.Spec.Journal)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := claimable(k, rs.Table); err != nil {
-		return err
+		return "", err
 	}
 	rec := plan.Record()
 	change := journal.Event{Op: journal.Apply, Netns: o.netns, Table: rs.Table, Digest: rs.Digest}
 	if err := journaled(path, change, &rec, stderr, func() error { return k.Apply(rs) }); err != nil {
-		return err
+		return "", err
 	}
 	warnMissingInterfaces(plan, o.netns, stderr)
 	if o.output == "json" {
-		return render.JSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "digest": rs.Digest,
+		return rs.Digest, render.JSON(stdout, map[string]any{"table": rs.Table, "netns": o.netns, "digest": rs.Digest,
 			"rules": len(rs.Rules), "maps": len(rs.Maps), "elements": rs.Elements()})
 	}
 	fmt.Fprintf(stdout, "applied table ip %s (plan %s) in %s: %d rules, %d maps, %d elements\n",
 		rs.Table, rs.Digest, where(o.netns), len(rs.Rules), len(rs.Maps), rs.Elements())
-	return nil
+	return rs.Digest, nil
 }
 
 // warnMissingInterfaces reports oif names the namespace does not have: the

@@ -109,6 +109,15 @@ func renderPipe(path string, plan *pool.Plan, format string) io.ReadCloser {
 }
 
 // churn compares the plans entry by entry, by name.
+// moved counts the hosts that change public address from oldPlan to
+// newPlan, of those both map, over the egress entries both have.
+func moved(oldPlan, newPlan *pool.Plan) (moved, hosts uint64) {
+	for _, c := range churn(oldPlan, newPlan) {
+		moved, hosts = moved+c.Report.Moved, hosts+c.Report.Hosts
+	}
+	return moved, hosts
+}
+
 func churn(oldPlan, newPlan *pool.Plan) []render.EgressChurn {
 	var out []render.EgressChurn
 	old := map[string]*pool.Egress{}

@@ -134,9 +134,7 @@ func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Ti
 					if err != nil {
 						return nil, err
 					}
-					for _, c := range churn(q, p) {
-						m.moved, m.hosts = m.moved+c.Report.Moved, m.hosts+c.Report.Hosts
-					}
+					m.moved, m.hosts = moved(q, p)
 					moves[[2]string{prev, e.Digest}] = m
 				}
 				h.Moved, h.Hosts = &m.moved, &m.hosts

@@ -54,8 +54,8 @@ func onePath(given []string, fromSpec string) (string, error) {
 	return paths[0], nil
 }
 
-// rebuild reads the plan of span s from journal j and checks it is the one
-// its digest names.
+// rebuild reads the plan with this digest from journal j and checks that it
+// is the plan the digest names.
 func rebuild(j *journal.Journal, digest string) (*pool.Plan, error) {
 	rec, err := j.Plan(digest)
 	if err != nil {

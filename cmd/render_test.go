@@ -31,11 +31,16 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 func writeSpec(t *testing.T, name, strategy, pool string, extra string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
-	text := fmt.Sprintf("egress:\n  - name: campus\n    private: [10.16.0.0/14]\n    pool: [%s]\n    strategy: %s\n%s", pool, strategy, extra)
+	writeFile(t, path, fmt.Sprintf("egress:\n  - name: campus\n    private: [10.16.0.0/14]\n    pool: [%s]\n    strategy: %s\n%s", pool, strategy, extra))
+	return path
+}
+
+// writeFile writes a test's file.
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return path
 }
 
 func TestDiffOfIdenticalSpecsSaysNothing(t *testing.T) {

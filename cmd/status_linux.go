@@ -10,6 +10,7 @@ import (
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/nft"
+	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
@@ -19,6 +20,12 @@ func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return statusOf(plan, o, stdout, stderr)
+}
+
+// statusOf compares natpool's table in the kernel with plan: what status
+// and watch report.
+func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error {
 	k, err := nft.Dial(o.netns)
 	if err != nil {
 		return err

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
-	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/pool"
@@ -130,12 +129,13 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 
 // put applies plan, journaled, and reports the table's status.
 func (w *watcher) put(plan *pool.Plan) error {
-	if err := applyPlan(plan, &w.o.apply, w.log, w.log); err != nil {
+	digest, err := applyPlan(plan, &w.o.apply, w.log, w.log)
+	if err != nil {
 		return err
 	}
-	w.metrics.plan.Store(&planInfo{table: plan.Table, digest: compiler.Digest(plan)})
-	status := &statusOptions{spec: w.o.apply.spec, netns: w.o.apply.netns, output: "text", journal: w.o.apply.journal}
-	if err := runStatus(status, w.log, w.log); err != nil {
+	w.metrics.plan.Store(&planInfo{table: plan.Table, digest: digest})
+	status := &statusOptions{netns: w.o.apply.netns, output: "text", journal: w.o.apply.journal}
+	if err := statusOf(plan, status, w.log, w.log); err != nil {
 		fmt.Fprintf(w.log, "status: %v\n", err)
 	}
 	return nil
@@ -145,31 +145,26 @@ func (w *watcher) put(plan *pool.Plan) error {
 // stale; it returns the new plan, or nil when the old one stays in force.
 func (w *watcher) reload(old *pool.Plan) *pool.Plan {
 	fmt.Fprintf(w.log, "SIGHUP: reloading the spec\n")
+	before := w.metrics.plan.Load().digest
 	plan, err := w.o.apply.spec.plan(w.log)
 	if err == nil {
 		err = w.put(plan)
 	}
 	if err != nil {
 		w.metrics.reloads.WithLabelValues("failed").Inc()
-		fmt.Fprintf(w.log, "reload failed, plan %s stays in force: %v\n", compiler.Digest(old), err)
+		fmt.Fprintf(w.log, "reload failed, plan %s stays in force: %v\n", before, err)
 		return nil
 	}
 	w.metrics.reloads.WithLabelValues("applied").Inc()
-	moved := uint64(0)
-	for _, e := range plan.Egress {
-		if before, err := old.EgressNamed(e.Name); err == nil {
-			moved += pool.Churn(before, e).Moved
-		}
-	}
+	change := fmt.Sprintf("reload: plan %s -> %s", before, w.metrics.plan.Load().digest)
+	n, _ := moved(old, plan)
 	r, err := flush(plan, conntrack.StaleIn(plan), w.o.apply.netns, false)
 	w.counted("", "stale", r, err)
 	if err != nil {
-		fmt.Fprintf(w.log, "reload: plan %s -> %s: %d hosts moved; flushing the stale entries failed after %d: %v\n",
-			compiler.Digest(old), compiler.Digest(plan), moved, r.Deleted, err)
+		fmt.Fprintf(w.log, "%s: %d hosts moved; flushing the stale entries failed after %d: %v\n", change, n, r.Deleted, err)
 		return plan
 	}
-	fmt.Fprintf(w.log, "reload: plan %s -> %s: %d hosts moved; flushed %d stale conntrack entries of %d natpool's\n",
-		compiler.Digest(old), compiler.Digest(plan), moved, r.Deleted, r.Natpool)
+	fmt.Fprintf(w.log, "%s: %d hosts moved; flushed %d stale conntrack entries of %d natpool's\n", change, n, r.Deleted, r.Natpool)
 	return plan
 }
 

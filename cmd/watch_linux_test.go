@@ -168,7 +168,7 @@ func TestWatchFlushesOnlyTheEgressAnUplinkChangeStrands(t *testing.T) {
 }
 `, "nft", "-f", "-")
 	spec := filepath.Join(t.TempDir(), "site.yaml")
-	if err := os.WriteFile(spec, []byte(`egress:
+	writeFile(t, spec, `egress:
   - name: isp-a
     oif: uplink0
     private: [10.16.0.0/25]
@@ -180,9 +180,7 @@ func TestWatchFlushesOnlyTheEgressAnUplinkChangeStrands(t *testing.T) {
   - name: lab
     private: [10.16.1.0/28]
     pool: [192.76.8.0/30]
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	plan := loadPlan(t, spec)
 	const holdDown = time.Second
 	w := startWatch(t, "-f", spec, "--netns", ns.Name, "--hold-down", holdDown.String())
@@ -224,9 +222,7 @@ func TestWatchReloadCutsOnlyTheMovedHostsAndKillLeavesNATInForce(t *testing.T) {
 	spec := filepath.Join(t.TempDir(), "site.yaml")
 	write := func(pool string) *pool.Plan {
 		t.Helper()
-		if err := os.WriteFile(spec, []byte("egress:\n  - name: isp\n    oif: uplink0\n    private: [10.16.0.0/24]\n    pool: ["+pool+"]\n    strategy: octet\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, spec, "egress:\n  - name: isp\n    oif: uplink0\n    private: [10.16.0.0/24]\n    pool: ["+pool+"]\n    strategy: octet\n")
 		return loadPlan(t, spec)
 	}
 	old := write("203.0.113.8/30")
@@ -235,9 +231,7 @@ func TestWatchReloadCutsOnlyTheMovedHostsAndKillLeavesNATInForce(t *testing.T) {
 	ns.SendUDP(hosts, 40000)
 
 	// A spec that does not plan is logged, and the plan in force stays.
-	if err := os.WriteFile(spec, []byte("egress:\n  - pool: [203.0.113.8/33]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, spec, "egress:\n  - pool: [203.0.113.8/33]\n")
 	w.cmd.Process.Signal(syscall.SIGHUP)
 	w.waitLog(t, 10*time.Second, "reload failed, plan "+compiler.Digest(old)+" stays in force")
 	if got := len(ns.Flows()); got != len(hosts) {
@@ -289,9 +283,7 @@ func TestWatchMetricsAgreeWithConntrack(t *testing.T) {
 	ns.AddUplinks(1)
 	spec := filepath.Join(t.TempDir(), "cgnat.yaml")
 	// 64 subscribers on 4 addresses, 16 each with 4 ports of 1024-1087.
-	if err := os.WriteFile(spec, []byte("egress:\n  - name: cgnat\n    oif: uplink0\n    private: [100.64.0.0/26]\n    pool: [198.18.0.0/30]\n    strategy: block\n    ports: 1024-1087\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, spec, "egress:\n  - name: cgnat\n    oif: uplink0\n    private: [100.64.0.0/26]\n    pool: [198.18.0.0/30]\n    strategy: block\n    ports: 1024-1087\n")
 	plan := loadPlan(t, spec)
 	// Port 0: the kernel picks a free one, and watch says which.
 	w := startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", "127.0.0.1:0", "--refresh", "100ms")

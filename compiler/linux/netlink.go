@@ -16,27 +16,18 @@ import (
 const DumpBuffer = 32 << 10
 
 // Recv reads one datagram of a netlink socket into buf, waiting for it.
-func Recv(raw syscall.RawConn, buf []byte) (int, error) {
-	var n int
-	var opErr error
-	err := raw.Read(func(fd uintptr) bool {
-		n, _, opErr = unix.Recvfrom(int(fd), buf, 0)
-		return opErr != unix.EAGAIN
-	})
-	if err == nil {
-		err = opErr
-	}
-	return n, err
-}
+func Recv(raw syscall.RawConn, buf []byte) (int, error) { return recv(raw, buf, true) }
 
 // TryRecv reads one datagram of a netlink socket into buf if one is
 // waiting; unix.EAGAIN if none is.
-func TryRecv(raw syscall.RawConn, buf []byte) (int, error) {
+func TryRecv(raw syscall.RawConn, buf []byte) (int, error) { return recv(raw, buf, false) }
+
+func recv(raw syscall.RawConn, buf []byte, wait bool) (int, error) {
 	var n int
 	var opErr error
 	err := raw.Read(func(fd uintptr) bool {
 		n, _, opErr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-		return true
+		return !wait || opErr != unix.EAGAIN
 	})
 	if err == nil {
 		err = opErr
