@@ -9,6 +9,7 @@ import (
 type applyOptions struct {
 	spec     specOptions
 	netns    string
+	node     string
 	encoding string
 	dryRun   bool
 	delete   bool
@@ -34,18 +35,24 @@ settled by the next apply or status, from the digest natpool stamps on its
 table.
 
 --dry-run prints what would change against the live table and changes
-nothing; --delete removes natpool's table. Port blocks go to the kernel in the
+nothing; --delete removes natpool's table. A spec that lists nodes is applied
+with --node NAME: the table then also steers each host's packets to the node
+serving its public address, through policy rules natpool owns (see README,
+"Several NAT boxes"); the rules follow the table at once, and --delete
+removes them too. Port blocks go to the kernel in the
 compact encoding (an address per group of hosts, ports by the host's low
 bits) unless --encoding per-host.`,
 		Example: `  natpool apply -f campus.yaml
   natpool apply -f campus.yaml --dry-run
   natpool apply -f cgnat.yaml --netns nat0
+  natpool apply -f cluster.yaml --node nat1
   natpool apply --delete`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runApply(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
 	netnsFlag(cmd, &o.netns)
+	nodeFlag(cmd, &o.node)
 	encodingFlag(cmd, &o.encoding)
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would change and change nothing")
 	cmd.Flags().BoolVar(&o.delete, "delete", false, "remove natpool's table")

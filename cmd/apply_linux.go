@@ -3,6 +3,7 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -30,7 +31,10 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 // applyPlan puts plan in force, journaled, and returns its digest: what
 // apply and watch do.
 func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) (string, error) {
-	rs := compiler.Compile(plan, compiler.Options{Encoding: encodings[o.encoding]})
+	if err := checkNode(plan, o.node); err != nil {
+		return "", err
+	}
+	rs := compiler.Compile(plan, compiler.Options{Encoding: encodings[o.encoding], Node: o.node})
 	k, err := nft.Dial(o.netns)
 	if err != nil {
 		return "", err
@@ -48,7 +52,7 @@ func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) (stri
 	}
 	rec := plan.Record()
 	change := journal.Event{Op: journal.Apply, Netns: o.netns, Table: rs.Table, Digest: rs.Digest}
-	if err := journaled(path, change, &rec, stderr, func() error { return k.Apply(rs) }); err != nil {
+	if err := journaled(path, change, &rec, stderr, func() error { return applyNode(k, rs, plan.Cluster, o.netns) }); err != nil {
 		return "", err
 	}
 	warnMissingInterfaces(plan, o.netns, stderr)
@@ -73,6 +77,34 @@ func warnMissingInterfaces(plan *pool.Plan, netns string, stderr io.Writer) {
 			fmt.Fprintf(stderr, "natpool: warning: egress %s: no interface %s in %s yet; its rule matches once it exists\n", e.Name, e.OIF, where(netns))
 		}
 	}
+}
+
+// applyNode replaces natpool's table with rs and, for a node of a cluster,
+// makes natpool's policy rules those of rs: the new rules are added before
+// the table changes (a rule for a mark no packet carries yet is inert) and
+// the stale ones deleted after, so no packet meets a table without its
+// rules. Should the table be refused, the rules are put back as they were.
+func applyNode(k *nft.Kernel, rs *compiler.Ruleset, c *pool.Cluster, netns string) error {
+	if rs.Steering == nil {
+		return k.Apply(rs)
+	}
+	r, err := linux.OpenRouting(netns)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	mine := compiler.Owns(c)
+	had, err := r.PolicyRules(mine)
+	if err != nil {
+		return err
+	}
+	if err := r.SetPolicyRules(append(slices.Clone(had), rs.Steering.Routes...), mine); err != nil {
+		return errors.Join(err, r.SetPolicyRules(had, mine))
+	}
+	if err := k.Apply(rs); err != nil {
+		return errors.Join(err, r.SetPolicyRules(had, mine))
+	}
+	return r.SetPolicyRules(rs.Steering.Routes, mine)
 }
 
 func dryRun(k *nft.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io.Writer) error {
@@ -147,9 +179,32 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 	if err := claimable(k, table); err != nil {
 		return err
 	}
+	// A node's policy rules go with its table: natpool's are told by the
+	// cluster's priorities, tables and marks, which only the plan knows.
+	var cluster *pool.Cluster
+	if o.node != "" {
+		plan, err := o.spec.plan(stderr)
+		if err != nil {
+			return err
+		}
+		if err := checkNode(plan, o.node); err != nil {
+			return err
+		}
+		cluster = plan.Cluster
+	}
 	var deleted bool
 	change := journal.Event{Op: journal.Delete, Netns: o.netns, Table: table}
-	if err := journaled(path, change, nil, stderr, func() (err error) { deleted, err = k.Delete(table); return err }); err != nil {
+	if err := journaled(path, change, nil, stderr, func() (err error) {
+		if deleted, err = k.Delete(table); err != nil || cluster == nil {
+			return err
+		}
+		r, err := linux.OpenRouting(o.netns)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		return r.SetPolicyRules(nil, compiler.Owns(cluster))
+	}); err != nil {
 		return err
 	}
 	if o.output == "json" {

@@ -3,10 +3,12 @@ package cmd
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // netnsFlag adds --netns, completed from the namespaces ip netns knows.
@@ -53,4 +55,37 @@ func where(netns string) string {
 		return "this network namespace"
 	}
 	return "network namespace " + netns
+}
+
+// nodeFlag adds --node: which node of the spec's cluster this box is.
+func nodeFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "node", "", "the node of the spec's cluster this box is (needed when the spec lists nodes)")
+	_ = cmd.RegisterFlagCompletionFunc("node", cobra.NoFileCompletions)
+}
+
+// checkNode refuses a node the plan's cluster does not list, and a cluster
+// plan without a node: applied as one box, every node would translate every
+// host and replies would reach the wrong one.
+func checkNode(plan *pool.Plan, node string) error {
+	c := plan.Cluster
+	switch {
+	case c == nil && node != "":
+		return fmt.Errorf("--node %q: the spec lists no nodes", node)
+	case c == nil:
+		return nil
+	case node == "":
+		return fmt.Errorf("the spec lists nodes (%s): say which this box is with --node", strings.Join(c.NodeNames(allNodes(c)), ", "))
+	case c.NodeIndex(node) < 0:
+		return fmt.Errorf("--node %q is not a node of the spec (%s)", node, strings.Join(c.NodeNames(allNodes(c)), ", "))
+	}
+	return nil
+}
+
+// allNodes returns the indexes of every node of c.
+func allNodes(c *pool.Cluster) []int {
+	all := make([]int, len(c.Nodes))
+	for i := range all {
+		all[i] = i
+	}
+	return all
 }

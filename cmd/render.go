@@ -12,6 +12,7 @@ type renderOptions struct {
 	spec   specOptions
 	format string
 	noJump bool
+	node   string
 }
 
 func newRenderCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -30,16 +31,26 @@ Formats:
              is declared, flushed and refilled, and POSTROUTING jumps to it
              (first in the chain); a restore file cannot add the jump only when
              it is missing, so render reloads with --no-jump
-  ipset      ipset restore input: the hash strategy's per-address sets`,
+  ipset      ipset restore input: the hash strategy's per-address sets
+  bird       a node's BIRD 2 configuration (with --node): its chunks of the
+             pool announced to the upstream ranked for the node, and the
+             sessions to its peers that fill the routing tables steering uses
+
+A spec that lists nodes is rendered for one of them, named with --node: nft
+then adds the steering apply --node installs.`,
 		Example: `  natpool render -f campus.yaml > natpool.nft && nft -c -f natpool.nft
   # iptables: the hash strategy matches ipset sets, which load first
   natpool render -f campus.yaml --format ipset | ipset restore
-  natpool render -f campus.yaml --format iptables | iptables-restore --noflush`,
+  natpool render -f campus.yaml --format iptables | iptables-restore --noflush
+  # a node of a cluster: its table and its BIRD configuration
+  natpool render -f cluster.yaml --node nat1 > natpool.nft
+  natpool render -f cluster.yaml --node nat1 --format bird > /etc/bird/natpool.conf`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
 	choiceFlag(cmd, &o.format, "format", "", "ruleset format", render.Formats...)
+	nodeFlag(cmd, &o.node)
 	cmd.Flags().BoolVar(&o.noJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
 	return cmd
 }
@@ -49,5 +60,8 @@ func runRender(o *renderOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return render.Ruleset(stdout, stderr, plan, o.format, render.Options{Version: Version, NoJump: o.noJump})
+	if err := checkNode(plan, o.node); err != nil {
+		return err
+	}
+	return render.Ruleset(stdout, stderr, plan, o.format, render.Options{Version: Version, NoJump: o.noJump, Node: o.node})
 }

@@ -60,6 +60,7 @@ command.`,
 	}
 	addSpecFlags(cmd, &o.apply.spec)
 	netnsFlag(cmd, &o.apply.netns)
+	nodeFlag(cmd, &o.apply.node)
 	encodingFlag(cmd, &o.apply.encoding)
 	journalFlag(cmd, &o.apply.journal, false)
 	f := cmd.Flags()

@@ -28,6 +28,8 @@ type Ruleset struct {
 	Label int
 	Maps  []Map
 	Rules []Rule
+	// Steering is what a node of a cluster adds; nil for a single box.
+	Steering *Steering
 }
 
 // Elements returns the number of map elements, the bucket ranges of the
@@ -39,6 +41,11 @@ func (rs *Ruleset) Elements() int {
 	}
 	for _, r := range rs.Rules {
 		n += len(r.Target.Runs)
+	}
+	if rs.Steering != nil {
+		for _, r := range rs.Steering.Rules {
+			n += len(r.Target.Runs)
+		}
 	}
 	return n
 }
@@ -56,6 +63,8 @@ const (
 	PortBlockMap
 	// PortMap maps a key to a port: `type ipv4_addr : inet_service`.
 	PortMap
+	// MarkMap maps a key to a packet mark: `type ipv4_addr : mark`.
+	MarkMap
 )
 
 // Map is a named map of natpool's table. Its elements are made as they are
@@ -78,12 +87,14 @@ func listedMap(name string, kind MapKind, elems []Element) Map {
 }
 
 // Element is one map element: keys From-To (equal for a single key) map to
-// Addr, for a PortBlockMap to Addr and Ports, for a PortMap to Ports.Lo.
-// Fields a map's kind does not use are ignored (and may be set).
+// Addr, for a PortBlockMap to Addr and Ports, for a PortMap to Ports.Lo, for
+// a MarkMap to Mark. Fields a map's kind does not use are ignored (and may
+// be set).
 type Element struct {
 	From, To netip.Addr
 	Addr     netip.Addr
 	Ports    pool.PortRange
+	Mark     uint32
 }
 
 // Rule is one rule of natpool's chain: packets from Sources (leaving through
@@ -149,8 +160,8 @@ const stampPrefix = "natpool plan "
 // "egress NAME" without a digest: such a rule is natpool's, digest unknown.
 func Stamp(comment string) (digest string, natpool bool) {
 	if rest, ok := strings.CutPrefix(comment, stampPrefix); ok {
-		digest, _, found := strings.Cut(rest, " egress ")
-		return digest, found
+		digest, what, _ := strings.Cut(rest, " ")
+		return digest, stamped(what)
 	}
 	return "", strings.HasPrefix(comment, "egress ")
 }
@@ -172,6 +183,7 @@ func LabelBits(bit int) []byte {
 type BucketRange struct {
 	Lo, Hi uint32
 	Addr   netip.Addr
+	Mark   uint32 // in a steer rule, instead of Addr
 }
 
 // KernelName returns the start of the names of the rule's egress entry's
@@ -211,6 +223,9 @@ const (
 // Options say how a plan is compiled.
 type Options struct {
 	Encoding Encoding
+	// Node names the node of the plan's cluster the ruleset is for, which
+	// adds its steering; empty for none. It must be a node of the plan.
+	Node string
 }
 
 // Compile builds the ruleset of a plan.
@@ -220,6 +235,9 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 		compileEgress(rs, e, o)
 	}
 	rs.Digest = Digest(p)
+	if o.Node != "" {
+		rs.Steering = steering(rs, p, o.Node)
+	}
 	return rs
 }
 
@@ -242,7 +260,7 @@ func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 		runs := m.Runs()
 		r.Target = Target{Kind: ByJhash, Seed: m.Seed, Buckets: len(m.Owners), Runs: make([]BucketRange, 0, len(runs))}
 		for _, run := range runs {
-			r.Target.Runs = append(r.Target.Runs, BucketRange{run.Lo, run.Hi, e.Pool[run.Owner].Addr})
+			r.Target.Runs = append(r.Target.Runs, BucketRange{Lo: run.Lo, Hi: run.Hi, Addr: e.Pool[run.Owner].Addr})
 		}
 	case *pool.PersistentMapping:
 		r.Target = Target{Kind: ByRange, First: m.First, Last: m.Last}

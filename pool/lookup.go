@@ -31,6 +31,9 @@ type Answer struct {
 	Ranges  []netipx.IPRange // Reverse: the hosts, as ascending ranges
 	Query   netip.Addr       // NoMapping: the address asked
 	Reason  string           // NoMapping: why it has none
+	// Nodes are the nodes of the plan's cluster that serve Public, owner
+	// first, then the backups in turn; nil for a single box.
+	Nodes []string
 }
 
 // Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
@@ -62,6 +65,9 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 		case ok && a.Kind == NoMapping:
 			reason = a.Reason
 		case ok:
+			if p.Cluster != nil && a.Public.IsValid() {
+				a.Nodes = p.Cluster.NodeNames(p.Cluster.Order(a.Public))
+			}
 			answers = append(answers, a)
 		}
 	}

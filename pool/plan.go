@@ -55,9 +55,11 @@ const DefaultCTLabel = 127
 // Plan is a checked spec with its computed mapping: what natpool reports,
 // renders and applies.
 type Plan struct {
-	Table    string
-	CTLabel  int // the conntrack label bit natpool's rules set
-	Egress   []*Egress
+	Table   string
+	CTLabel int // the conntrack label bit natpool's rules set
+	Egress  []*Egress
+	// Cluster is how the nodes share the pool; nil for a single box.
+	Cluster  *Cluster
 	Spec     Spec     // the spec the plan was made from
 	Warnings []string // things worth telling a person that do not stop the plan
 }
@@ -148,6 +150,15 @@ func NewPlan(spec Spec) (*Plan, error) {
 	}
 	if err := p.checkOverlaps(); err != nil {
 		return nil, err
+	}
+	if len(spec.Nodes) > 0 {
+		c, err := newCluster(spec.Cluster, spec.Nodes, p.Egress)
+		if err != nil {
+			return nil, err
+		}
+		p.Cluster = c
+	} else if spec.Cluster != (ClusterSpec{}) {
+		return nil, fmt.Errorf("cluster settings without nodes: list the nodes that share the pool")
 	}
 	return p, nil
 }

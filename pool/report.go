@@ -51,13 +51,22 @@ type PublicLoad struct {
 	// share it: below 1 when there are more hosts than ports.
 	PortsPerHost float64
 	Detail       string // what the strategy gives the address: values, buckets or hosts
+	// Nodes are the nodes of the plan's cluster that serve the address,
+	// owner first; nil for a single box.
+	Nodes []string
 }
 
 // Report computes the load of every public address of the plan.
 func (p *Plan) Report() *Report {
 	r := &Report{Table: p.Table}
 	for _, e := range p.Egress {
-		r.Egress = append(r.Egress, e.report())
+		er := e.report()
+		if c := p.Cluster; c != nil {
+			for i := range er.Public {
+				er.Public[i].Nodes = c.NodeNames(c.Order(er.Public[i].Addr))
+			}
+		}
+		r.Egress = append(r.Egress, er)
 	}
 	return r
 }

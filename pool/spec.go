@@ -28,6 +28,9 @@ type Spec struct {
 	// relative to the spec file; empty for the default).
 	Journal string       `yaml:"journal" json:"journal,omitempty"`
 	Egress  []EgressSpec `yaml:"egress" json:"egress"`
+	// Nodes are the NAT boxes that share the pool, when several do.
+	Nodes   []NodeSpec  `yaml:"nodes" json:"nodes,omitempty"`
+	Cluster ClusterSpec `yaml:"cluster" json:"cluster,omitzero"`
 }
 
 // EgressSpec is one egress entry as written. Every value is kept as text so

@@ -19,6 +19,15 @@ type LookupOptions struct {
 	All    bool // list every host of a reverse lookup
 }
 
+// nodesSuffix names the nodes serving an answer's address, for a cluster's
+// plan: " on nodes nat1 > nat3 > nat2", the owner first.
+func nodesSuffix(a pool.Answer) string {
+	if a.Nodes == nil {
+		return ""
+	}
+	return " on nodes " + NodesText(a.Nodes)
+}
+
 // shownRanges bounds the ranges a reverse lookup prints as text without All.
 const shownRanges = 8
 
@@ -31,17 +40,17 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 		}
 		switch a.Kind {
 		case pool.Forward:
-			fmt.Fprintf(w, "%s -> %s ports %s\n", a.Private, a.Public, a.Ports)
+			fmt.Fprintf(w, "%s -> %s ports %s%s\n", a.Private, a.Public, a.Ports, nodesSuffix(a))
 		case pool.PortOwner:
 			owner := "no host"
 			if a.Private.IsValid() {
 				owner = a.Private.String()
 			}
-			fmt.Fprintf(w, "%s <- %s\n", netip.AddrPortFrom(a.Public, a.Port), owner)
+			fmt.Fprintf(w, "%s <- %s%s\n", netip.AddrPortFrom(a.Public, a.Port), owner, nodesSuffix(a))
 		case pool.NoMapping:
 			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
 		case pool.Reverse:
-			fmt.Fprintf(w, "%s <- %s in %s\n", a.Public, plural(a.Hosts, "host"), plural(uint64(len(a.Ranges)), "range"))
+			fmt.Fprintf(w, "%s <- %s in %s%s\n", a.Public, plural(a.Hosts, "host"), plural(uint64(len(a.Ranges)), "range"), nodesSuffix(a))
 			if o.All {
 				for _, r := range a.Ranges {
 					for h := r.From(); r.Contains(h); h = h.Next() {
@@ -98,6 +107,7 @@ type answerJSON struct {
 	Hosts   *uint64  `json:"hosts,omitempty"`
 	Ranges  []string `json:"ranges,omitempty"`
 	Addrs   []string `json:"addrs,omitempty"`
+	Nodes   []string `json:"nodes,omitempty"`
 }
 
 // answerNone is an address with no mapping.
@@ -109,10 +119,11 @@ type answerNone struct {
 
 // answerOwner is a port answer: its "private" is null when no host owns the port.
 type answerOwner struct {
-	Egress  string  `json:"egress,omitempty"`
-	Public  string  `json:"public"`
-	Port    uint16  `json:"port"`
-	Private *string `json:"private"`
+	Egress  string   `json:"egress,omitempty"`
+	Public  string   `json:"public"`
+	Port    uint16   `json:"port"`
+	Private *string  `json:"private"`
+	Nodes   []string `json:"nodes,omitempty"`
 }
 
 // LookupJSON writes the answers as JSON: one object for a single answer, an
@@ -211,9 +222,9 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 		switch a.Kind {
 		case pool.Forward:
 			private := a.Private.String()
-			out = append(out, answerJSON{Egress: egress, Private: &private, Public: a.Public.String(), Ports: a.Ports.String()})
+			out = append(out, answerJSON{Egress: egress, Private: &private, Public: a.Public.String(), Ports: a.Ports.String(), Nodes: a.Nodes})
 		case pool.PortOwner:
-			ao := answerOwner{Egress: egress, Public: a.Public.String(), Port: a.Port}
+			ao := answerOwner{Egress: egress, Public: a.Public.String(), Port: a.Port, Nodes: a.Nodes}
 			if a.Private.IsValid() {
 				s := a.Private.String()
 				ao.Private = &s
@@ -222,7 +233,7 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 		case pool.NoMapping:
 			out = append(out, answerNone{Query: a.Query.String(), Reason: a.Reason})
 		case pool.Reverse:
-			aj := answerJSON{Egress: egress, Public: a.Public.String(), Hosts: &a.Hosts, Ranges: []string{}}
+			aj := answerJSON{Egress: egress, Public: a.Public.String(), Hosts: &a.Hosts, Ranges: []string{}, Nodes: a.Nodes}
 			for _, r := range a.Ranges {
 				aj.Ranges = append(aj.Ranges, compact(r))
 				if o.All {

@@ -38,9 +38,12 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	s.str("table ip ").str(rs.Table).str(" {").end()
 	for _, m := range rs.Maps {
 		s.str("\tmap ").str(m.Name).str(" {").end()
-		if m.Kind == compiler.PortBlockMap {
+		switch m.Kind {
+		case compiler.PortBlockMap:
 			s.str("\t\ttype ipv4_addr : interval ipv4_addr . inet_service").end()
-		} else {
+		case compiler.MarkMap:
+			s.str("\t\ttype ipv4_addr : mark").end()
+		default:
 			s.str("\t\ttype ipv4_addr : ipv4_addr").end()
 		}
 		if m.Interval {
@@ -51,9 +54,14 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		s.str("\t\telements = {").end()
 		i := 0
 		for e := range m.Elements {
-			s.str("\t\t\t").key(e).str(" : ").addr(e.Addr)
-			if m.Kind == compiler.PortBlockMap {
-				s.str(" . ").ports(e.Ports)
+			s.str("\t\t\t").key(e).str(" : ")
+			switch m.Kind {
+			case compiler.MarkMap:
+				s.mark(e.Mark)
+			case compiler.PortBlockMap:
+				s.addr(e.Addr).str(" . ").ports(e.Ports)
+			default:
+				s.addr(e.Addr)
 			}
 			if i++; i < m.Len {
 				s.str(",")
@@ -65,10 +73,29 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	}
 	s.str("\tchain ").str(compiler.Chain).str(" {").end()
 	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
+	st := rs.Steering
+	if st != nil {
+		s.str("\t\trt ip nexthop {")
+		for i, p := range st.Peers {
+			if i > 0 {
+				s.str(",")
+			}
+			s.str(" ").addr(p)
+		}
+		s.str(" } accept comment ").str(strconv.Quote(rs.PeersComment())).end()
+	}
 	for _, r := range rs.Rules {
 		s.rule(r, rs.Label, rs.Comment(r))
 	}
 	s.str("\t}").end()
+	if st != nil {
+		s.str("\tchain ").str(compiler.SteerChain).str(" {").end()
+		s.str("\t\ttype filter hook prerouting priority mangle; policy accept;").end()
+		for _, r := range st.Rules {
+			s.sources(r).str(" meta mark set ").target(r.Target).str(" comment ").str(strconv.Quote(rs.Comment(r))).end()
+		}
+		s.str("\t}").end()
+	}
 	s.str("}").end()
 	return s.flush()
 }
@@ -76,6 +103,30 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 // rule writes rule r as nft text, ending its last line. A jhash map goes a
 // run of buckets a line, written as it is made: a map may hold a million.
 func (s *stream) rule(r compiler.Rule, label int, comment string) {
+	s.sources(r)
+	if r.OIF != "" {
+		s.str(" oifname ").str(strconv.Quote(r.OIF))
+	}
+	if r.L4 {
+		s.str(" meta l4proto { tcp, udp }")
+	}
+	s.str(" ct label set ").num(uint64(label)).str(" ")
+	if r.Target.Kind == compiler.ByRange {
+		s.str("snat ip to ").addr(r.Target.First).str("-").addr(r.Target.Last)
+	} else {
+		s.str("snat ip to ").target(r.Target)
+	}
+	if r.Ports != (compiler.Rule{}).Ports {
+		s.str(" : ").ports(r.Ports)
+	}
+	if r.Target.Kind == compiler.ByRange {
+		s.str(" persistent")
+	}
+	s.str(" comment ").str(strconv.Quote(comment)).end()
+}
+
+// sources begins a rule's line with its match of source addresses.
+func (s *stream) sources(r compiler.Rule) *stream {
 	s.str("\t\tip saddr ")
 	if len(r.Sources) == 1 {
 		s.str(compact(r.Sources[0]))
@@ -87,39 +138,38 @@ func (s *stream) rule(r compiler.Rule, label int, comment string) {
 		}
 		s.str(" }")
 	}
-	if r.OIF != "" {
-		s.str(" oifname ").str(strconv.Quote(r.OIF))
-	}
-	if r.L4 {
-		s.str(" meta l4proto { tcp, udp }")
-	}
-	s.str(" ct label set ").num(uint64(label)).str(" ")
-	switch t := r.Target; t.Kind {
+	return s
+}
+
+// target writes how a rule finds its value (an address, or in a steer rule
+// a mark) by address, map or jhash.
+func (s *stream) target(t compiler.Target) *stream {
+	switch t.Kind {
 	case compiler.ByValue:
-		s.str("snat ip to ip saddr & ").addr(t.Mask).str(" map @").str(t.Map)
+		s.str("ip saddr & ").addr(t.Mask).str(" map @").str(t.Map)
 	case compiler.ByJhash:
 		// A run of buckets a line, so that a diff shows which moved; always
 		// as a range (n-n for one bucket), which makes nft build the interval
 		// map natpool apply builds.
-		s.str("snat ip to jhash ip saddr mod ").num(uint64(t.Buckets)).str(fmt.Sprintf(" seed %#08x map {", t.Seed))
+		s.str("jhash ip saddr mod ").num(uint64(t.Buckets)).str(fmt.Sprintf(" seed %#08x map {", t.Seed))
 		for i, b := range t.Runs {
 			if i > 0 {
 				s.str(",")
 			}
 			s.end()
-			s.str("\t\t\t").num(uint64(b.Lo)).str("-").num(uint64(b.Hi)).str(" : ").addr(b.Addr)
+			s.str("\t\t\t").num(uint64(b.Lo)).str("-").num(uint64(b.Hi)).str(" : ")
+			if b.Addr.IsValid() {
+				s.addr(b.Addr)
+			} else {
+				s.mark(b.Mark)
+			}
 		}
 		s.str(" }")
-	case compiler.ByRange:
-		s.str("snat ip to ").addr(t.First).str("-").addr(t.Last)
 	case compiler.ByHost, compiler.ByHostBlock:
-		s.str("snat ip to ip saddr map @").str(t.Map)
+		s.str("ip saddr map @").str(t.Map)
 	}
-	if r.Ports != (compiler.Rule{}).Ports {
-		s.str(" : ").ports(r.Ports)
-	}
-	if r.Target.Kind == compiler.ByRange {
-		s.str(" persistent")
-	}
-	s.str(" comment ").str(strconv.Quote(comment)).end()
+	return s
 }
+
+// mark writes a packet mark as nft lists it.
+func (s *stream) mark(m uint32) *stream { return s.str(fmt.Sprintf("%#08x", m)) }

@@ -18,17 +18,17 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintf(w, "egress %s: %s\n", e.Name, egressSettings(e))
-		header := []string{"PUBLIC", "WEIGHT", "HOSTS", "ACTIVE", "SHARE", "PORTS/HOST", "CARRIES"}
+		header := []string{"PUBLIC", "WEIGHT", "HOSTS", "ACTIVE", "SHARE", "PORTS/HOST", "NODES", "CARRIES"}
 		var rows [][]string
 		for _, p := range e.Public {
 			rows = append(rows, []string{p.Addr.String(), fmt.Sprint(p.Weight), fmt.Sprint(p.Hosts),
-				fmt.Sprint(p.Active), percent(p.Share), portsPerHost(p.PortsPerHost), p.Detail})
+				fmt.Sprint(p.Active), percent(p.Share), portsPerHost(p.PortsPerHost), NodesText(p.Nodes), p.Detail})
 		}
-		drop := map[int]bool{1: !weighted(e), 3: !e.HasActive, 6: e.Public[0].Detail == ""}
+		drop := map[int]bool{1: !weighted(e), 3: !e.HasActive, 6: e.Public[0].Nodes == nil, 7: e.Public[0].Detail == ""}
 		header, rows = dropColumns(header, rows, drop)
 		right := []int{}
 		for i, h := range header {
-			if h != "PUBLIC" && h != "CARRIES" {
+			if h != "PUBLIC" && h != "CARRIES" && h != "NODES" {
 				right = append(right, i)
 			}
 		}
@@ -72,6 +72,10 @@ func weighted(e pool.EgressReport) bool {
 	}
 	return false
 }
+
+// NodesText writes the nodes serving an address: the owner, then its
+// backups in turn ("nat1 > nat3 > nat2").
+func NodesText(nodes []string) string { return strings.Join(nodes, " > ") }
 
 func percent(f float64) string { return fmt.Sprintf("%.2f%%", 100*f) }
 
@@ -132,6 +136,8 @@ type publicJSON struct {
 	Share        float64 `json:"share"`
 	PortsPerHost float64 `json:"ports_per_host"`
 	Detail       string  `json:"detail,omitempty"`
+	// Nodes serve the address, owner first (a cluster's plan only).
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // PlanJSON writes the load report as JSON, with the spec it was planned
@@ -153,7 +159,7 @@ func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
 		}
 		for _, p := range e.Public {
 			pj := publicJSON{Addr: p.Addr.String(), Weight: p.Weight, Hosts: p.Hosts, Share: p.Share,
-				PortsPerHost: p.PortsPerHost, Detail: p.Detail}
+				PortsPerHost: p.PortsPerHost, Detail: p.Detail, Nodes: p.Nodes}
 			if e.HasActive {
 				pj.Active = &p.Active
 			}

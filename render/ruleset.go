@@ -9,7 +9,7 @@ import (
 )
 
 // Formats are the ruleset formats, the first the default.
-var Formats = []string{"nft", "nft-json", "iptables", "ipset"}
+var Formats = []string{"nft", "nft-json", "iptables", "ipset", "bird"}
 
 // Options say how a ruleset is written.
 type Options struct {
@@ -18,13 +18,25 @@ type Options struct {
 	// reloads: a restore file cannot add a rule only when it is missing,
 	// so the jump is written for the first load and left out on later ones.
 	NoJump bool
+	// Node names the node of the plan's cluster the output is for: nft
+	// adds its steering, bird is its routing daemon's configuration.
+	Node string
 }
 
 // Ruleset compiles the plan and writes it in format. Port blocks are
 // compiled one element per host, the only encoding nft text and iptables can
 // carry (the compact one travels over netlink). Warnings go to stderr.
 func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error {
-	rs := compiler.Compile(p, compiler.Options{Encoding: compiler.PerHost})
+	if format == "bird" {
+		if o.Node == "" {
+			return fmt.Errorf("format bird is one node's configuration: name it with --node")
+		}
+		return BIRD(w, p, o.Node, o.Version)
+	}
+	rs := compiler.Compile(p, compiler.Options{Encoding: compiler.PerHost, Node: o.Node})
+	if rs.Steering != nil && format != "nft" {
+		return fmt.Errorf("format %s cannot carry a node's steering: render nft, or apply --node", format)
+	}
 	switch format {
 	case "nft":
 		return NFT(w, rs, o.Version)

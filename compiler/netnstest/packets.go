@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -106,23 +107,61 @@ func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) {
 // WriteUDP sends one UDP packet to Destination:53 from each source address
 // and port through fd, a raw IPPROTO_RAW socket (which implies IP_HDRINCL).
 func WriteUDP(fd int, srcs []netip.AddrPort) error {
-	dst := netip.MustParseAddr(Destination).As4()
-	pkt := make([]byte, 28)
+	return WriteUDPTo(fd, netip.AddrPortFrom(netip.MustParseAddr(Destination), 53), srcs)
+}
+
+// WriteUDPTo sends one UDP packet to dst from each source address and port
+// through fd, a raw IPPROTO_RAW socket. The payload is the source address,
+// so that an echo tells whose packet it answers.
+func WriteUDPTo(fd int, dst netip.AddrPort, srcs []netip.AddrPort) error {
+	to4 := dst.Addr().As4()
+	pkt := make([]byte, 32)
 	pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_UDP // version 4, header 20 bytes; TTL; protocol
-	binary.BigEndian.PutUint16(pkt[2:], 28)
-	copy(pkt[16:20], dst[:])
-	binary.BigEndian.PutUint16(pkt[22:], 53)
-	binary.BigEndian.PutUint16(pkt[24:], 8) // UDP length; checksum 0: none
-	to := &unix.SockaddrInet4{Addr: dst}
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	copy(pkt[16:20], to4[:])
+	binary.BigEndian.PutUint16(pkt[22:], dst.Port())
+	binary.BigEndian.PutUint16(pkt[24:], uint16(len(pkt)-20)) // UDP length; checksum 0: none
+	to := &unix.SockaddrInet4{Addr: to4}
 	for _, src := range srcs {
 		s := src.Addr().As4()
 		copy(pkt[12:16], s[:]) // the kernel fills in the header checksum
 		binary.BigEndian.PutUint16(pkt[20:], src.Port())
+		copy(pkt[28:], s[:])
 		if err := unix.Sendto(fd, pkt, 0, to); err != nil {
 			return fmt.Errorf("send from %s: %w", src, err)
 		}
 	}
 	return nil
+}
+
+// SendUDPTo sends one UDP packet to dst from each source address and port,
+// its payload the source address.
+func (ns *NS) SendUDPTo(dst netip.AddrPort, srcs []netip.AddrPort) {
+	ns.t.Helper()
+	fd, err := ns.rawSocket()
+	if err != nil {
+		ns.t.Fatalf("raw socket in %s: %v", ns.Name, err)
+	}
+	defer unix.Close(fd)
+	if err := WriteUDPTo(fd, dst, srcs); err != nil {
+		ns.t.Fatal(err)
+	}
+}
+
+// ListenUDP opens a UDP socket bound to addr inside the namespace; it is
+// closed when the test ends.
+func (ns *NS) ListenUDP(addr netip.AddrPort) *net.UDPConn {
+	ns.t.Helper()
+	var conn *net.UDPConn
+	err := linux.Within(ns.Name, func() (err error) {
+		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	if err != nil {
+		ns.t.Fatalf("listen on %s in %s: %v", addr, ns.Name, err)
+	}
+	ns.t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // rawSocket opens an IPPROTO_RAW socket (which implies IP_HDRINCL) inside

@@ -194,6 +194,12 @@ func (d *decompiler) expr(e expr.Any) {
 			return
 		}
 		d.set(e.Register, operand{text: text})
+	case *expr.Rt:
+		text := fmt.Sprintf("rt %d", e.Key)
+		if e.Key == expr.RtNexthop4 {
+			text = "rt ip nexthop"
+		}
+		d.set(e.Register, operand{text: text, kind: addrValue})
 	case *expr.NAT:
 		d.out = append(d.out, d.natText(e))
 	case *expr.Counter:

@@ -259,10 +259,12 @@ func (o *objects) steps() iter.Seq[step] {
 				return
 			}
 		}
-		for i, r := range o.rules {
-			if !yield(step{func() string { return fmt.Sprintf("rule %d of chain %s", i+1, o.chain.Name) },
-				func(c *nftables.Conn) error { c.AddRule(r); return nil }}) {
-				return
+		for _, ch := range o.chains {
+			for i, r := range ch.rules {
+				if !yield(step{func() string { return fmt.Sprintf("rule %d of chain %s", i+1, ch.chain.Name) },
+					func(c *nftables.Conn) error { c.AddRule(r); return nil }}) {
+					return
+				}
 			}
 		}
 	}
@@ -278,7 +280,9 @@ func (k *Kernel) send(o *objects, n int) error {
 	c.AddTable(o.table) // so that deleting it cannot fail on a first apply
 	c.DelTable(o.table)
 	c.AddTable(o.table)
-	c.AddChain(o.chain)
+	for _, ch := range o.chains {
+		c.AddChain(ch.chain)
+	}
 	queued := 0
 	for s := range o.steps() {
 		if queued == n {
@@ -310,7 +314,7 @@ func (k *Kernel) refusal(o *objects, err error) error {
 	for range o.steps() {
 		steps++
 	}
-	what := fmt.Sprintf("table ip %s or its chain %s", o.table.Name, o.chain.Name)
+	what := fmt.Sprintf("table ip %s or its chains", o.table.Name)
 	switch {
 	case !refused(steps):
 		return fmt.Errorf("the kernel refused the ruleset, nothing changed: %w", err)

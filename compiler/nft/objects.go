@@ -36,10 +36,9 @@ const (
 
 // objects is a ruleset as kernel objects, in the order a batch creates them.
 type objects struct {
-	table *nftables.Table
-	chain *nftables.Chain
-	sets  []setWithElements // named maps, then each rule's anonymous sets
-	rules []*nftables.Rule
+	table  *nftables.Table
+	chains []chainRules      // the NAT chain, then a cluster node's steer chain
+	sets   []setWithElements // named maps, then each rule's anonymous sets
 }
 
 // add records a set, giving it its batch-local ID now, so that the lookups
@@ -103,8 +102,8 @@ func chunked(m compiler.Map, encode func(elems []compiler.Element, first bool) [
 func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 	o := &objects{table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: rs.Table}}
 	accept := nftables.ChainPolicyAccept
-	o.chain = &nftables.Chain{Name: compiler.Chain, Table: o.table, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
+	nat := &chainRules{chain: &nftables.Chain{Name: compiler.Chain, Table: o.table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}}
 	named := map[string]*nftables.Set{}
 	for _, m := range rs.Maps {
 		s := &nftables.Set{Table: o.table, Name: m.Name, IsMap: true, KeyType: nftables.TypeIPAddr, Interval: m.Interval}
@@ -134,6 +133,9 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		case compiler.PortMap:
 			s.DataType, width = nftables.TypeInetService, 2
 			put = func(dst []byte, e compiler.Element) { binary.BigEndian.PutUint16(dst, e.Ports.Lo) }
+		case compiler.MarkMap:
+			s.DataType, width = nftables.TypeMark, 4
+			put = func(dst []byte, e compiler.Element) { binary.NativeEndian.PutUint32(dst, e.Mark) }
 		}
 		value := func(e compiler.Element) []byte {
 			v := make([]byte, width)
@@ -166,25 +168,69 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		named[m.Name] = s
 		o.add(setWithElements{s, "map " + m.Name, m.Len, chunked(m, encode)})
 	}
+	add := func(c *chainRules, exprs []expr.Any, comment string) {
+		c.rules = append(c.rules, &nftables.Rule{Table: o.table, Chain: c.chain, Exprs: exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
+	}
+	if st := rs.Steering; st != nil {
+		// Packets routed to a peer leave untranslated: the peer translates them.
+		s := o.anonymous("the rule for peers", nftables.TypeIPAddr, nftables.SetDatatype{}, false, peerElements(st.Peers))
+		add(nat, []expr.Any{&expr.Rt{Register: reg1, Key: expr.RtNexthop4}, lookup(s, reg1), &expr.Verdict{Kind: expr.VerdictAccept}}, rs.PeersComment())
+	}
 	for _, r := range rs.Rules {
 		exprs, err := o.ruleExprs(r, rs.Label, named)
 		if err != nil {
 			return nil, err
 		}
-		o.rules = append(o.rules, &nftables.Rule{Table: o.table, Chain: o.chain, Exprs: exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, rs.Comment(r))})
+		add(nat, exprs, rs.Comment(r))
+	}
+	o.chains = append(o.chains, *nat)
+	if st := rs.Steering; st != nil {
+		// Marks are set before routing, which they steer: at mangle priority.
+		steer := &chainRules{chain: &nftables.Chain{Name: compiler.SteerChain, Table: o.table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}}
+		for _, r := range st.Rules {
+			add(steer, o.steerExprs(r, named), rs.Comment(r))
+		}
+		o.chains = append(o.chains, *steer)
 	}
 	return o, nil
 }
 
+// steerExprs sets the packet mark of a steer rule: the rule's target finds
+// the mark as a NAT rule's finds the address.
+func (o *objects) steerExprs(r compiler.Rule, named map[string]*nftables.Set) []expr.Any {
+	x := o.sourceExprs(r)
+	switch t := r.Target; t.Kind {
+	case compiler.ByValue:
+		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
+	case compiler.ByHost:
+		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
+	case compiler.ByJhash:
+		s := o.anonymous("a set of the steer rule of egress "+r.Egress, nftables.TypeInteger, nftables.TypeMark, true, bucketElements(t))
+		x = append(x, o.jhash(t)...)
+		x = append(x, lookupMap(s, reg1, reg1))
+	}
+	return append(x, &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1})
+}
+
+// peerElements is the set of the peers' addresses.
+func peerElements(peers []netip.Addr) []nftables.SetElement {
+	out := make([]nftables.SetElement, len(peers))
+	for i, p := range peers {
+		out[i] = nftables.SetElement{Key: ip4(p)}
+	}
+	return out
+}
+
 // anonymous adds a constant anonymous set (a map when dataType is set) for
-// one rule and returns it.
-func (o *objects) anonymous(r compiler.Rule, keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
+// one rule and returns it; what names it in errors.
+func (o *objects) anonymous(what string, keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
 	s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: interval, KeyType: keyType}
 	if dataType.Bytes > 0 {
 		s.IsMap, s.DataType = true, dataType
 	}
-	o.add(listed(s, "a set of the rule of egress "+r.Egress, elems))
+	o.add(listed(s, what, elems))
 	return s
 }
 
@@ -204,21 +250,31 @@ func mask(sreg, dreg uint32, m netip.Addr) *expr.Bitwise {
 	return &expr.Bitwise{SourceRegister: sreg, DestRegister: dreg, Len: 4, Mask: ip4(m), Xor: make([]byte, 4)}
 }
 
-func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
-	var x []expr.Any
-	switch src := r.Sources; {
-	case len(src) > 1:
-		s := o.anonymous(r, nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
-		x = append(x, saddr(reg1), lookup(s, reg1))
-	default:
-		x = append(x, sourceMatch(src[0])...)
+// sourceExprs matches a rule's sources.
+func (o *objects) sourceExprs(r compiler.Rule) []expr.Any {
+	if src := r.Sources; len(src) > 1 {
+		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeIPAddr, nftables.SetDatatype{}, true, intervals(rangeElements(src), nil, true))
+		return []expr.Any{saddr(reg1), lookup(s, reg1)}
 	}
+	return sourceMatch(r.Sources[0])
+}
+
+// jhash leaves a jhash target's bucket in reg1, in network order (see
+// compiler.BucketRange).
+func (o *objects) jhash(t compiler.Target) []expr.Any {
+	return []expr.Any{saddr(reg2),
+		&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(t.Buckets), Seed: t.Seed, Type: expr.HashTypeJenkins},
+		&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4}}
+}
+
+func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
+	x := o.sourceExprs(r)
 	if r.OIF != "" {
 		x = append(x, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(r.OIF)})
 	}
 	if r.L4 {
-		s := o.anonymous(r, nftables.TypeInetProto, nftables.SetDatatype{}, false,
+		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInetProto, nftables.SetDatatype{}, false,
 			[]nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}}})
 		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, lookup(s, reg1))
 	}
@@ -233,11 +289,9 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 	case compiler.ByValue:
 		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
 	case compiler.ByJhash:
-		s := o.anonymous(r, nftables.TypeInteger, nftables.TypeIPAddr, true, bucketElements(t))
-		x = append(x, saddr(reg2),
-			&expr.Hash{SourceRegister: reg2, DestRegister: reg1, Length: 4, Modulus: uint32(t.Buckets), Seed: t.Seed, Type: expr.HashTypeJenkins},
-			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-			lookupMap(s, reg1, reg1))
+		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInteger, nftables.TypeIPAddr, true, bucketElements(t))
+		x = append(x, o.jhash(t)...)
+		x = append(x, lookupMap(s, reg1, reg1))
 	case compiler.ByRange:
 		x = append(x, &expr.Immediate{Register: reg1, Data: ip4(t.First)}, &expr.Immediate{Register: reg2, Data: ip4(t.Last)})
 		nat.RegAddrMax, nat.Persistent, portReg = reg2, true, reg3
@@ -322,23 +376,36 @@ func intervals(elems []compiler.Element, val func(compiler.Element) []byte, firs
 }
 
 // bucketElements encodes a jhash target's runs of buckets as nft encodes
-// an anonymous interval map of ranges that tile 0 to Buckets-1: each run's
-// start with its address (the bucket number as a 4-byte key in network
-// order), then one end element after the last bucket. Keys and values
-// share one allocation each: a map may hold a million runs.
+// an anonymous interval map of ranges: an end element at 0 unless the first
+// run starts there, each run's start with its address (or, in a steer rule,
+// its mark) as the bucket number as a 4-byte key in network order, and an
+// end element after each run the next does not start right after. The runs
+// of a NAT rule tile 0 to Buckets-1, so the last is the only end element.
+// Keys and values share one allocation each: a map may hold a million runs.
 func bucketElements(t compiler.Target) []nftables.SetElement {
-	out := make([]nftables.SetElement, len(t.Runs), len(t.Runs)+1)
-	keys, vals := make([]byte, 4*(len(t.Runs)+1)), make([]byte, 4*len(t.Runs))
-	for i, b := range t.Runs {
-		key, val := keys[4*i:4*i+4:4*i+4], vals[4*i:4*i+4:4*i+4]
-		binary.BigEndian.PutUint32(key, b.Lo)
-		a := b.Addr.As4()
-		copy(val, a[:])
-		out[i] = nftables.SetElement{Key: key, Val: val}
+	out := make([]nftables.SetElement, 0, len(t.Runs)+1)
+	keys, vals := make([]byte, 0, 4*(len(t.Runs)+2)), make([]byte, 4*len(t.Runs))
+	key := func(x uint32) []byte {
+		keys = binary.BigEndian.AppendUint32(keys, x)
+		return keys[len(keys)-4 : len(keys) : len(keys)]
 	}
-	end := keys[4*len(t.Runs):]
-	binary.BigEndian.PutUint32(end, uint32(t.Buckets))
-	return append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+	if len(t.Runs) == 0 || t.Runs[0].Lo != 0 {
+		out = append(out, nftables.SetElement{Key: key(0), IntervalEnd: true})
+	}
+	for i, b := range t.Runs {
+		val := vals[4*i : 4*i+4 : 4*i+4]
+		if b.Addr.IsValid() {
+			a := b.Addr.As4()
+			copy(val, a[:])
+		} else {
+			binary.NativeEndian.PutUint32(val, b.Mark)
+		}
+		out = append(out, nftables.SetElement{Key: key(b.Lo), Val: val})
+		if i+1 == len(t.Runs) || t.Runs[i+1].Lo != b.Hi+1 {
+			out = append(out, nftables.SetElement{Key: key(b.Hi + 1), IntervalEnd: true})
+		}
+	}
+	return out
 }
 
 func rangeElements(ranges []netipx.IPRange) []compiler.Element {

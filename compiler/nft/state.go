@@ -86,8 +86,7 @@ func Expected(rs *compiler.Ruleset) (*TableState, error) {
 	for _, s := range o.sets {
 		byID[s.set.ID] = s
 	}
-	chain := chainRules{o.chain, o.rules}
-	return o.state([]chainRules{chain}, nil, func(l *expr.Lookup) (setWithElements, bool) {
+	return o.state(o.chains, nil, func(l *expr.Lookup) (setWithElements, bool) {
 		s, ok := byID[l.SetID]
 		return s, ok
 	}), nil
