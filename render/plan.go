@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/natpool/natpool/pool"
@@ -36,6 +37,35 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 			return err
 		}
 		fmt.Fprintln(w, summary(e))
+	}
+	return nodeSummary(w, r)
+}
+
+// nodeSummary writes, for a cluster's plan, what each node serves while
+// every node is up: the public addresses it owns and their hosts.
+func nodeSummary(w io.Writer, r *pool.Report) error {
+	type load struct{ addrs, hosts uint64 }
+	loads := map[string]*load{}
+	var names []string
+	for _, e := range r.Egress {
+		for _, p := range e.Public {
+			if p.Nodes == nil {
+				return nil
+			}
+			for _, n := range p.Nodes {
+				if loads[n] == nil {
+					loads[n] = &load{}
+					names = append(names, n)
+				}
+			}
+			loads[p.Nodes[0]].addrs++
+			loads[p.Nodes[0]].hosts += p.Hosts
+		}
+	}
+	slices.Sort(names)
+	fmt.Fprintln(w)
+	for _, n := range names {
+		fmt.Fprintf(w, "node %s owns %s carrying %s\n", n, plural(loads[n].addrs, "public address"), plural(loads[n].hosts, "host"))
 	}
 	return nil
 }
