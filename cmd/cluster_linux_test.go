@@ -370,6 +370,9 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	for i := range c.nodes {
 		c.startNode(i)
 	}
+	for i, ns := range c.nodes {
+		must(t, 0, "status", "-f", c.spec, "--node", cl.Nodes[i].Name, "--netns", ns.Name, "--journal", filepath.Join(c.dir, cl.Nodes[i].Name+".journal"))
+	}
 	all := func(int) bool { return true }
 	took := c.waitRoutes(all, 30*time.Second)
 	t.Logf("the upstream holds every chunk via its owner %v after the nodes started", took.Round(time.Millisecond))

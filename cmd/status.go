@@ -9,6 +9,7 @@ import (
 type statusOptions struct {
 	spec    specOptions
 	netns   string
+	node    string
 	output  string
 	journal []string
 }
@@ -34,6 +35,7 @@ namespace, no permission, no table.`,
 	}
 	addSpecFlags(cmd, &o.spec)
 	netnsFlag(cmd, &o.netns)
+	nodeFlag(cmd, &o.node)
 	outputFlag(cmd, &o.output, "text", "json")
 	journalFlag(cmd, &o.journal, false)
 	return cmd

@@ -26,6 +26,9 @@ func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
 // statusOf compares natpool's table in the kernel with plan: what status
 // and watch report.
 func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error {
+	if err := checkNode(plan, o.node); err != nil {
+		return err
+	}
 	k, err := nft.Dial(o.netns)
 	if err != nil {
 		return err
@@ -48,7 +51,7 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 	var diffs []nft.Difference
 	var rs *compiler.Ruleset
 	for _, enc := range []compiler.Encoding{compiler.Compact, compiler.PerHost} {
-		r := compiler.Compile(plan, compiler.Options{Encoding: enc})
+		r := compiler.Compile(plan, compiler.Options{Encoding: enc, Node: o.node})
 		want, err := nft.Expected(r)
 		if err != nil {
 			return err

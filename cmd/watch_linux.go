@@ -134,7 +134,7 @@ func (w *watcher) put(plan *pool.Plan) error {
 		return err
 	}
 	w.metrics.plan.Store(&planInfo{table: plan.Table, digest: digest})
-	status := &statusOptions{netns: w.o.apply.netns, output: "text", journal: w.o.apply.journal}
+	status := &statusOptions{netns: w.o.apply.netns, node: w.o.apply.node, output: "text", journal: w.o.apply.journal}
 	if err := statusOf(plan, status, w.log, w.log); err != nil {
 		fmt.Fprintf(w.log, "status: %v\n", err)
 	}

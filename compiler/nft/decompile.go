@@ -195,11 +195,9 @@ func (d *decompiler) expr(e expr.Any) {
 		}
 		d.set(e.Register, operand{text: text})
 	case *expr.Rt:
-		text := fmt.Sprintf("rt %d", e.Key)
-		if e.Key == expr.RtNexthop4 {
-			text = "rt ip nexthop"
-		}
-		d.set(e.Register, operand{text: text, kind: addrValue})
+		// google/nftables v0.3.0 reads no rt expression back: it drops it
+		// from the rule. Written as the kernel's copy is read, the register
+		// stays unnamed on both sides, and the rest of the rule still counts.
 	case *expr.NAT:
 		d.out = append(d.out, d.natText(e))
 	case *expr.Counter:
