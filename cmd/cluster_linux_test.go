@@ -190,61 +190,58 @@ func (c *cluster) upstreamRoutes() (map[netip.Prefix]string, string) {
 	return routes, string(out)
 }
 
-// waitRoutes waits until the upstream routes each chunk via the first of
-// its nodes that is alive, and returns how long that took.
-func (c *cluster) waitRoutes(alive func(int) bool, within time.Duration) time.Duration {
-	t := c.t
+// eventually polls check until it says nothing is wrong, failing the test
+// with what it said last once within has passed; it returns how long it
+// took.
+func eventually(t *testing.T, within time.Duration, check func() (wrong string)) time.Duration {
+	t.Helper()
 	start := time.Now()
 	for {
-		routes, out := c.upstreamRoutes()
-		wrong := ""
-		for _, ch := range c.plan.Cluster.Chunks {
-			first := ch.Order[slices.IndexFunc(ch.Order, alive)]
-			for _, p := range ch.Prefixes {
-				if routes[p] != c.plan.Cluster.Nodes[first].Name {
-					wrong = fmt.Sprintf("%s via %q, want %s", p, routes[p], c.plan.Cluster.Nodes[first].Name)
-				}
-			}
-		}
+		wrong := check()
 		if wrong == "" {
 			return time.Since(start)
 		}
 		if time.Since(start) > within {
-			t.Fatalf("after %v the upstream routes %s:\n%s", within, wrong, out)
+			t.Fatalf("after %v: %s", within, wrong)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
+// waitRoutes waits until the upstream routes each chunk via the first of
+// its nodes that is alive, and returns how long that took.
+func (c *cluster) waitRoutes(alive func(int) bool, within time.Duration) time.Duration {
+	return eventually(c.t, within, func() string {
+		routes, out := c.upstreamRoutes()
+		for _, ch := range c.plan.Cluster.Chunks {
+			first := c.plan.Cluster.Nodes[ch.Order[slices.IndexFunc(ch.Order, alive)]].Name
+			for _, p := range ch.Prefixes {
+				if routes[p] != first {
+					return fmt.Sprintf("the upstream routes %s via %q, want %s:\n%s", p, routes[p], first, out)
+				}
+			}
+		}
+		return ""
+	})
+}
+
 // waitPeers waits until every live node's routing table for every other
 // live node holds a route through it, and those for dead nodes none.
 func (c *cluster) waitPeers(alive func(int) bool, within time.Duration) {
-	t := c.t
-	start := time.Now()
-	for {
-		wrong := ""
+	eventually(c.t, within, func() string {
 		for i, ns := range c.nodes {
-			if !alive(i) {
-				continue
-			}
 			for j := range c.nodes {
-				if j == i {
+				if j == i || !alive(i) {
 					continue
 				}
 				out, _ := ns.Run("", "ip", "route", "show", "table", fmt.Sprint(c.plan.Cluster.Table+j))
 				if has := strings.Contains(out, "via"); has != alive(j) {
-					wrong = fmt.Sprintf("node %d's table for node %d: %q", i, j, out)
+					return fmt.Sprintf("node %d's table for node %d: %q", i, j, out)
 				}
 			}
 		}
-		if wrong == "" {
-			return
-		}
-		if time.Since(start) > within {
-			t.Fatalf("after %v %s", within, wrong)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 // roundTrip sends a packet from each host to the echo service from port

@@ -74,18 +74,9 @@ func checkNode(plan *pool.Plan, node string) error {
 	case c == nil:
 		return nil
 	case node == "":
-		return fmt.Errorf("the spec lists nodes (%s): say which this box is with --node", strings.Join(c.NodeNames(allNodes(c)), ", "))
+		return fmt.Errorf("the spec lists nodes (%s): say which this box is with --node", strings.Join(c.Names(), ", "))
 	case c.NodeIndex(node) < 0:
-		return fmt.Errorf("--node %q is not a node of the spec (%s)", node, strings.Join(c.NodeNames(allNodes(c)), ", "))
+		return fmt.Errorf("--node %q is not a node of the spec (%s)", node, strings.Join(c.Names(), ", "))
 	}
 	return nil
-}
-
-// allNodes returns the indexes of every node of c.
-func allNodes(c *pool.Cluster) []int {
-	all := make([]int, len(c.Nodes))
-	for i := range all {
-		all[i] = i
-	}
-	return all
 }

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -86,10 +87,7 @@ func steering(rs *Ruleset, p *pool.Plan, node string) *Steering {
 		chunkMark[i] = m
 	}
 	slices.SortFunc(st.Routes, func(a, b PolicyRule) int {
-		if a.Priority != b.Priority {
-			return a.Priority - b.Priority
-		}
-		return int(int64(a.Mark) - int64(b.Mark))
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Mark, b.Mark))
 	})
 	markOf := func(a netip.Addr) uint32 { return chunkMark[c.ChunkIndex(a)] }
 	for _, r := range rs.Rules {
@@ -107,7 +105,6 @@ func steering(rs *Ruleset, p *pool.Plan, node string) *Steering {
 				}
 			}
 			steer := listedMap(m.Name+"_steer", MarkMap, elems)
-			steer.Interval = m.Interval
 			rs.Maps = append(rs.Maps, steer)
 			t.Map = steer.Name
 		case ByJhash:

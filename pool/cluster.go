@@ -161,6 +161,10 @@ func newCluster(cs ClusterSpec, nodes []NodeSpec, pools []*Egress) (*Cluster, er
 	for i := range c.Chunks {
 		c.Chunks[i].Order = c.order(c.Chunks[i].Block)
 	}
+	// A node numbers its marks from Mark up, at most one per chunk.
+	if uint64(c.Mark)+uint64(len(c.Chunks)) > 1<<32 {
+		return nil, fmt.Errorf("cluster mark %q leaves too few marks above it for %d chunks", cs.Mark, len(c.Chunks))
+	}
 	return c, nil
 }
 
@@ -279,6 +283,15 @@ func (c *Cluster) NodeNames(order []int) []string {
 	names := make([]string, len(order))
 	for i, n := range order {
 		names[i] = c.Nodes[n].Name
+	}
+	return names
+}
+
+// Names returns the names of every node, in spec order.
+func (c *Cluster) Names() []string {
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
 	}
 	return names
 }

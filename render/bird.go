@@ -29,9 +29,8 @@ func BIRD(w io.Writer, p *pool.Plan, node, version string) error {
 	c := p.Cluster
 	self := c.NodeIndex(node)
 	n := c.Nodes[self]
-	rs := compiler.Compile(p, compiler.Options{})
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n", header(version, rs))
+	fmt.Fprintf(&b, "# %s\n", header(version, compiler.Digest(p)))
 	fmt.Fprintf(&b, "# BIRD 2 configuration of node %s of the cluster.\n\n", n.Name)
 	fmt.Fprintf(&b, "router id %s;\n\n", n.Address)
 	b.WriteString("protocol device natpool_device {\n}\n\n")

@@ -20,7 +20,7 @@ import (
 // file says so and loads nothing.
 func IPSet(w io.Writer, rs *compiler.Ruleset, version string) error {
 	b := bufio.NewWriterSize(w, 1<<16)
-	fmt.Fprintf(b, "# %s\n", header(version, rs))
+	fmt.Fprintf(b, "# %s\n", header(version, rs.Digest))
 	done := map[string]bool{}
 	for _, r := range rs.Rules {
 		if r.Target.Kind != compiler.ByJhash || done[r.Egress] {

@@ -31,7 +31,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	}
 	chain := IPTablesChain(rs.Table)
 	b := bufio.NewWriterSize(w, 1<<16)
-	fmt.Fprintf(b, "# %s\n", header(o.Version, rs))
+	fmt.Fprintf(b, "# %s\n", header(o.Version, rs.Digest))
 	fmt.Fprintf(b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
 	for _, r := range rs.Rules {
 		if r.Target.Kind == compiler.ByJhash {

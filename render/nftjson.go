@@ -28,7 +28,7 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 	// The document is written a command at a time, in the form JSON gives
 	// it whole: {"natpool": ..., "nftables": [commands]}, indented.
 	b := bufio.NewWriterSize(w, 1<<16)
-	head, _ := json.Marshal(header(version, rs))
+	head, _ := json.Marshal(header(version, rs.Digest))
 	fmt.Fprintf(b, "{\n  \"natpool\": %s,\n  \"nftables\": [", head)
 	n := 0
 	command := func(cmd obj) {

@@ -200,18 +200,24 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 // steerExprs sets the packet mark of a steer rule: the rule's target finds
 // the mark as a NAT rule's finds the address.
 func (o *objects) steerExprs(r compiler.Rule, named map[string]*nftables.Set) []expr.Any {
-	x := o.sourceExprs(r)
+	x := append(o.sourceExprs(r), o.valueOf(r, named, nftables.TypeMark)...)
+	return append(x, &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1})
+}
+
+// valueOf leaves in reg1 the value a ByValue, ByHost or ByJhash target
+// finds for the packet's source address: the public address of a NAT rule,
+// or the mark of a steer rule (valueType, the data of a jhash target's map).
+func (o *objects) valueOf(r compiler.Rule, named map[string]*nftables.Set, valueType nftables.SetDatatype) []expr.Any {
 	switch t := r.Target; t.Kind {
 	case compiler.ByValue:
-		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
+		return []expr.Any{saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1)}
 	case compiler.ByHost:
-		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
+		return []expr.Any{saddr(reg1), lookupMap(named[t.Map], reg1, reg1)}
 	case compiler.ByJhash:
-		s := o.anonymous("a set of the steer rule of egress "+r.Egress, nftables.TypeInteger, nftables.TypeMark, true, bucketElements(t))
-		x = append(x, o.jhash(t)...)
-		x = append(x, lookupMap(s, reg1, reg1))
+		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInteger, valueType, true, bucketElements(t))
+		return append(o.jhash(t), lookupMap(s, reg1, reg1))
 	}
-	return append(x, &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1})
+	return nil
 }
 
 // peerElements is the set of the peers' addresses.
@@ -286,17 +292,11 @@ func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftabl
 	t := r.Target
 	portReg := uint32(reg2) // where the port range goes, if the rule has one
 	switch t.Kind {
-	case compiler.ByValue:
-		x = append(x, saddr(reg1), mask(reg1, reg1, t.Mask), lookupMap(named[t.Map], reg1, reg1))
-	case compiler.ByJhash:
-		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInteger, nftables.TypeIPAddr, true, bucketElements(t))
-		x = append(x, o.jhash(t)...)
-		x = append(x, lookupMap(s, reg1, reg1))
+	case compiler.ByValue, compiler.ByJhash, compiler.ByHost:
+		x = append(x, o.valueOf(r, named, nftables.TypeIPAddr)...)
 	case compiler.ByRange:
 		x = append(x, &expr.Immediate{Register: reg1, Data: ip4(t.First)}, &expr.Immediate{Register: reg2, Data: ip4(t.Last)})
 		nat.RegAddrMax, nat.Persistent, portReg = reg2, true, reg3
-	case compiler.ByHost:
-		x = append(x, saddr(reg1), lookupMap(named[t.Map], reg1, reg1))
 	case compiler.ByHostBlock:
 		// The map's data fills NFT_REG_1 as address, low port, address,
 		// high port: 4-byte registers 8, 9, 10 and 11.
