@@ -62,10 +62,11 @@ func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
 			return err
 		}
 		caps := plan.Capacity(o.demand)
+		nodes := plan.NodeCapacity(caps, o.demand)
 		if o.output == "json" {
-			return render.CapacityJSON(stdout, caps, o.demand)
+			return render.CapacityJSON(stdout, caps, nodes, o.demand)
 		}
-		return render.CapacityTable(stdout, caps, o.demand)
+		return render.CapacityTable(stdout, caps, nodes, o.demand)
 	}
 	return runLiveCapacity(o, plan, stdout)
 }

@@ -70,7 +70,7 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 }
 
 func TestPlanGolden(t *testing.T) {
-	for _, spec := range []string{"campus", "two-isp", "cgnat"} {
+	for _, spec := range []string{"campus", "two-isp", "cgnat", "cluster"} {
 		for _, output := range []string{"table", "json"} {
 			t.Run(spec+"."+output, func(t *testing.T) {
 				code, stdout, stderr := run("plan", "-f", "../testdata/"+spec+".yaml", "-o", output)
@@ -150,6 +150,8 @@ func TestCapacityGolden(t *testing.T) {
 	for _, tc := range []struct{ name, spec, output string }{
 		{"two-isp.table", "two-isp", "table"},
 		{"two-isp.json", "two-isp", "json"},
+		{"cluster.table", "cluster", "table"},
+		{"cluster.json", "cluster", "json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := run("capacity", "-f", "../testdata/"+tc.spec+".yaml", "--sessions-per-host", "400",

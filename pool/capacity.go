@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"math"
+	"net/netip"
 
 	"go4.org/netipx"
 )
@@ -84,6 +85,21 @@ func (p *Plan) Capacity(d Demand) []Capacity {
 	return out
 }
 
+// NodeCapacity shares the port budgets caps, of this plan under d, among
+// the nodes of its cluster; nil for a single box.
+func (p *Plan) NodeCapacity(caps []Capacity, d Demand) []NodeLoad {
+	if p.Cluster == nil {
+		return nil
+	}
+	addrs := map[netip.Addr]served{}
+	for _, c := range caps {
+		for _, pc := range c.Public {
+			addServed(addrs, pc.Addr, pc.Hosts, pc.Utilisation)
+		}
+	}
+	return p.Cluster.loads(addrs, d.SessionsPerHost)
+}
+
 // capacity reports the entry's port budget; with recommend, how many
 // addresses would meet the target too.
 func (e *Egress) capacity(d Demand, recommend bool) Capacity {
@@ -113,14 +129,15 @@ func (e *Egress) capacity(d Demand, recommend bool) Capacity {
 	return c
 }
 
-// addressesNeeded plans the entry again with pools of other sizes until
-// the busiest address is at or below the target, starting from the size
-// even load would need and correcting by the utilisation each plan gives.
+// addressesNeeded plans the entry again with pools of other sizes until it
+// finds a size that meets the target where one address fewer does not. It
+// keeps the largest size known to miss and the smallest known to meet. Until
+// it knows both it scales the size by how far off the target the busiest
+// address is, which lands near the answer; then it halves the gap.
 func (e *Egress) addressesNeeded(d Demand, utilisation float64) int {
 	if _, isBlock := e.Mapping.(*BlockMapping); isBlock && d.perHost() > d.Target*float64(e.Ports.Len()) {
 		return -1 // not even a host alone on an address can hold it
 	}
-	met := map[int]bool{}
 	util := func(n int) (float64, bool) {
 		if n == len(e.Pool) {
 			return utilisation, true
@@ -131,28 +148,26 @@ func (e *Egress) addressesNeeded(d Demand, utilisation float64) int {
 		}
 		return other.capacity(d, false).MaxUtilisation, true
 	}
-	n := len(e.Pool)
-	for range 40 {
+	miss, meet := 0, MaxPool+1 // pool sizes known to miss and to meet the target
+	for n := len(e.Pool); ; {
 		u, ok := util(n)
-		switch {
-		case ok && u <= d.Target:
-			met[n] = true
-			if n == 1 || met[n-1] {
-				return n
-			}
-			if u2, ok := util(n - 1); !ok || u2 > d.Target {
-				return n
-			}
-			n--
-		case !ok || n >= MaxPool:
-			return -1
-		default:
-			// Scale by how far off the target the busiest address is, at
-			// least one address more.
-			n = min(MaxPool, max(n+1, int(math.Ceil(float64(n)*u/d.Target))))
+		if ok && u <= d.Target {
+			meet = n
+		} else {
+			miss = n
+		}
+		if meet == miss+1 {
+			return meet
+		}
+		if miss >= MaxPool || !ok && meet > MaxPool {
+			return -1 // no pool can, or none larger can be planned
+		}
+		if ok && (miss == 0 || meet > MaxPool) {
+			n = min(max(int(math.Ceil(float64(n)*u/d.Target)), miss+1), meet-1)
+		} else {
+			n = (miss + meet) / 2
 		}
 	}
-	return -1
 }
 
 // withPool plans the entry again with a pool of n addresses: the first n of

@@ -43,14 +43,17 @@ func TestCapacityModelsThePortBudget(t *testing.T) {
 // layout, and one address fewer does not.
 func TestCapacityRecommendationMeetsItsTarget(t *testing.T) {
 	demand := Demand{SessionsPerHost: 200, SameDestinationShare: 0.2, Target: 0.8}
-	for _, es := range []EgressSpec{
-		{Strategy: "octet", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
-		{Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}, Ports: "10000-10999"},
-		{Strategy: "hash", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
-		{Strategy: "persistent", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
-		{Strategy: "block", Private: []string{"100.64.0.0/14"}, Pool: []string{"198.18.0.0/26"}},
+	for name, es := range map[string]EgressSpec{
+		"octet":           {Strategy: "octet", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		"octet few ports": {Strategy: "octet", Private: []string{"10.0.0.0/22"}, Pool: []string{"192.0.2.0/30"}, Ports: "10000-10999"},
+		"hash":            {Strategy: "hash", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		"persistent":      {Strategy: "persistent", Private: []string{"10.16.0.0/16"}, Pool: []string{"192.76.8.0/28"}},
+		"block":           {Strategy: "block", Private: []string{"100.64.0.0/14"}, Pool: []string{"198.18.0.0/26"}},
+		// About 4 of 64 addresses are needed: far below the pool.
+		"hash far more than needed": {Strategy: "hash", Private: []string{"100.64.0.0/20"}, Pool: []string{"198.51.100.0/26"}},
+		"octet one is enough":       {Strategy: "octet", Private: []string{"10.0.0.0/24"}, Pool: []string{"192.0.2.0/26"}},
 	} {
-		t.Run(es.Strategy, func(t *testing.T) {
+		t.Run(name, func(t *testing.T) {
 			e := mustPlan(t, es)
 			c := e.capacity(demand, true)
 			n := c.AddressesNeeded

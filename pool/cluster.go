@@ -300,3 +300,87 @@ func (c *Cluster) Names() []string {
 func (c *Cluster) NodeIndex(name string) int {
 	return slices.IndexFunc(c.Nodes, func(n Node) bool { return n.Name == name })
 }
+
+// NodeLoad is what one node of a cluster serves: with every node up, and
+// with down the one other node whose addresses would add most to it.
+type NodeLoad struct {
+	Node   string
+	Weight int
+	Owned  NodeShare
+	// Failover is what the node serves while node FailoverOf is down; with
+	// no other node, FailoverOf is "" and Failover equals Owned.
+	Failover   NodeShare
+	FailoverOf string
+}
+
+// NodeShare is the public addresses a node serves and what they carry.
+type NodeShare struct {
+	Addresses int
+	Hosts     uint64
+	// Connections is what the hosts open under a capacity report's demand
+	// (the connections the node translates and tracks); 0 in plan reports.
+	Connections float64
+	// MaxUtilisation is the port utilisation of the busiest of the
+	// addresses, in capacity reports; 0 in plan reports.
+	MaxUtilisation float64
+}
+
+// served is one public address's load, summed over the egress entries that
+// use it.
+type served struct {
+	hosts uint64
+	util  float64
+}
+
+// add counts one egress entry's use of a.
+func addServed(m map[netip.Addr]served, a netip.Addr, hosts uint64, util float64) {
+	s := m[a]
+	m[a] = served{hosts: s.hosts + hosts, util: max(s.util, util)}
+}
+
+// loads shares the addresses' loads among the nodes, each host opening
+// perHost connections. When one node is down each of its addresses goes to
+// the address's next node, so what a node gains from a failure is the
+// addresses it is first backup of.
+func (c *Cluster) loads(addrs map[netip.Addr]served, perHost float64) []NodeLoad {
+	n := len(c.Nodes)
+	owned := make([]NodeShare, n)
+	gained := make([][]NodeShare, n) // gained[down][backup]
+	for i := range gained {
+		gained[i] = make([]NodeShare, n)
+	}
+	add := func(sh *NodeShare, s served) {
+		sh.Addresses++
+		sh.Hosts += s.hosts
+		sh.Connections += float64(s.hosts) * perHost
+		sh.MaxUtilisation = max(sh.MaxUtilisation, s.util)
+	}
+	for a, s := range addrs {
+		order := c.Order(a)
+		if order == nil {
+			continue
+		}
+		add(&owned[order[0]], s)
+		if len(order) > 1 {
+			add(&gained[order[0]][order[1]], s)
+		}
+	}
+	out := make([]NodeLoad, n)
+	for i, node := range c.Nodes {
+		l := NodeLoad{Node: node.Name, Weight: node.Weight, Owned: owned[i], Failover: owned[i]}
+		for down := range n {
+			if down == i {
+				continue
+			}
+			g := gained[down][i]
+			f := NodeShare{Addresses: owned[i].Addresses + g.Addresses, Hosts: owned[i].Hosts + g.Hosts,
+				Connections: owned[i].Connections + g.Connections, MaxUtilisation: max(owned[i].MaxUtilisation, g.MaxUtilisation)}
+			// The most hosts, then the most addresses; the first such node.
+			if l.FailoverOf == "" || cmp.Or(cmp.Compare(f.Hosts, l.Failover.Hosts), cmp.Compare(f.Addresses, l.Failover.Addresses)) > 0 {
+				l.FailoverOf, l.Failover = c.Nodes[down].Name, f
+			}
+		}
+		out[i] = l
+	}
+	return out
+}

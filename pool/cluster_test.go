@@ -93,3 +93,49 @@ func TestClusterOrderIsTheSameForTheSameSpec(t *testing.T) {
 		t.Errorf("an address outside the pool has nodes %v", got)
 	}
 }
+
+// What a node serves with a peer down is what it owns in the plan without
+// that peer; the failover a node reports is the worst such peer.
+func TestNodeFailoverIsWhatItOwnsWithoutTheWorstPeer(t *testing.T) {
+	nodes := []string{"a", "b=2", "c", "d"}
+	all, err := NewPlan(clusterSpec("198.51.96.0/22", nodes...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loads := all.Report().Nodes
+	var addrs, hosts uint64
+	for _, l := range loads {
+		addrs, hosts = addrs+uint64(l.Owned.Addresses), hosts+l.Owned.Hosts
+	}
+	if addrs != 1024 || hosts != 1<<16 {
+		t.Errorf("nodes own %d addresses and %d hosts, want the pool's 1024 and 65536", addrs, hosts)
+	}
+	worst := map[string]NodeShare{}
+	for _, down := range nodes {
+		less, err := NewPlan(clusterSpec("198.51.96.0/22", slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == down })...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range less.Report().Nodes {
+			if w, ok := worst[l.Node]; !ok || l.Owned.Hosts > w.Hosts {
+				worst[l.Node] = l.Owned
+			}
+		}
+	}
+	for _, l := range loads {
+		if l.FailoverOf == "" || l.FailoverOf == l.Node || l.Failover != worst[l.Node] {
+			t.Errorf("node %s: with %s down %+v, want %+v", l.Node, l.FailoverOf, l.Failover, worst[l.Node])
+		}
+	}
+}
+
+func TestASingleNodeHasNoFailover(t *testing.T) {
+	p, err := NewPlan(clusterSpec("198.51.100.0/26", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := p.Report().Nodes[0]
+	if l.FailoverOf != "" || l.Owned.Addresses != 64 || l.Failover != l.Owned {
+		t.Errorf("single node: %+v", l)
+	}
+}

@@ -9,6 +9,9 @@ import (
 type Report struct {
 	Table  string
 	Egress []EgressReport
+	// Nodes is what each node of the plan's cluster serves; nil for a
+	// single box.
+	Nodes []NodeLoad
 }
 
 // EgressReport is the load of one egress entry.
@@ -59,14 +62,20 @@ type PublicLoad struct {
 // Report computes the load of every public address of the plan.
 func (p *Plan) Report() *Report {
 	r := &Report{Table: p.Table}
+	c := p.Cluster
+	addrs := map[netip.Addr]served{}
 	for _, e := range p.Egress {
 		er := e.report()
-		if c := p.Cluster; c != nil {
-			for i := range er.Public {
-				er.Public[i].Nodes = c.NodeNames(c.Order(er.Public[i].Addr))
+		if c != nil {
+			for i, pl := range er.Public {
+				er.Public[i].Nodes = c.NodeNames(c.Order(pl.Addr))
+				addServed(addrs, pl.Addr, pl.Hosts, 0)
 			}
 		}
 		r.Egress = append(r.Egress, er)
+	}
+	if c != nil {
+		r.Nodes = c.loads(addrs, 0)
 	}
 	return r
 }

@@ -25,8 +25,9 @@ func bar(share float64) string {
 
 func utilisation(share float64) string { return fmt.Sprintf("%s %5.1f%%", bar(share), 100*share) }
 
-// CapacityTable writes the static port budget per egress entry.
-func CapacityTable(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
+// CapacityTable writes the static port budget per egress entry, then, for a
+// cluster, per node.
+func CapacityTable(w io.Writer, caps []pool.Capacity, nodes []pool.NodeLoad, d pool.Demand) error {
 	for i, c := range caps {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -46,15 +47,47 @@ func CapacityTable(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
 			return err
 		}
 		fmt.Fprintf(w, "busiest address at %.1f%%; ", 100*c.MaxUtilisation)
-		if c.AddressesNeeded < 0 {
+		switch {
+		case c.AddressesNeeded >= 0:
+			verb := map[bool]string{true: "keeps", false: "keep"}[c.AddressesNeeded == 1]
+			fmt.Fprintf(w, "%s %s every one at or below %g%% (the pool has %d)\n",
+				plural(uint64(c.AddressesNeeded), "public address"), verb, 100*d.Target, len(c.Public))
+		case c.Blocks[0] > 0:
 			fmt.Fprintf(w, "no block of the port range %s holds %g connections to one destination at %g%%\n",
 				c.Ports, d.SessionsPerHost*d.SameDestinationShare, 100*d.Target)
-		} else {
-			fmt.Fprintf(w, "%s keep every one at or below %g%% (the pool has %d)\n",
-				plural(uint64(c.AddressesNeeded), "public address"), 100*d.Target, len(c.Public))
+		default:
+			fmt.Fprintf(w, "no pool of up to %d addresses keeps every one at or below %g%%\n", pool.MaxPool, 100*d.Target)
 		}
 	}
-	return nil
+	return nodeCapacityTable(w, nodes)
+}
+
+// nodeCapacityTable writes what each node of a cluster translates with
+// every node up, and with the peer down whose addresses add most to it.
+func nodeCapacityTable(w io.Writer, nodes []pool.NodeLoad) error {
+	if nodes == nil {
+		return nil
+	}
+	share := func(s pool.NodeShare) []string {
+		return []string{fmt.Sprint(s.Addresses), fmt.Sprint(s.Hosts), fmt.Sprintf("%.0f", s.Connections), utilisation(s.MaxUtilisation)}
+	}
+	var up, down [][]string
+	most := 0.0
+	for _, n := range nodes {
+		up = append(up, append([]string{n.Node, fmt.Sprint(n.Weight)}, share(n.Owned)...))
+		down = append(down, append([]string{n.Node, cmp.Or(n.FailoverOf, "-")}, share(n.Failover)...))
+		most = max(most, n.Failover.Connections)
+	}
+	fmt.Fprintln(w, "\nnodes, every node up:")
+	if err := Table(w, []string{"NODE", "WEIGHT", "ADDRESSES", "HOSTS", "CONNECTIONS", "BUSIEST ADDRESS"}, up, 1, 2, 3, 4); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "nodes, each with the peer down whose addresses add most to it:")
+	if err := Table(w, []string{"NODE", "PEER DOWN", "ADDRESSES", "HOSTS", "CONNECTIONS", "BUSIEST ADDRESS"}, down, 2, 3, 4); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "with one node down a node translates up to %.0f connections: size nf_conntrack_max on every node for them and the flows it steers to peers\n", most)
+	return err
 }
 
 type capacityJSON struct {
@@ -64,6 +97,7 @@ type capacityJSON struct {
 		Target               float64 `json:"target"`
 	} `json:"demand"`
 	Egress []egressCapacityJSON `json:"egress"`
+	Nodes  []nodeLoadJSON       `json:"nodes,omitempty"` // a cluster's only
 }
 
 type egressCapacityJSON struct {
@@ -89,8 +123,8 @@ type publicCapacityJSON struct {
 
 // CapacityJSON writes the static port budget as JSON; addresses_needed is
 // -1 when no block can hold the demand.
-func CapacityJSON(w io.Writer, caps []pool.Capacity, d pool.Demand) error {
-	var out capacityJSON
+func CapacityJSON(w io.Writer, caps []pool.Capacity, nodes []pool.NodeLoad, d pool.Demand) error {
+	out := capacityJSON{Nodes: nodeLoadsJSON(nodes, true)}
 	out.Demand.SessionsPerHost, out.Demand.SameDestinationShare, out.Demand.Target = d.SessionsPerHost, d.SameDestinationShare, d.Target
 	out.Egress = []egressCapacityJSON{}
 	for _, c := range caps {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"github.com/natpool/natpool/pool"
@@ -42,30 +41,18 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 }
 
 // nodeSummary writes, for a cluster's plan, what each node serves while
-// every node is up: the public addresses it owns and their hosts.
+// every node is up, and with down the node that would add most to it.
 func nodeSummary(w io.Writer, r *pool.Report) error {
-	type load struct{ addrs, hosts uint64 }
-	loads := map[string]*load{}
-	var names []string
-	for _, e := range r.Egress {
-		for _, p := range e.Public {
-			if p.Nodes == nil {
-				return nil
-			}
-			for _, n := range p.Nodes {
-				if loads[n] == nil {
-					loads[n] = &load{}
-					names = append(names, n)
-				}
-			}
-			loads[p.Nodes[0]].addrs++
-			loads[p.Nodes[0]].hosts += p.Hosts
-		}
+	if r.Nodes == nil {
+		return nil
 	}
-	slices.Sort(names)
 	fmt.Fprintln(w)
-	for _, n := range names {
-		fmt.Fprintf(w, "node %s owns %s carrying %s\n", n, plural(loads[n].addrs, "public address"), plural(loads[n].hosts, "host"))
+	for _, n := range r.Nodes {
+		fmt.Fprintf(w, "node %s owns %s carrying %s", n.Node, plural(uint64(n.Owned.Addresses), "public address"), plural(n.Owned.Hosts, "host"))
+		if n.FailoverOf != "" {
+			fmt.Fprintf(w, "; with %s down, %d carrying %d", n.FailoverOf, n.Failover.Addresses, n.Failover.Hosts)
+		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }
@@ -138,7 +125,43 @@ func dropColumns(header []string, rows [][]string, drop map[int]bool) ([]string,
 type planJSON struct {
 	Table  string       `json:"table"`
 	Egress []egressJSON `json:"egress"`
-	Spec   pool.Spec    `json:"spec"`
+	// Nodes is what each node serves (a cluster's plan only).
+	Nodes []nodeLoadJSON `json:"nodes,omitempty"`
+	Spec  pool.Spec      `json:"spec"`
+}
+
+type nodeLoadJSON struct {
+	Name     string        `json:"name"`
+	Weight   int           `json:"weight"`
+	Owned    nodeShareJSON `json:"owned"`
+	Failover nodeShareJSON `json:"failover"`
+	// FailoverOf is the other node whose failure adds most to this one;
+	// omitted in a cluster of one node.
+	FailoverOf string `json:"failover_of,omitempty"`
+}
+
+type nodeShareJSON struct {
+	Addresses      int      `json:"addresses"`
+	Hosts          uint64   `json:"hosts"`
+	Connections    *float64 `json:"connections,omitempty"`     // capacity only
+	MaxUtilisation *float64 `json:"max_utilisation,omitempty"` // capacity only
+}
+
+// nodeLoadsJSON converts node loads; those of a capacity report with their
+// connections and utilisation.
+func nodeLoadsJSON(nodes []pool.NodeLoad, capacity bool) []nodeLoadJSON {
+	share := func(s pool.NodeShare) nodeShareJSON {
+		sj := nodeShareJSON{Addresses: s.Addresses, Hosts: s.Hosts}
+		if capacity {
+			sj.Connections, sj.MaxUtilisation = &s.Connections, &s.MaxUtilisation
+		}
+		return sj
+	}
+	var out []nodeLoadJSON
+	for _, n := range nodes {
+		out = append(out, nodeLoadJSON{Name: n.Node, Weight: n.Weight, Owned: share(n.Owned), Failover: share(n.Failover), FailoverOf: n.FailoverOf})
+	}
+	return out
 }
 
 type egressJSON struct {
@@ -173,7 +196,7 @@ type publicJSON struct {
 // PlanJSON writes the load report as JSON, with the spec it was planned
 // from, so that the JSON can be planned again.
 func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
-	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Spec: spec}
+	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Nodes: nodeLoadsJSON(r.Nodes, false), Spec: spec}
 	for _, e := range r.Egress {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
 			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),
