@@ -375,6 +375,22 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	t.Logf("the upstream holds every chunk via its owner %v after the nodes started", took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
 
+	// The first node's watch follows its peers: a log line and a gauge for
+	// each failover.
+	w := startWatch(t, "-f", c.spec, "--node", cl.Nodes[0].Name, "--netns", c.nodes[0].Name, "--metrics", "127.0.0.1:0", "--hold-down", "100ms")
+	peersSeen := func(want string, times int, gauges map[string]float64) {
+		t.Helper()
+		waitFor(t, 5*time.Second, fmt.Sprintf("watch to log %q %d times", want, times), func() bool { return strings.Count(w.log.String(), want) == times })
+		got := map[string]float64{}
+		for _, m := range scrape(t, w.metricsAddr(t))["natpool_peer_up"].GetMetric() {
+			got[label(m, "node")] = m.GetGauge().GetValue()
+		}
+		if !maps.Equal(got, gauges) {
+			t.Errorf("natpool_peer_up %v, want %v", got, gauges)
+		}
+	}
+	peersSeen("peer "+cl.Nodes[1].Name+" up", 1, map[string]float64{cl.Nodes[1].Name: 1, cl.Nodes[2].Name: 1})
+
 	// 1,200 hosts spread over the inside /20, each with the public address
 	// the plan gives it.
 	want := map[netip.Addr]netip.Addr{}
@@ -409,6 +425,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(alive, hold+3*time.Second)
 	t.Logf("node %s died: the upstream routes its chunks via their backups after %v (hold time %v)", cl.Nodes[dead].Name, took.Round(time.Millisecond), hold)
 	c.waitPeers(alive, hold+3*time.Second)
+	peersSeen("peer "+cl.Nodes[dead].Name+" down", 1, map[string]float64{cl.Nodes[dead].Name: 0, cl.Nodes[2].Name: 1})
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" dead", want, c.roundTrip(hosts, 40001))
 	if len(owned[dead]) == 0 {
 		t.Fatalf("node %s serves none of the hosts: the test proves nothing about its failover", cl.Nodes[dead].Name)
@@ -434,9 +451,11 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(all, 30*time.Second)
 	t.Logf("node %s came back: its chunks are routed to it again after %v", cl.Nodes[dead].Name, took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
+	peersSeen("peer "+cl.Nodes[dead].Name+" up", 2, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" back", want, c.roundTrip(hosts, 40002))
 
 	// Nothing outside natpool's own changed; --delete removes all of it.
+	w.stop()
 	for i, ns := range c.nodes {
 		if got := c.outside(ns); got != before[i] {
 			t.Errorf("node %s: outside natpool's table, routing tables and rules:\nbefore:\n%s\nafter:\n%s", cl.Nodes[i].Name, before[i], got)

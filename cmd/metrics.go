@@ -21,6 +21,7 @@ type watchMetrics struct {
 	usage    atomic.Pointer[[]pool.LiveCapacity]
 
 	uplink         *prometheus.GaugeVec
+	peer           *prometheus.GaugeVec
 	flushes        *prometheus.CounterVec
 	flushed        *prometheus.CounterVec
 	readErrors     prometheus.Counter
@@ -49,6 +50,8 @@ func newWatchMetrics() *watchMetrics {
 	m.fullBlockHosts = prometheus.NewDesc("natpool_block_full_hosts", "Block mode: inside hosts whose busiest destination takes more than 80% of their port block.", []string{"egress"}, nil)
 	m.uplink = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_uplink_up",
 		Help: "1 when the egress entry's interface is up with carrier and its inside hosts are routed through it, else 0."}, []string{"egress", "oif"})
+	m.peer = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_peer_up",
+		Help: "With --node: 1 while the peer's routing table holds its routes (its BGP session is up) and this node steers the peer's hosts to it, else 0: this node translates them."}, []string{"node"})
 	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushes_total",
 		Help: "Flushes of natpool's conntrack entries, by egress entry and reason (uplink, stale)."}, []string{"egress", "reason"})
 	m.flushed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushed_entries_total",
@@ -61,7 +64,7 @@ func newWatchMetrics() *watchMetrics {
 		Help: "Full conntrack dumps the counts were rebuilt from."})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_reloads_total",
 		Help: "Reloads of the spec (SIGHUP), by result (applied, failed)."}, []string{"result"})
-	m.registry.MustRegister(m, m.uplink, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads)
+	m.registry.MustRegister(m, m.uplink, m.peer, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads)
 	return m
 }
 

@@ -37,10 +37,15 @@ applied.
                   address its uplink no longer carries. The route is the
                   kernel's for a packet from the entry's first inside host to
                   --probe (no packet is sent).
+  peers           with --node, after --hold-down: a peer whose routing table
+                  empties (its BGP session dropped) or fills again is logged
+                  as a failover: while it is down this node translates the
+                  hosts it steered to the peer, to the same addresses.
   --metrics ADDR  serve Prometheus metrics on http://ADDR/metrics: the plan in
                   force; per public address the connections, distinct inside
                   hosts and the share of the port range its busiest
-                  destination takes; block utilisation; uplinks; flushes.
+                  destination takes; block utilisation; uplinks; peers;
+                  flushes.
 
 The counts follow conntrack's events and are rebuilt from a full dump every
 --resync and whenever the kernel dropped events. Only entries natpool's rules
@@ -49,6 +54,7 @@ made are ever flushed. Every action is one line on stderr. Under systemd
 command.`,
 		Example: `  natpool watch -f /etc/natpool/site.yaml --metrics 127.0.0.1:9733
   natpool watch -f site.yaml --netns nat0 --hold-down 5s
+  natpool watch -f cluster.yaml --node nat1 --metrics 127.0.0.1:9733
   systemctl reload natpool     # SIGHUP: apply the edited spec, flush what moved`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/pool"
@@ -34,6 +35,9 @@ type watcher struct {
 	// active is, per egress entry, whether its uplink carried its hosts
 	// when last looked at: a flush follows the change to false.
 	active map[string]bool
+	// peerUp is, with --node, whether each peer's routing table held
+	// routes when last looked at.
+	peerUp map[string]bool
 }
 
 func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
@@ -55,7 +59,7 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	signal.Notify(hup, unix.SIGHUP)
 	defer signal.Stop(hup)
 
-	w := &watcher{o: o, log: stderr, metrics: newWatchMetrics(), active: map[string]bool{}}
+	w := &watcher{o: o, log: stderr, metrics: newWatchMetrics(), active: map[string]bool{}, peerUp: map[string]bool{}}
 	var listener net.Listener
 	var err error
 	if o.metrics != "" {
@@ -92,6 +96,7 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	plans := make(chan *pool.Plan, 1)
 	go func() { failed <- w.count(ctx, plan, plans) }()
 	w.uplinks(routing, plan)
+	w.peers(routing, plan)
 	notify("READY=1")
 	fmt.Fprintf(w.log, "watching %s: hold-down %s, counts rebuilt every %s\n", where(o.apply.netns), o.holdDown, o.resync)
 
@@ -117,12 +122,14 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 				}
 				plans <- p
 				w.uplinks(routing, plan)
+				w.peers(routing, plan)
 			}
 			notify("READY=1")
 		case <-changed:
 			hold.Reset(o.holdDown) // act once the links and routes are still
 		case <-hold.C:
 			w.uplinks(routing, plan)
+			w.peers(routing, plan)
 		}
 	}
 }
@@ -224,6 +231,51 @@ func (w *watcher) uplinks(r *linux.Routing, plan *pool.Plan) {
 				continue
 			}
 			fmt.Fprintf(w.log, "egress %s: %s; flushed %d of its conntrack entries\n", e.Name, why, rep.Deleted)
+		}
+	}
+}
+
+// peers looks, with --node, at the routing table of each peer and says
+// when one stops or starts holding routes: a failover, after which this
+// node translates the hosts it used to steer to the peer, or steers them
+// again.
+func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
+	c, self := plan.Cluster, -1
+	if c != nil {
+		self = c.NodeIndex(w.o.apply.node)
+	}
+	for name := range w.peerUp { // a node the spec no longer has
+		if self < 0 || c.NodeIndex(name) < 0 {
+			delete(w.peerUp, name)
+			w.metrics.peer.DeleteLabelValues(name)
+		}
+	}
+	if self < 0 {
+		return
+	}
+	for i, n := range c.Nodes {
+		if i == self {
+			continue
+		}
+		table := compiler.NodeTable(c, i)
+		up, err := r.TableHasRoutes(table)
+		if err != nil {
+			fmt.Fprintf(w.log, "peer %s: %v\n", n.Name, err)
+			continue
+		}
+		gauge := 0.0
+		if up {
+			gauge = 1
+		}
+		w.metrics.peer.WithLabelValues(n.Name).Set(gauge)
+		was, known := w.peerUp[n.Name]
+		w.peerUp[n.Name] = up
+		switch {
+		case known && was == up:
+		case up:
+			fmt.Fprintf(w.log, "peer %s up: routing table %d has its routes; its hosts are steered to it\n", n.Name, table)
+		default:
+			fmt.Fprintf(w.log, "peer %s down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", n.Name, table)
 		}
 	}
 }

@@ -69,10 +69,7 @@ func startWatch(t *testing.T, args ...string) *watchProcess {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			w.cmd.Process.Signal(syscall.SIGTERM)
-			w.cmd.Wait()
-		}
+		w.stop()
 		if t.Failed() {
 			t.Logf("natpool %s:\n%s", strings.Join(args, " "), w.log)
 		}
@@ -84,6 +81,24 @@ func startWatch(t *testing.T, args ...string) *watchProcess {
 	}
 	w.waitLog(t, time.Second, "watching ")
 	return w
+}
+
+// stop stops watch by its pid, as systemd would, and waits for it to end.
+func (w *watchProcess) stop() {
+	if w.cmd.ProcessState == nil {
+		w.cmd.Process.Signal(syscall.SIGTERM)
+		w.cmd.Wait()
+	}
+}
+
+// metricsAddr returns the address watch says it serves metrics on.
+func (w *watchProcess) metricsAddr(t *testing.T) string {
+	t.Helper()
+	served := regexp.MustCompile(`serving metrics on http://(\S+)/metrics`).FindStringSubmatch(w.log.String())
+	if served == nil {
+		t.Fatalf("watch does not say where it serves metrics:\n%s", w.log)
+	}
+	return served[1]
 }
 
 // waitLog waits until the log holds want (after the first skip of it).
@@ -287,11 +302,7 @@ func TestWatchMetricsAgreeWithConntrack(t *testing.T) {
 	plan := loadPlan(t, spec)
 	// Port 0: the kernel picks a free one, and watch says which.
 	w := startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", "127.0.0.1:0", "--refresh", "100ms")
-	served := regexp.MustCompile(`serving metrics on http://(\S+)/metrics`).FindStringSubmatch(w.log.String())
-	if served == nil {
-		t.Fatalf("watch does not say where it serves metrics:\n%s", w.log)
-	}
-	addr := served[1]
+	addr := w.metricsAddr(t)
 	// The first count, from a dump, is in: from here on the events keep it.
 	waitFor(t, 5*time.Second, "the first count", func() bool { _, ok := scrape(t, addr)["natpool_public_connections"]; return ok })
 

@@ -66,3 +66,14 @@ func rule(pr compiler.PolicyRule) *netlink.Rule {
 	r.Mask = &all
 	return r
 }
+
+// TableHasRoutes reports whether routing table has an IPv4 route: for a
+// peer's table, whether BIRD learned the peer's routes, so its BGP session
+// is up.
+func (r *Routing) TableHasRoutes(table int) (bool, error) {
+	routes, err := r.handle.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return false, Privileged(fmt.Errorf("listing routing table %d: %w", table, err))
+	}
+	return len(routes) > 0, nil
+}
