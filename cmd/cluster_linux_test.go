@@ -375,6 +375,22 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	t.Logf("the upstream holds every chunk via its owner %v after the nodes started", took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
 
+	// status names the peers that are up, and a policy rule of natpool's
+	// gone is drift.
+	first := []string{"-f", c.spec, "--node", cl.Nodes[0].Name, "--netns", c.nodes[0].Name, "--journal", filepath.Join(c.dir, cl.Nodes[0].Name+".journal")}
+	status := must(t, 0, append([]string{"status"}, first...)...)
+	for i := 1; i < len(cl.Nodes); i++ {
+		if want := fmt.Sprintf("peer %s up: its routing table %d holds its routes", cl.Nodes[i].Name, cl.Table+i); !strings.Contains(status, want) {
+			t.Errorf("status of %s does not say %q:\n%s", cl.Nodes[0].Name, want, status)
+		}
+	}
+	ipIn(t, c.nodes[0], "rule", "del", "priority", fmt.Sprint(cl.Priority))
+	if status := must(t, 1, append([]string{"status"}, first...)...); !strings.Contains(status, "policy rules: 1 missing, 0 extra") {
+		t.Errorf("status with a policy rule deleted:\n%s", status)
+	}
+	must(t, 0, append([]string{"apply"}, first...)...)
+	must(t, 0, append([]string{"status"}, first...)...)
+
 	// The first node's watch follows its peers: a log line and a gauge for
 	// each failover.
 	w := startWatch(t, "-f", c.spec, "--node", cl.Nodes[0].Name, "--netns", c.nodes[0].Name, "--metrics", "127.0.0.1:0", "--hold-down", "100ms")
@@ -389,7 +405,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 			t.Errorf("natpool_peer_up %v, want %v", got, gauges)
 		}
 	}
-	peersSeen("peer "+cl.Nodes[1].Name+" up", 1, map[string]float64{cl.Nodes[1].Name: 1, cl.Nodes[2].Name: 1})
+	peersSeen("peer "+cl.Nodes[1].Name+" went down", 0, map[string]float64{cl.Nodes[1].Name: 1, cl.Nodes[2].Name: 1})
 
 	// 1,200 hosts spread over the inside /20, each with the public address
 	// the plan gives it.
@@ -425,7 +441,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(alive, hold+3*time.Second)
 	t.Logf("node %s died: the upstream routes its chunks via their backups after %v (hold time %v)", cl.Nodes[dead].Name, took.Round(time.Millisecond), hold)
 	c.waitPeers(alive, hold+3*time.Second)
-	peersSeen("peer "+cl.Nodes[dead].Name+" down", 1, map[string]float64{cl.Nodes[dead].Name: 0, cl.Nodes[2].Name: 1})
+	peersSeen("peer "+cl.Nodes[dead].Name+" went down", 1, map[string]float64{cl.Nodes[dead].Name: 0, cl.Nodes[2].Name: 1})
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" dead", want, c.roundTrip(hosts, 40001))
 	if len(owned[dead]) == 0 {
 		t.Fatalf("node %s serves none of the hosts: the test proves nothing about its failover", cl.Nodes[dead].Name)
@@ -451,7 +467,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(all, 30*time.Second)
 	t.Logf("node %s came back: its chunks are routed to it again after %v", cl.Nodes[dead].Name, took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
-	peersSeen("peer "+cl.Nodes[dead].Name+" up", 2, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
+	peersSeen("peer "+cl.Nodes[dead].Name+" came up", 1, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" back", want, c.roundTrip(hosts, 40002))
 
 	// Nothing outside natpool's own changed; --delete removes all of it.

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/compiler/nft"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
@@ -63,6 +65,10 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 			break
 		}
 	}
+	peers, err := steeringOf(rs, plan.Cluster, o.netns, &diffs)
+	if err != nil {
+		return err
+	}
 	path, err := onePath(o.journal, plan.Spec.Journal)
 	if err != nil {
 		return err
@@ -79,8 +85,12 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 		} else {
 			j["entry"], j["digest"], j["since"] = known.Seq, known.Digest, known.From.UTC()
 		}
-		err = render.JSON(stdout, map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest, "stamped": stamp.Natpool,
-			"in_sync": inSync, "drift": differencesJSON(diffs, "missing", "extra"), "journal": j})
+		out := map[string]any{"table": plan.Table, "netns": o.netns, "digest": rs.Digest, "stamped": stamp.Natpool,
+			"in_sync": inSync, "drift": differencesJSON(diffs, "missing", "extra"), "journal": j}
+		if peers != nil {
+			out["peers"] = peers
+		}
+		err = render.JSON(stdout, out)
 	} else {
 		if len(diffs) == 0 {
 			fmt.Fprintf(stdout, "table ip %s in %s is in sync with the plan (%s): %d rules, %d elements\n",
@@ -92,6 +102,13 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 			}
 			writeDifferences(stdout, diffs, "missing", "extra")
 		}
+		for _, p := range peers {
+			state := "down: its routing table %d is empty, this node translates the hosts it would steer to it"
+			if p.Up {
+				state = "up: its routing table %d holds its routes"
+			}
+			fmt.Fprintf(stdout, "peer %s "+state+"\n", p.Node, p.Table)
+		}
 		if known.Err != nil {
 			fmt.Fprintf(stdout, "journal %s: %v\n", path, known.Err)
 		} else {
@@ -102,6 +119,59 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	return &exitError{code: exitFound}
+}
+
+// peerState is whether a peer of a node is up: its routing table holds the
+// routes BIRD learns from it.
+type peerState struct {
+	Node  string `json:"node"`
+	Table int    `json:"table"`
+	Up    bool   `json:"up"`
+}
+
+// steeringOf adds to diffs how natpool's policy rules in netns differ from
+// the node's in rs (a missing one has this node translate hosts whose
+// replies go to another), and returns the state of each peer; nothing for
+// a single box.
+func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nft.Difference) ([]peerState, error) {
+	if rs.Steering == nil {
+		return nil, nil
+	}
+	r, err := linux.OpenRouting(netns)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	have, err := r.PolicyRules(compiler.Owns(c))
+	if err != nil {
+		return nil, err
+	}
+	d := nft.Difference{Object: "policy rules"}
+	for _, pr := range rs.Steering.Routes {
+		if !slices.Contains(have, pr) {
+			d.Missing = append(d.Missing, pr.String())
+		}
+	}
+	for _, pr := range have {
+		if !slices.Contains(rs.Steering.Routes, pr) {
+			d.Extra = append(d.Extra, pr.String())
+		}
+	}
+	if len(d.Missing)+len(d.Extra) > 0 {
+		*diffs = append(*diffs, d)
+	}
+	peers := []peerState{}
+	for i, n := range c.Nodes {
+		if n.Name == rs.Steering.Node {
+			continue
+		}
+		p := peerState{Node: n.Name, Table: compiler.NodeTable(c, i)}
+		if p.Up, err = r.TableHasRoutes(p.Table); err != nil {
+			return nil, err
+		}
+		peers = append(peers, p)
+	}
+	return peers, nil
 }
 
 // known is what the journal says of a table: the entry in force, or why it

@@ -39,8 +39,9 @@ applied.
                   --probe (no packet is sent).
   peers           with --node, after --hold-down: a peer whose routing table
                   empties (its BGP session dropped) or fills again is logged
-                  as a failover: while it is down this node translates the
-                  hosts it steered to the peer, to the same addresses.
+                  ("peer nat2 went down", "came up"): while it is down this
+                  node translates the hosts it steered to the peer, to the
+                  same addresses.
   --metrics ADDR  serve Prometheus metrics on http://ADDR/metrics: the plan in
                   force; per public address the connections, distinct inside
                   hosts and the share of the port range its busiest

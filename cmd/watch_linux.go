@@ -236,9 +236,9 @@ func (w *watcher) uplinks(r *linux.Routing, plan *pool.Plan) {
 }
 
 // peers looks, with --node, at the routing table of each peer and says
-// when one stops or starts holding routes: a failover, after which this
-// node translates the hosts it used to steer to the peer, or steers them
-// again.
+// when one stops or starts holding routes (status said how they were at
+// first): a failover, after which this node translates the hosts it used
+// to steer to the peer, or steers them again.
 func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 	c, self := plan.Cluster, -1
 	if c != nil {
@@ -271,11 +271,11 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 		was, known := w.peerUp[n.Name]
 		w.peerUp[n.Name] = up
 		switch {
-		case known && was == up:
+		case !known || was == up: // status said how it was
 		case up:
-			fmt.Fprintf(w.log, "peer %s up: routing table %d has its routes; its hosts are steered to it\n", n.Name, table)
+			fmt.Fprintf(w.log, "peer %s came up: routing table %d has its routes again; its hosts are steered to it\n", n.Name, table)
 		default:
-			fmt.Fprintf(w.log, "peer %s down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", n.Name, table)
+			fmt.Fprintf(w.log, "peer %s went down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", n.Name, table)
 		}
 	}
 }
