@@ -468,6 +468,13 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	t.Logf("node %s came back: its chunks are routed to it again after %v", cl.Nodes[dead].Name, took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
 	peersSeen("peer "+cl.Nodes[dead].Name+" came up", 1, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
+	// Both failovers are in the journal of the node that saw them.
+	history := must(t, 0, "history", "--journal", w.journal)
+	for _, want := range []string{"peer " + cl.Nodes[dead].Name + " went down: " + cl.Nodes[0].Name + " translates", "peer " + cl.Nodes[dead].Name + " came up: " + cl.Nodes[0].Name + " steers"} {
+		if !strings.Contains(history, want) {
+			t.Errorf("history of %s does not say %q:\n%s", cl.Nodes[0].Name, want, history)
+		}
+	}
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" back", want, c.roundTrip(hosts, 40002))
 
 	// Nothing outside natpool's own changed; --delete removes all of it.

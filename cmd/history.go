@@ -30,7 +30,9 @@ func newHistoryCmd(stdout, stderr io.Writer) *cobra.Command {
 effect (UTC), the entry's number, apply or delete, where (host, network
 namespace, table), the plan's digest, what became of it, what the plan did
 per egress entry, and how many hosts it moved against the plan in force
-before it in the same table.
+before it in the same table. Between them are the failovers watch --node
+saw: a peer going down (this node translated its hosts from then on) or
+coming up (op peer-down, peer-up).
 
 --prune-before TIME drops the entries that stopped mattering before TIME, for
 a retention policy: every lookup --at TIME or later answers as before. natpool
@@ -79,7 +81,11 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out, err := historyOf(j, entries, since, until)
+	peers, err := j.PeerEvents()
+	if err != nil {
+		return err
+	}
+	out, err := historyOf(j, entries, peers, since, until)
 	if err != nil {
 		return err
 	}
@@ -90,9 +96,9 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 }
 
 // historyOf describes the entries that took or tried to take effect in
-// [since, until), newest first: each apply's plan, and the hosts it moved
-// against the plan before it in the same table.
-func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Time) ([]render.HistoryEntry, error) {
+// [since, until), and the peer events there, newest first: each apply's
+// plan, and the hosts it moved against the plan before it in the same table.
+func historyOf(j *journal.Journal, entries []journal.Entry, peers []journal.PeerEvent, since, until time.Time) ([]render.HistoryEntry, error) {
 	plans := map[string]*pool.Plan{}
 	planOf := func(digest string) (*pool.Plan, error) {
 		if p, ok := plans[digest]; ok {
@@ -112,11 +118,7 @@ func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Ti
 		if e.Outcome == journal.Commit {
 			before[e.Target] = e.Digest // "" after a delete
 		}
-		t := e.From
-		if e.Outcome != journal.Commit {
-			t = e.Intended
-		}
-		if !since.IsZero() && t.Before(since) || !until.IsZero() && !t.Before(until) {
+		if !within(h.Time(), since, until) {
 			continue
 		}
 		if e.Op == journal.Apply {
@@ -142,8 +144,19 @@ func historyOf(j *journal.Journal, entries []journal.Entry, since, until time.Ti
 		}
 		out = append(out, h)
 	}
+	for i := range peers {
+		if within(peers[i].Time, since, until) {
+			out = append(out, render.HistoryEntry{Peer: &peers[i]})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b render.HistoryEntry) int { return a.Time().Compare(b.Time()) })
 	slices.Reverse(out)
 	return out, nil
+}
+
+// within reports whether t is in [since, until); a zero bound is none.
+func within(t, since, until time.Time) bool {
+	return (since.IsZero() || !t.Before(since)) && (until.IsZero() || t.Before(until))
 }
 
 func prune(j *journal.Journal, o *historyOptions, t0 time.Time, stdout, stderr io.Writer) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
 )
 
 // watcher is the state of natpool watch. The main loop owns the plan and
@@ -270,14 +271,38 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 		w.metrics.peer.WithLabelValues(n.Name).Set(gauge)
 		was, known := w.peerUp[n.Name]
 		w.peerUp[n.Name] = up
-		switch {
-		case !known || was == up: // status said how it was
-		case up:
+		if !known || was == up {
+			continue // status said how it was
+		}
+		kind := journal.PeerDown
+		if up {
+			kind = journal.PeerUp
 			fmt.Fprintf(w.log, "peer %s came up: routing table %d has its routes again; its hosts are steered to it\n", n.Name, table)
-		default:
+		} else {
 			fmt.Fprintf(w.log, "peer %s went down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", n.Name, table)
 		}
+		if err := w.recordPeer(plan, journal.Event{Kind: kind, Node: w.o.apply.node, Peer: n.Name}); err != nil {
+			fmt.Fprintf(w.log, "peer %s: the journal did not take the failover: %v\n", n.Name, err)
+		}
 	}
+}
+
+// recordPeer writes a peer event to the journal apply writes.
+func (w *watcher) recordPeer(plan *pool.Plan, ev journal.Event) error {
+	path, err := onePath(w.o.apply.journal, plan.Spec.Journal)
+	if err != nil {
+		return err
+	}
+	j, unlock, err := journal.Create(path, now(), waiting(path, w.log))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ev.Time, ev.Netns, ev.Table = now(), w.o.apply.netns, plan.Table
+	if ev.Host, err = hostname(); err != nil {
+		return err
+	}
+	return j.Peer(ev)
 }
 
 // count keeps the connection counts from conntrack's events, rebuilt from a

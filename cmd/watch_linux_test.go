@@ -28,8 +28,9 @@ import (
 
 // watchProcess is natpool watch running as a process of its own.
 type watchProcess struct {
-	cmd *exec.Cmd
-	log *syncBuffer
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	journal string
 }
 
 // syncBuffer is a bytes.Buffer the process writes while the test reads.
@@ -56,8 +57,9 @@ func (b *syncBuffer) String() string {
 func startWatch(t *testing.T, args ...string) *watchProcess {
 	t.Helper()
 	dir := t.TempDir()
-	args = append([]string{"watch", "--journal", filepath.Join(dir, "journal")}, args...)
-	w := &watchProcess{cmd: exec.Command(natpoolBinary, args...), log: &syncBuffer{}}
+	w := &watchProcess{log: &syncBuffer{}, journal: filepath.Join(dir, "journal")}
+	args = append([]string{"watch", "--journal", w.journal}, args...)
+	w.cmd = exec.Command(natpoolBinary, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
 	if err != nil {

@@ -16,6 +16,27 @@ type HistoryEntry struct {
 	// in force before in the same table; Hosts those both plans map. Nil
 	// for the first plan of a table and for anything but a committed apply.
 	Moved, Hosts *uint64
+	// Peer is set, and the rest empty, for a peer event.
+	Peer *journal.PeerEvent
+}
+
+// Time returns when the entry took effect, or was meant to.
+func (e HistoryEntry) Time() time.Time {
+	switch {
+	case e.Peer != nil:
+		return e.Peer.Time
+	case e.Outcome == journal.Commit:
+		return e.From
+	}
+	return e.Intended
+}
+
+// peerText says what a peer event meant for the node that saw it.
+func peerText(p *journal.PeerEvent) (op, what string) {
+	if p.Up {
+		return journal.PeerUp, fmt.Sprintf("peer %s came up: %s steers its hosts to it again", p.Peer, p.Node)
+	}
+	return journal.PeerDown, fmt.Sprintf("peer %s went down: %s translates the hosts it steered to it", p.Peer, p.Node)
 }
 
 // EgressSummary says briefly what an egress entry of a plan did.
@@ -43,9 +64,10 @@ func outcome(e journal.Entry) string {
 func HistoryText(w io.Writer, entries []HistoryEntry) error {
 	var rows [][]string
 	for _, e := range entries {
-		t := e.From
-		if e.Outcome != journal.Commit {
-			t = e.Intended
+		if e.Peer != nil {
+			op, what := peerText(e.Peer)
+			rows = append(rows, []string{TimeText(e.Peer.Time), "-", op, TargetText(e.Peer.Target), "-", what, "", "-"})
+			continue
 		}
 		plan, egress, moved := "-", "", "-"
 		if e.Op == journal.Apply {
@@ -60,7 +82,7 @@ func HistoryText(w io.Writer, entries []HistoryEntry) error {
 		if e.Moved != nil && *e.Hosts > 0 {
 			moved = fmt.Sprintf("%d (%s)", *e.Moved, percent(float64(*e.Moved)/float64(*e.Hosts)))
 		}
-		rows = append(rows, []string{TimeText(t), fmt.Sprint(e.Seq), e.Op, TargetText(e.Target), plan, outcome(e.Entry), egress, moved})
+		rows = append(rows, []string{TimeText(e.Time()), fmt.Sprint(e.Seq), e.Op, TargetText(e.Target), plan, outcome(e.Entry), egress, moved})
 	}
 	return Table(w, []string{"TIME (UTC)", "ENTRY", "OP", "WHERE", "PLAN", "OUTCOME", "EGRESS", "MOVED"}, rows, 1)
 }
@@ -83,10 +105,27 @@ type historyJSON struct {
 	Hosts     *uint64         `json:"hosts_compared"`
 }
 
+// peerJSON is a peer event in history's JSON, told apart by its op.
+type peerJSON struct {
+	Op    string    `json:"op"` // "peer-down" or "peer-up"
+	Host  string    `json:"host"`
+	Netns string    `json:"netns"`
+	Table string    `json:"table"`
+	Time  time.Time `json:"from"`
+	Node  string    `json:"node"`
+	Peer  string    `json:"peer"`
+	What  string    `json:"outcome"`
+}
+
 // HistoryJSON writes the entries as a JSON array, in the order given.
 func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
-	out := []historyJSON{}
+	out := []any{}
 	for _, e := range entries {
+		if p := e.Peer; p != nil {
+			op, what := peerText(p)
+			out = append(out, peerJSON{Op: op, Host: p.Target.Host, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Node: p.Node, Peer: p.Peer, What: what})
+			continue
+		}
 		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Target.Host, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,
 			Version: e.Version, Intended: e.Intended.UTC(), Outcome: e.Outcome, Recovered: e.Recovered, Error: e.Error,
 			Egress: e.Egress, Moved: e.Moved, Hosts: e.Hosts}

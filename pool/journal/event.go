@@ -102,6 +102,10 @@ func (ev *Event) text(key []byte) *string {
 		return &ev.Digest
 	case "error":
 		return &ev.Error
+	case "node":
+		return &ev.Node
+	case "peer":
+		return &ev.Peer
 	}
 	return nil
 }

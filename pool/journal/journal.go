@@ -52,7 +52,7 @@ type header struct {
 // Event is one line of the events file.
 type Event struct {
 	Seq  int    `json:"seq"`
-	Kind string `json:"event"` // "intent", "commit" or "abort"
+	Kind string `json:"event"` // "intent", "commit", "abort", "peer-down" or "peer-up"
 	// Time is when the event was written, UTC.
 	Time time.Time `json:"time"`
 	// An intent names what is to change.
@@ -66,16 +66,33 @@ type Event struct {
 	// kernel's stamp, and an abort says why.
 	Recovered bool   `json:"recovered,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// A peer event (Seq 0) says that node Node of a cluster saw its peer
+	// Peer go down or come up: a failover of the peer's hosts to Node, or
+	// back. Host, Netns and Table say where Node runs.
+	Node string `json:"node,omitempty"`
+	Peer string `json:"peer,omitempty"`
 }
 
 // The kinds of event and of operation.
 const (
-	Intent = "intent"
-	Commit = "commit"
-	Abort  = "abort"
-	Apply  = "apply"
-	Delete = "delete"
+	Intent   = "intent"
+	Commit   = "commit"
+	Abort    = "abort"
+	PeerDown = "peer-down"
+	PeerUp   = "peer-up"
+	Apply    = "apply"
+	Delete   = "delete"
 )
+
+// PeerEvent is a peer of a cluster's node going down or coming up, as that
+// node saw it.
+type PeerEvent struct {
+	Time       time.Time
+	Target     Target // where the node runs
+	Node, Peer string
+	Up         bool
+	Line       int // in the events file
+}
 
 // Target is the table a plan is put in force in: on a host, in a network
 // namespace ("" for the host's own).
@@ -175,14 +192,27 @@ func (j *Journal) planPath(digest string) string {
 // outcome. A line that does not parse, or an outcome without its intent, is
 // an error naming the line and its byte offset.
 func (j *Journal) Entries() ([]Entry, error) {
+	entries, _, err := j.read()
+	return entries, err
+}
+
+// PeerEvents reads the peer events, oldest first.
+func (j *Journal) PeerEvents() ([]PeerEvent, error) {
+	_, peers, err := j.read()
+	return peers, err
+}
+
+// read reads the entries and the peer events.
+func (j *Journal) read() ([]Entry, []PeerEvent, error) {
 	// Read whole, the events are counted before they are parsed, and the
 	// entries are allocated once: growing a slice of them costs more than
 	// parsing them. Each line must hold exactly one event.
 	data, err := os.ReadFile(j.path(eventsFile))
 	if err != nil {
-		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
+		return nil, nil, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
 	entries := make([]Entry, 0, bytes.Count(data, []byte{'\n'})/2) // an intent and its outcome
+	var peers []PeerEvent
 	names := map[string]string{}
 	for n, next := 1, 0; next < len(data); n++ {
 		at := next
@@ -191,11 +221,11 @@ func (j *Journal) Entries() ([]Entry, error) {
 		}
 		end := at + bytes.IndexByte(data[at:], '\n')
 		if end < at {
-			return nil, bad("is cut short: the write of it was interrupted")
+			return nil, nil, bad("is cut short: the write of it was interrupted")
 		}
 		var ev Event
 		if err := parseEvent(data[at:end], &ev, names); err != nil {
-			return nil, bad("does not parse: " + err.Error())
+			return nil, nil, bad("does not parse: " + err.Error())
 		}
 		next = end + 1
 		if n == 1 {
@@ -209,6 +239,8 @@ func (j *Journal) Entries() ([]Entry, error) {
 			i, known = slices.BinarySearchFunc(entries, ev.Seq, func(e Entry, seq int) int { return cmp.Compare(e.Seq, seq) })
 		}
 		switch {
+		case (ev.Kind == PeerDown || ev.Kind == PeerUp) && ev.Seq == 0 && ev.Node != "" && ev.Peer != "":
+			peers = append(peers, PeerEvent{Time: ev.Time, Target: Target{ev.Host, ev.Netns, ev.Table}, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Line: n})
 		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
 			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: Target{ev.Host, ev.Netns, ev.Table},
 				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})
@@ -220,10 +252,10 @@ func (j *Journal) Entries() ([]Entry, error) {
 				e.From = e.Intended
 			}
 		default:
-			return nil, bad(fmt.Sprintf("is no intent or outcome of one (event %q, seq %d)", ev.Kind, ev.Seq))
+			return nil, nil, bad(fmt.Sprintf("is no intent, outcome of one, or peer event (event %q, seq %d)", ev.Kind, ev.Seq))
 		}
 	}
-	return entries, nil
+	return entries, peers, nil
 }
 
 // validDigest reports whether d is a plan digest: 16 lower-case hex digits.
@@ -264,6 +296,19 @@ func (j *Journal) End(seq int, kind string, now time.Time, why error, recovered 
 	if why != nil {
 		ev.Error = why.Error()
 	}
+	return j.append(ev)
+}
+
+// Peer records that node ev.Node saw its peer ev.Peer go down (PeerDown) or
+// come up (PeerUp), and syncs it to disk. The caller holds the lock.
+func (j *Journal) Peer(ev Event) error {
+	if ev.Kind != PeerDown && ev.Kind != PeerUp || ev.Node == "" || ev.Peer == "" {
+		return fmt.Errorf("journal %s: a peer event needs event peer-down or peer-up, a node and a peer", j.Dir)
+	}
+	if _, err := j.Entries(); err != nil {
+		return err // a damaged journal is a person's to mend
+	}
+	ev.Seq, ev.Time = 0, ev.Time.UTC()
 	return j.append(ev)
 }
 

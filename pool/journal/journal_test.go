@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func TestDamageIsReportedWithItsLineAndOffset(t *testing.T) {
 		{"cut short", `{"seq":2,"event":"intent"`, "is cut short"},
 		{"not JSON", "garbage\n", "does not parse"},
 		{"two events on a line", `{"seq":2,"event":"intent","op":"delete"} {"seq":2,"event":"commit"}` + "\n", "does not parse: invalid character '{' after top-level value"},
-		{"outcome of nothing", `{"seq":9,"event":"commit","time":"2026-11-17T14:00:00Z"}` + "\n", "is no intent or outcome of one"},
+		{"outcome of nothing", `{"seq":9,"event":"commit","time":"2026-11-17T14:00:00Z"}` + "\n", "is no intent, outcome of one, or peer event"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +208,50 @@ func TestPruneKeepsEveryAnswerFromItsTimeOn(t *testing.T) {
 	}
 	if _, err := j.Plan(planB); err != nil {
 		t.Errorf("plan B, in force at the cut, is gone: %v", err)
+	}
+}
+
+// Peer events sit between the entries without changing them, read back as
+// written, and go with a prune when they are older than its time.
+func TestPeerEventsAreKeptBesideTheEntries(t *testing.T) {
+	j := newJournal(t)
+	apply(t, j, planA, 0, Commit)
+	peer := func(kind string, m int) {
+		t.Helper()
+		if err := j.Peer(Event{Kind: kind, Time: at(m), Host: box.Host, Table: box.Table, Node: "nat1", Peer: "nat2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peer(PeerDown, 5)
+	apply(t, j, planB, 10, Commit)
+	peer(PeerUp, 20)
+	if err := j.Peer(Event{Kind: Commit, Node: "nat1", Peer: "nat2"}); err == nil {
+		t.Errorf("a commit was taken as a peer event")
+	}
+	if got := mustEntries(t, j); len(got) != 2 || got[0].Digest != planA || got[1].Digest != planB || got[1].Seq != 2 {
+		t.Errorf("entries with peer events between them: %+v", got)
+	}
+	peers, err := j.PeerEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PeerEvent{
+		{Time: at(5), Target: Target{Host: box.Host, Table: box.Table}, Node: "nat1", Peer: "nat2", Line: 4},
+		{Time: at(20), Target: Target{Host: box.Host, Table: box.Table}, Node: "nat1", Peer: "nat2", Up: true, Line: 7},
+	}
+	if !slices.EqualFunc(peers, want, func(a, b PeerEvent) bool {
+		return a.Time.Equal(b.Time) && a.Target == b.Target && a.Node == b.Node && a.Peer == b.Peer && a.Up == b.Up && a.Line == b.Line
+	}) {
+		t.Errorf("peer events %+v, want %+v", peers, want)
+	}
+	// At minute 15 plan A stopped mattering; the peer is still down.
+	peer(PeerUp, 25)
+	peer(PeerDown, 30)
+	if dropped, err := j.Prune(at(27)); err != nil || dropped != 3 {
+		t.Fatalf("dropped %d, %v; want 3 (plan A, the peer down at 5, up at 20)", dropped, err)
+	}
+	if peers, err := j.PeerEvents(); err != nil || len(peers) != 2 || !peers[0].Up || !peers[0].Time.Equal(at(25)) || peers[1].Up {
+		t.Errorf("after the prune: %+v, %v", peers, err)
 	}
 }
 

@@ -121,10 +121,11 @@ func (j *Journal) Recover(host string, now time.Time, stamp func(Target) (digest
 // Prune drops the entries that stopped mattering before t: every change of
 // a target that another had replaced by t. The plan each target had at t,
 // everything since and every change of unknown outcome stay, so every
-// lookup at t or later answers as before. It returns how many entries it
+// lookup at t or later answers as before. Of the peer events before t only
+// each peer's last stays. It returns how many entries and peer events it
 // dropped. The caller holds the lock.
 func (j *Journal) Prune(t time.Time) (int, error) {
-	entries, err := j.Entries()
+	entries, peers, err := j.read()
 	if err != nil {
 		return 0, err
 	}
@@ -141,7 +142,21 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 	for _, seq := range last {
 		keep[seq] = true
 	}
-	if len(keep) == len(entries) {
+	// Of the peer events, those from t on, and the last before t of each
+	// peer as each node saw it: the peer's state at t.
+	keepPeer := map[int]bool{} // by line
+	lastPeer := map[PeerEvent]int{}
+	for _, p := range peers {
+		if !p.Time.Before(t) {
+			keepPeer[p.Line] = true
+		} else {
+			lastPeer[PeerEvent{Target: p.Target, Node: p.Node, Peer: p.Peer}] = p.Line
+		}
+	}
+	for _, line := range lastPeer {
+		keepPeer[line] = true
+	}
+	if len(keep) == len(entries) && len(keepPeer) == len(peers) {
 		return 0, nil
 	}
 	// Rewrite the events: the header and the kept entries' lines, in order.
@@ -154,12 +169,14 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 	kept.Write(header)
 	kept.WriteByte('\n')
 	names := map[string]string{}
+	n := 1                                  // the header's line
 	for line := range bytes.Lines(events) { // whole lines: Entries read them all
+		n++
 		var ev Event
 		if err := parseEvent(line, &ev, names); err != nil {
 			return 0, err
 		}
-		if keep[ev.Seq] {
+		if ev.Seq == 0 && keepPeer[n] || ev.Seq != 0 && keep[ev.Seq] {
 			kept.Write(line)
 		}
 	}
@@ -179,7 +196,7 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 			os.Remove(j.planPath(digest))
 		}
 	}
-	return len(entries) - len(keep), nil
+	return len(entries) - len(keep) + len(peers) - len(keepPeer), nil
 }
 
 // InForce returns the spans in force at t, with those that began or ended
