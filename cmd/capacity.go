@@ -30,13 +30,16 @@ destination (address, port, protocol) share that address's port range; in
 block mode each host's block holds its own. Given the connections per host
 and the share of them that go to one destination, capacity shows the
 utilisation per address, the headroom, and how many public addresses keep
-every one at or below the target.
+every one at or below the target. For a spec with nodes it reports per node
+the addresses it owns, their hosts and the connections it translates, with
+every node up and with the peer down that adds most to it.
 
 --live instead reads conntrack: per public address the connections, the
 distinct inside hosts, the busiest destination and its share of the port
 range; the busiest inside hosts; in block mode the hosts using more than 80%
 of their block.`,
 		Example: `  natpool capacity -f campus.yaml --sessions-per-host 200 --same-destination-share 0.2
+  natpool capacity -f cluster.yaml -o json
   natpool capacity -f cgnat.yaml --live --netns nat0 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runCapacity(o, stdout, stderr) },

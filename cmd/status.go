@@ -23,13 +23,16 @@ func newStatusCmd(stdout, stderr io.Writer) *cobra.Command {
 the chain, every map and element, every rule. Port blocks are recognised in
 either encoding. It names the journal entry in force, and reports a table
 whose plan the journal does not know as drift; it settles a change an
-interruption left without an outcome, as apply does.
+interruption left without an outcome, as apply does. With --node it
+compares natpool's policy rules too, and says which peers are up: those
+whose routing table holds the routes BIRD learned from them.
 
 Exit status: 0 in sync; 1 drift, printing what differs ("-" the plan has and
 the kernel lacks, "+" the kernel has and the plan lacks); 2 trouble: no such
 namespace, no permission, no table.`,
 		Example: `  natpool status -f campus.yaml
-  natpool status -f cgnat.yaml --netns nat0 -o json`,
+  natpool status -f cgnat.yaml --netns nat0 -o json
+  natpool status -f cluster.yaml --node nat1`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runStatus(o, stdout, stderr) },
 	}
