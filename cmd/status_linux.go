@@ -160,12 +160,18 @@ func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nf
 	if len(d.Missing)+len(d.Extra) > 0 {
 		*diffs = append(*diffs, d)
 	}
+	return peerStates(r, c, rs.Steering.Node)
+}
+
+// peerStates returns whether each peer of node is up.
+func peerStates(r *linux.Routing, c *pool.Cluster, node string) ([]peerState, error) {
 	peers := []peerState{}
 	for i, n := range c.Nodes {
-		if n.Name == rs.Steering.Node {
+		if n.Name == node {
 			continue
 		}
 		p := peerState{Node: n.Name, Table: compiler.NodeTable(c, i)}
+		var err error
 		if p.Up, err = r.TableHasRoutes(p.Table); err != nil {
 			return nil, err
 		}

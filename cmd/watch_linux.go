@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
-	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/pool"
@@ -254,35 +253,31 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 	if self < 0 {
 		return
 	}
-	for i, n := range c.Nodes {
-		if i == self {
-			continue
-		}
-		table := compiler.NodeTable(c, i)
-		up, err := r.TableHasRoutes(table)
-		if err != nil {
-			fmt.Fprintf(w.log, "peer %s: %v\n", n.Name, err)
-			continue
-		}
+	peers, err := peerStates(r, c, w.o.apply.node)
+	if err != nil {
+		fmt.Fprintf(w.log, "peers: %v\n", err)
+		return
+	}
+	for _, p := range peers {
 		gauge := 0.0
-		if up {
+		if p.Up {
 			gauge = 1
 		}
-		w.metrics.peer.WithLabelValues(n.Name).Set(gauge)
-		was, known := w.peerUp[n.Name]
-		w.peerUp[n.Name] = up
-		if !known || was == up {
+		w.metrics.peer.WithLabelValues(p.Node).Set(gauge)
+		was, known := w.peerUp[p.Node]
+		w.peerUp[p.Node] = p.Up
+		if !known || was == p.Up {
 			continue // status said how it was
 		}
 		kind := journal.PeerDown
-		if up {
+		if p.Up {
 			kind = journal.PeerUp
-			fmt.Fprintf(w.log, "peer %s came up: routing table %d has its routes again; its hosts are steered to it\n", n.Name, table)
+			fmt.Fprintf(w.log, "peer %s came up: routing table %d has its routes again; its hosts are steered to it\n", p.Node, p.Table)
 		} else {
-			fmt.Fprintf(w.log, "peer %s went down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", n.Name, table)
+			fmt.Fprintf(w.log, "peer %s went down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", p.Node, p.Table)
 		}
-		if err := w.recordPeer(plan, journal.Event{Kind: kind, Node: w.o.apply.node, Peer: n.Name}); err != nil {
-			fmt.Fprintf(w.log, "peer %s: the journal did not take the failover: %v\n", n.Name, err)
+		if err := w.recordPeer(plan, journal.Event{Kind: kind, Node: w.o.apply.node, Peer: p.Node}); err != nil {
+			fmt.Fprintf(w.log, "peer %s: the journal did not take the failover: %v\n", p.Node, err)
 		}
 	}
 }

@@ -325,6 +325,12 @@ type NodeShare struct {
 	MaxUtilisation float64
 }
 
+// plus returns both shares together.
+func (s NodeShare) plus(o NodeShare) NodeShare {
+	return NodeShare{Addresses: s.Addresses + o.Addresses, Hosts: s.Hosts + o.Hosts,
+		Connections: s.Connections + o.Connections, MaxUtilisation: max(s.MaxUtilisation, o.MaxUtilisation)}
+}
+
 // served is one public address's load, summed over the egress entries that
 // use it.
 type served struct {
@@ -349,20 +355,15 @@ func (c *Cluster) loads(addrs map[netip.Addr]served, perHost float64) []NodeLoad
 	for i := range gained {
 		gained[i] = make([]NodeShare, n)
 	}
-	add := func(sh *NodeShare, s served) {
-		sh.Addresses++
-		sh.Hosts += s.hosts
-		sh.Connections += float64(s.hosts) * perHost
-		sh.MaxUtilisation = max(sh.MaxUtilisation, s.util)
-	}
 	for a, s := range addrs {
 		order := c.Order(a)
 		if order == nil {
 			continue
 		}
-		add(&owned[order[0]], s)
+		one := NodeShare{Addresses: 1, Hosts: s.hosts, Connections: float64(s.hosts) * perHost, MaxUtilisation: s.util}
+		owned[order[0]] = owned[order[0]].plus(one)
 		if len(order) > 1 {
-			add(&gained[order[0]][order[1]], s)
+			gained[order[0]][order[1]] = gained[order[0]][order[1]].plus(one)
 		}
 	}
 	out := make([]NodeLoad, n)
@@ -372,9 +373,7 @@ func (c *Cluster) loads(addrs map[netip.Addr]served, perHost float64) []NodeLoad
 			if down == i {
 				continue
 			}
-			g := gained[down][i]
-			f := NodeShare{Addresses: owned[i].Addresses + g.Addresses, Hosts: owned[i].Hosts + g.Hosts,
-				Connections: owned[i].Connections + g.Connections, MaxUtilisation: max(owned[i].MaxUtilisation, g.MaxUtilisation)}
+			f := owned[i].plus(gained[down][i])
 			// The most hosts, then the most addresses; the first such node.
 			if l.FailoverOf == "" || cmp.Or(cmp.Compare(f.Hosts, l.Failover.Hosts), cmp.Compare(f.Addresses, l.Failover.Addresses)) > 0 {
 				l.FailoverOf, l.Failover = c.Nodes[down].Name, f
