@@ -12,10 +12,15 @@ import (
 
 // The hash strategy's defaults.
 const (
-	// DefaultBuckets is the jhash modulus unless the spec sets one. It is
-	// the same for every pool: a modulus that changed with the pool would
-	// move every host to another bucket when the pool crosses the next
-	// size. The kernel holds runs of buckets, about one per group.
+	// DefaultBuckets is the jhash modulus unless the spec sets one. nft's
+	// jhash takes the top of the hash (reciprocal_scale), so the modulus
+	// sets only how finely the ring is cut: bucket b of 2^k is buckets 2b
+	// and 2b+1 of 2^(k+1). It is still the same for every pool, and the
+	// finest: a modulus that followed the pool would round every cut again
+	// when the pool crossed a power of two: one address joining 64 moved
+	// 7.3% of a /12's hosts going from 2^18 to 2^19 buckets, against 1.6%
+	// at a fixed modulus. The kernel holds runs of buckets, about one per
+	// ring point.
 	DefaultBuckets = 1 << 20
 	MaxBuckets     = 1 << 20
 	DefaultSeed    = 0x6e617470 // "natp": fixed, since nft picks a random seed when given none

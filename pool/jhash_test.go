@@ -87,3 +87,16 @@ func TestPersistentIndexMatchesKernel(t *testing.T) {
 	}
 	checkVectors(t, "192.76.8.0", vectors, func(src uint32) uint32 { return PersistentIndex(src, 64) })
 }
+
+// nft's jhash scales the hash to the modulus (reciprocal_scale) rather than
+// taking a remainder, so a power-of-two modulus only sets the resolution:
+// the hosts of bucket b of 2^k are those of buckets 2b and 2b+1 of 2^(k+1).
+func TestDoublingTheBucketsSplitsEachBucketInTwo(t *testing.T) {
+	for k := uint32(1); k < 20; k++ {
+		for x := uint32(0x0a000000); x < 0x0a000000+4096; x++ {
+			if coarse, fine := NftJhash(x, DefaultSeed, 1<<k), NftJhash(x, DefaultSeed, 1<<(k+1)); fine/2 != coarse {
+				t.Fatalf("%s: bucket %d of 2^%d but %d of 2^%d", AddrFromUint32(x), coarse, k, fine, k+1)
+			}
+		}
+	}
+}
