@@ -62,6 +62,13 @@ type Run struct {
 // Runs returns the buckets as runs: what the kernel holds, a run at a time.
 func (m *HashMapping) Runs() []Run {
 	if m.runs == nil {
+		n := 0
+		for b, o := range m.Owners {
+			if b == 0 || o != m.Owners[b-1] {
+				n++
+			}
+		}
+		m.runs = make([]Run, 0, n)
 		for b, o := range m.Owners {
 			if n := len(m.runs); n > 0 && m.runs[n-1].Owner == int(o) {
 				m.runs[n-1].Hi = uint32(b)
@@ -169,40 +176,30 @@ func (m *HashMapping) loads(e *Egress) []uint64 {
 	if e.hosts != nil {
 		return e.hosts.countBy(int(n), func(x uint32) int { return int(NftJhash(x, m.Seed, n)) })
 	}
-	// The hosts, cut at every 64Ki addresses, are dealt round the workers.
-	var chunks []span
-	for _, s := range e.inside {
-		for lo := s.lo; ; lo = (lo | 0xffff) + 1 {
-			chunks = append(chunks, span{lo, min(s.hi, lo|0xffff)})
-			if lo|0xffff >= s.hi {
-				break
-			}
-		}
-	}
-	workers := min(runtime.GOMAXPROCS(0), len(chunks))
-	parts := make([][]uint32, workers) // 64Ki hosts per chunk: a chunk's counts fit
+	// Each worker hashes every host but counts only those of its own share
+	// of the buckets, into the one array: a copy per worker would be
+	// megabytes more to fault in, which costs more than hashing again. Two
+	// workers fault the array in at once, which made planning a /12 10%
+	// faster; each more would only hash every host once more.
+	workers := min(runtime.GOMAXPROCS(0), 2, len(m.Owners))
+	loads := make([]uint64, n)
 	var wg sync.WaitGroup
 	for w := range workers {
+		lo, hi := uint32(w*int(n)/workers), uint32((w+1)*int(n)/workers)
 		wg.Go(func() {
-			counts := make([]uint32, n)
-			for c := w; c < len(chunks); c += workers {
-				for x := chunks[c].lo; ; x++ {
-					counts[NftJhash(x, m.Seed, n)]++
-					if x == chunks[c].hi {
+			for _, s := range e.inside {
+				for x := s.lo; ; x++ {
+					if b := NftJhash(x, m.Seed, n); b >= lo && b < hi {
+						loads[b]++
+					}
+					if x == s.hi {
 						break
 					}
 				}
 			}
-			parts[w] = counts
 		})
 	}
 	wg.Wait()
-	loads := make([]uint64, n)
-	for _, p := range parts {
-		for b, c := range p {
-			loads[b] += uint64(c)
-		}
-	}
 	return loads
 }
 

@@ -214,7 +214,8 @@ func (o *objects) valueOf(r compiler.Rule, named map[string]*nftables.Set, value
 	case compiler.ByHost:
 		return []expr.Any{saddr(reg1), lookupMap(named[t.Map], reg1, reg1)}
 	case compiler.ByJhash:
-		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInteger, valueType, true, bucketElements(t))
+		s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeInteger, IsMap: true, DataType: valueType}
+		o.add(bucketElements(s, "a set of the rule of egress "+r.Egress, t))
 		return append(o.jhash(t), lookupMap(s, reg1, reg1))
 	}
 	return nil
@@ -381,31 +382,60 @@ func intervals(elems []compiler.Element, val func(compiler.Element) []byte, firs
 // its mark) as the bucket number as a 4-byte key in network order, and an
 // end element after each run the next does not start right after. The runs
 // of a NAT rule tile 0 to Buckets-1, so the last is the only end element.
-// Keys and values share one allocation each: a map may hold a million runs.
-func bucketElements(t compiler.Target) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(t.Runs)+1)
-	keys, vals := make([]byte, 0, 4*(len(t.Runs)+2)), make([]byte, 4*len(t.Runs))
-	key := func(x uint32) []byte {
-		keys = binary.BigEndian.AppendUint32(keys, x)
-		return keys[len(keys)-4 : len(keys) : len(keys)]
+// A map may hold a million runs: its elements are made a message at a time,
+// each message's keys and values in one allocation each.
+func bucketElements(s *nftables.Set, what string, t compiler.Target) setWithElements {
+	runs := t.Runs
+	startsAtZero := len(runs) > 0 && runs[0].Lo == 0
+	endsAfter := func(i int) bool { return i+1 == len(runs) || runs[i+1].Lo != runs[i].Hi+1 }
+	n := len(runs)
+	if !startsAtZero {
+		n++
 	}
-	if len(t.Runs) == 0 || t.Runs[0].Lo != 0 {
-		out = append(out, nftables.SetElement{Key: key(0), IntervalEnd: true})
-	}
-	for i, b := range t.Runs {
-		val := vals[4*i : 4*i+4 : 4*i+4]
-		if b.Addr.IsValid() {
-			a := b.Addr.As4()
-			copy(val, a[:])
-		} else {
-			binary.NativeEndian.PutUint32(val, b.Mark)
-		}
-		out = append(out, nftables.SetElement{Key: key(b.Lo), Val: val})
-		if i+1 == len(t.Runs) || t.Runs[i+1].Lo != b.Hi+1 {
-			out = append(out, nftables.SetElement{Key: key(b.Hi + 1), IntervalEnd: true})
+	for i := range runs {
+		if endsAfter(i) {
+			n++
 		}
 	}
-	return out
+	chunks := func(yield func([]nftables.SetElement) bool) {
+		if len(runs) == 0 {
+			yield([]nftables.SetElement{{Key: binary.BigEndian.AppendUint32(nil, 0), IntervalEnd: true}})
+			return
+		}
+		// A message takes at most elementsPerMessage elements: a run may
+		// bring an end element, and the first message the one at 0.
+		perMessage := (elementsPerMessage - 1) / 2
+		for lo := 0; lo < len(runs); lo += perMessage {
+			hi := min(lo+perMessage, len(runs))
+			out := make([]nftables.SetElement, 0, 2*(hi-lo)+1)
+			keys, vals := make([]byte, 0, 4*(2*(hi-lo)+1)), make([]byte, 4*(hi-lo))
+			key := func(x uint32) []byte {
+				keys = binary.BigEndian.AppendUint32(keys, x)
+				return keys[len(keys)-4 : len(keys) : len(keys)]
+			}
+			if lo == 0 && !startsAtZero {
+				out = append(out, nftables.SetElement{Key: key(0), IntervalEnd: true})
+			}
+			for i := lo; i < hi; i++ {
+				b := runs[i]
+				val := vals[4*(i-lo) : 4*(i-lo)+4 : 4*(i-lo)+4]
+				if b.Addr.IsValid() {
+					a := b.Addr.As4()
+					copy(val, a[:])
+				} else {
+					binary.NativeEndian.PutUint32(val, b.Mark)
+				}
+				out = append(out, nftables.SetElement{Key: key(b.Lo), Val: val})
+				if endsAfter(i) {
+					out = append(out, nftables.SetElement{Key: key(b.Hi + 1), IntervalEnd: true})
+				}
+			}
+			if !yield(out) {
+				return
+			}
+		}
+	}
+	return setWithElements{s, what, n, chunks}
 }
 
 func rangeElements(ranges []netipx.IPRange) []compiler.Element {
