@@ -62,19 +62,22 @@ type Run struct {
 // Runs returns the buckets as runs: what the kernel holds, a run at a time.
 func (m *HashMapping) Runs() []Run {
 	if m.runs == nil {
+		// A run starts at every bucket whose owner differs from the one
+		// before; counting them first sizes the slice once.
+		starts := func(b int) bool { return b == 0 || m.Owners[b] != m.Owners[b-1] }
 		n := 0
-		for b, o := range m.Owners {
-			if b == 0 || o != m.Owners[b-1] {
+		for b := range m.Owners {
+			if starts(b) {
 				n++
 			}
 		}
 		m.runs = make([]Run, 0, n)
 		for b, o := range m.Owners {
-			if n := len(m.runs); n > 0 && m.runs[n-1].Owner == int(o) {
-				m.runs[n-1].Hi = uint32(b)
-				continue
+			if starts(b) {
+				m.runs = append(m.runs, Run{uint32(b), uint32(b), int(o)})
+			} else {
+				m.runs[len(m.runs)-1].Hi = uint32(b)
 			}
-			m.runs = append(m.runs, Run{uint32(b), uint32(b), int(o)})
 		}
 	}
 	return m.runs

@@ -214,7 +214,7 @@ func (o *objects) valueOf(r compiler.Rule, named map[string]*nftables.Set, value
 	case compiler.ByHost:
 		return []expr.Any{saddr(reg1), lookupMap(named[t.Map], reg1, reg1)}
 	case compiler.ByJhash:
-		s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeInteger, IsMap: true, DataType: valueType}
+		s := o.anonymousSet(nftables.TypeInteger, valueType, true)
 		o.add(bucketElements(s, "a set of the rule of egress "+r.Egress, t))
 		return append(o.jhash(t), lookupMap(s, reg1, reg1))
 	}
@@ -233,11 +233,18 @@ func peerElements(peers []netip.Addr) []nftables.SetElement {
 // anonymous adds a constant anonymous set (a map when dataType is set) for
 // one rule and returns it; what names it in errors.
 func (o *objects) anonymous(what string, keyType, dataType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
+	s := o.anonymousSet(keyType, dataType, interval)
+	o.add(listed(s, what, elems))
+	return s
+}
+
+// anonymousSet is a constant anonymous set (a map when dataType is set) of
+// natpool's table, not yet added.
+func (o *objects) anonymousSet(keyType, dataType nftables.SetDatatype, interval bool) *nftables.Set {
 	s := &nftables.Set{Table: o.table, Anonymous: true, Constant: true, Interval: interval, KeyType: keyType}
 	if dataType.Bytes > 0 {
 		s.IsMap, s.DataType = true, dataType
 	}
-	o.add(listed(s, what, elems))
 	return s
 }
 
@@ -382,8 +389,7 @@ func intervals(elems []compiler.Element, val func(compiler.Element) []byte, firs
 // its mark) as the bucket number as a 4-byte key in network order, and an
 // end element after each run the next does not start right after. The runs
 // of a NAT rule tile 0 to Buckets-1, so the last is the only end element.
-// A map may hold a million runs: its elements are made a message at a time,
-// each message's keys and values in one allocation each.
+// A map may hold a million runs: its elements are made a message at a time.
 func bucketElements(s *nftables.Set, what string, t compiler.Target) setWithElements {
 	runs := t.Runs
 	startsAtZero := len(runs) > 0 && runs[0].Lo == 0
@@ -406,36 +412,41 @@ func bucketElements(s *nftables.Set, what string, t compiler.Target) setWithElem
 		// bring an end element, and the first message the one at 0.
 		perMessage := (elementsPerMessage - 1) / 2
 		for lo := 0; lo < len(runs); lo += perMessage {
-			hi := min(lo+perMessage, len(runs))
-			out := make([]nftables.SetElement, 0, 2*(hi-lo)+1)
-			keys, vals := make([]byte, 0, 4*(2*(hi-lo)+1)), make([]byte, 4*(hi-lo))
-			key := func(x uint32) []byte {
-				keys = binary.BigEndian.AppendUint32(keys, x)
-				return keys[len(keys)-4 : len(keys) : len(keys)]
-			}
-			if lo == 0 && !startsAtZero {
-				out = append(out, nftables.SetElement{Key: key(0), IntervalEnd: true})
-			}
-			for i := lo; i < hi; i++ {
-				b := runs[i]
-				val := vals[4*(i-lo) : 4*(i-lo)+4 : 4*(i-lo)+4]
-				if b.Addr.IsValid() {
-					a := b.Addr.As4()
-					copy(val, a[:])
-				} else {
-					binary.NativeEndian.PutUint32(val, b.Mark)
-				}
-				out = append(out, nftables.SetElement{Key: key(b.Lo), Val: val})
-				if endsAfter(i) {
-					out = append(out, nftables.SetElement{Key: key(b.Hi + 1), IntervalEnd: true})
-				}
-			}
-			if !yield(out) {
+			if !yield(runElements(runs, lo, min(lo+perMessage, len(runs)), lo == 0 && !startsAtZero, endsAfter)) {
 				return
 			}
 		}
 	}
 	return setWithElements{s, what, n, chunks}
+}
+
+// runElements encodes runs[lo:hi] as bucketElements does, after an end
+// element at 0 if zeroEnd; the keys and values share one allocation each.
+func runElements(runs []compiler.BucketRange, lo, hi int, zeroEnd bool, endsAfter func(int) bool) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*(hi-lo)+1)
+	keys, vals := make([]byte, 0, 4*(2*(hi-lo)+1)), make([]byte, 4*(hi-lo))
+	key := func(x uint32) []byte {
+		keys = binary.BigEndian.AppendUint32(keys, x)
+		return keys[len(keys)-4 : len(keys) : len(keys)]
+	}
+	if zeroEnd {
+		out = append(out, nftables.SetElement{Key: key(0), IntervalEnd: true})
+	}
+	for i := lo; i < hi; i++ {
+		b := runs[i]
+		val := vals[4*(i-lo) : 4*(i-lo)+4 : 4*(i-lo)+4]
+		if b.Addr.IsValid() {
+			a := b.Addr.As4()
+			copy(val, a[:])
+		} else {
+			binary.NativeEndian.PutUint32(val, b.Mark)
+		}
+		out = append(out, nftables.SetElement{Key: key(b.Lo), Val: val})
+		if endsAfter(i) {
+			out = append(out, nftables.SetElement{Key: key(b.Hi + 1), IntervalEnd: true})
+		}
+	}
+	return out
 }
 
 func rangeElements(ranges []netipx.IPRange) []compiler.Element {
