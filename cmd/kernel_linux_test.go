@@ -16,6 +16,7 @@ import (
 
 	"github.com/natpool/natpool/compiler/netnstest"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/pooltest"
 	"github.com/natpool/natpool/render"
 )
 
@@ -80,6 +81,12 @@ func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
 		{"wildcard-oif", pool.EgressSpec{Strategy: "hash", OIF: "uplink*", Private: []string{"10.16.0.0/22"}, Pool: []string{"192.76.8.0/28"}}, ""},
 		{"block-per-host", pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"100.64.0.0/22"}, Pool: []string{"198.18.0.0/30"},
 			Exclude: []string{"100.64.2.9"}}, "per-host"},
+		// Default sizes where every window is cut alike by the second
+		// pattern: before 0.2.0 the compact maps held the first.
+		{"block-default-/25", pool.EgressSpec{Strategy: "block", Private: []string{"10.77.0.0/22"}, Pool: []string{"198.18.0.0/25"}}, ""},
+		{"block-default-/31", pool.EgressSpec{Strategy: "block", Private: []string{"10.77.0.0/22"}, Pool: []string{"198.18.0.0/31"}}, ""},
+		{"block-default-3", pool.EgressSpec{Strategy: "block", Private: []string{"10.77.0.0/22"}, Pool: []string{"198.18.0.1-198.18.0.3"}}, ""},
+		{"block-default-5", pool.EgressSpec{Strategy: "block", Private: []string{"10.77.0.0/20"}, Pool: []string{"198.18.0.1-198.18.0.5"}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,34 +108,77 @@ func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
 	}
 }
 
-// CGNAT scale: 100.64.0.0/10 onto a /20 in the compact encoding, under
-// 10,000 kernel elements; packets from the first and last hosts of the /10,
-// of every 1,024-host group edge sampled, and of random hosts leave with a
-// port inside their block.
+// CGNAT scale: 100.64.0.0/10 onto a /20 in the compact encoding, with the
+// sizes given and by default, under 10,000 kernel elements; packets from
+// the first and last hosts of the /10, of every 1,024-host group edge
+// sampled, and of random hosts leave with a port inside their block, and
+// status finds every host's translation as the plan says.
 func TestCGNATScaleTranslatesAsLookupPredicts(t *testing.T) {
 	keepHostState(t)
 	netnstest.Require(t, "conntrack")
-	path, p := specFile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "1024", Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}})
-	ns := netnstest.New(t)
-	ns.AddUplink()
-	var applied struct{ Elements int }
-	if err := json.Unmarshal([]byte(must(t, 0, "apply", "-f", path, "--netns", ns.Name, "-o", "json")), &applied); err != nil {
-		t.Fatal(err)
+	for _, hostsPerIP := range []string{"1024", ""} {
+		t.Run("hosts-per-ip="+hostsPerIP, func(t *testing.T) {
+			path, p := specFile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: hostsPerIP, Private: []string{"100.64.0.0/10"}, Pool: []string{"198.18.0.0/20"}})
+			ns := netnstest.New(t)
+			ns.AddUplink()
+			var applied struct{ Elements int }
+			if err := json.Unmarshal([]byte(must(t, 0, "apply", "-f", path, "--netns", ns.Name, "-o", "json")), &applied); err != nil {
+				t.Fatal(err)
+			}
+			if applied.Elements >= 10000 {
+				t.Errorf("%d kernel elements, want fewer than 10,000", applied.Elements)
+			}
+			first := netip.MustParseAddr("100.64.0.0")
+			hosts := []netip.Addr{first, netip.MustParseAddr("100.127.255.255"), netip.MustParseAddr("100.100.7.9")}
+			rng := rand.New(rand.NewPCG(7, 7))
+			for range 2000 {
+				group := rng.Uint32N(4096) << 10 // a random group's first, last or any host
+				for _, offset := range []uint32{0, 1023, rng.Uint32N(1024)} {
+					hosts = append(hosts, pool.AddrFromUint32(pool.Uint32(first)+group+offset))
+				}
+			}
+			ns.SendUDP(hosts, 40000)
+			netnstest.CheckFlows(t, p, hosts, ns.Flows())
+			must(t, 0, "status", "-f", path, "--netns", ns.Name)
+		})
 	}
-	if applied.Elements >= 10000 {
-		t.Errorf("%d kernel elements, want fewer than 10,000", applied.Elements)
-	}
-	first := netip.MustParseAddr("100.64.0.0")
-	hosts := []netip.Addr{first, netip.MustParseAddr("100.127.255.255"), netip.MustParseAddr("100.100.7.9")}
-	rng := rand.New(rand.NewPCG(7, 7))
-	for range 2000 {
-		group := rng.Uint32N(4096) << 10 // a random group's first, last or any host
-		for _, offset := range []uint32{0, 1023, rng.Uint32N(1024)} {
-			hosts = append(hosts, pool.AddrFromUint32(pool.Uint32(first)+group+offset))
+}
+
+// A sample of the random specs the compiler's property test draws, of
+// every strategy, applied in a namespace: packets from up to 250 hosts of
+// each (the edges of every range among them) leave as lookup says, and
+// status finds the table in sync.
+func TestRandomPlansTranslateAsLookupPredicts(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	rng := rand.New(rand.NewPCG(41, 5))
+	for _, s := range []pool.Strategy{pool.Block, pool.Block, pool.Block, pool.Block, pool.Octet, pool.Hash, pool.Persistent} {
+		es := pooltest.RandomSpec(rng, s, 1<<12)
+		for _, err := pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{es}}); err != nil; _, err = pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{es}}) {
+			es = pooltest.RandomSpec(rng, s, 1<<12)
 		}
+		t.Run(fmt.Sprintf("%s %v onto %v", s, es.Private, es.Pool), func(t *testing.T) {
+			path, p := specFile(t, es)
+			ns := netnstest.New(t)
+			ns.AddUplink()
+			must(t, 0, "apply", "-f", path, "--netns", ns.Name)
+			must(t, 0, "status", "-f", path, "--netns", ns.Name)
+			hosts := netnstest.Hosts(p)
+			if len(hosts) > 250 {
+				sample := []netip.Addr{}
+				for _, r := range p.Egress[0].Private {
+					sample = append(sample, r.From(), r.To())
+				}
+				for range 250 - len(sample) {
+					sample = append(sample, hosts[rng.IntN(len(hosts))])
+				}
+				slices.SortFunc(sample, netip.Addr.Compare)
+				hosts = slices.Compact(sample)
+			}
+			ns.SendUDP(hosts, 40000)
+			netnstest.CheckFlows(t, p, hosts, ns.Flows())
+		})
 	}
-	ns.SendUDP(hosts, 40000)
-	netnstest.CheckFlows(t, p, hosts, ns.Flows())
 }
 
 // flows of plan A; apply plan B, one more public address (hash): flush
@@ -324,6 +374,16 @@ func TestStatusExitStatus(t *testing.T) {
 	if !strings.Contains(out, "map default_octet: 2 missing, 0 extra") || !strings.Contains(out, "0.0.0.32 : 192.76.8.1") {
 		t.Errorf("drift report:\n%s", out)
 	}
+	// A wrong element is drift twice over: as an element, and as the
+	// hosts it gives other addresses than the plan.
+	ns.MustRun("", "nft", "add", "element", "ip", "natpool", "default_octet", "{ 0.0.0.32-0.0.0.63 : 192.76.8.7 }")
+	out = must(t, 1, append([]string{"status"}, spec...)...)
+	if !strings.Contains(out, "translations (64 of 516 packets leave otherwise than the plan says") ||
+		!strings.Contains(out, "- tcp from 10.16.0.32 out any0: snat to 192.76.8.1 with ct label 127 (egress default)") ||
+		!strings.Contains(out, "+ tcp from 10.16.0.32 out any0: snat to 192.76.8.7 with ct label 127 (egress default)") {
+		t.Errorf("drift report:\n%s", out)
+	}
+	ns.MustRun("", "nft", "delete", "element", "ip", "natpool", "default_octet", "{ 0.0.0.32-0.0.0.63 }")
 	// A chain another tool added to natpool's table is drift, in nft's words.
 	ns.MustRun("", "nft", "add chain ip natpool out { type filter hook output priority 0; policy drop; }")
 	out = must(t, 1, append([]string{"status"}, spec...)...)

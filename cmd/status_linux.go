@@ -52,23 +52,33 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 	// per-host one too, and report against the closer.
 	var diffs []nft.Difference
 	var rs *compiler.Ruleset
+	var want *nft.TableState
 	for _, enc := range []compiler.Encoding{compiler.Compact, compiler.PerHost} {
 		r := compiler.Compile(plan, compiler.Options{Encoding: enc, Node: o.node})
-		want, err := nft.Expected(r)
+		w, err := nft.Expected(r)
 		if err != nil {
 			return err
 		}
-		if d := nft.Compare(want, have); rs == nil || size(d) < size(diffs) {
-			diffs, rs = d, r
+		if d := nft.Compare(w, have); rs == nil || size(d) < size(diffs) {
+			diffs, rs, want = d, r, w
 		}
 		if len(diffs) == 0 {
 			break
 		}
 	}
-	peers, err := steeringOf(rs, plan.Cluster, o.netns, &diffs)
+	peers, routes, err := steeringOf(rs, plan.Cluster, o.netns, &diffs)
 	if err != nil {
 		return err
 	}
+	// The table may agree with the compiled plan and still not be the
+	// plan, were the compiler wrong: run every host's packets through the
+	// rules over the elements the kernel holds, and compare their fate with
+	// the plan's own lookup.
+	v, err := nft.Verify(want.Program().WithSetsOf(have.Program()), plan, o.node, routes)
+	if err != nil {
+		return err
+	}
+	diffs = append(diffs, v.Difference()...)
 	path, err := onePath(o.journal, plan.Spec.Journal)
 	if err != nil {
 		return err
@@ -131,20 +141,20 @@ type peerState struct {
 
 // steeringOf adds to diffs how natpool's policy rules in netns differ from
 // the node's in rs (a missing one has this node translate hosts whose
-// replies go to another), and returns the state of each peer; nothing for
-// a single box.
-func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nft.Difference) ([]peerState, error) {
+// replies go to another), and returns the state of each peer and the
+// policy rules in force; nothing for a single box.
+func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nft.Difference) ([]peerState, []compiler.PolicyRule, error) {
 	if rs.Steering == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	r, err := linux.OpenRouting(netns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer r.Close()
 	have, err := r.PolicyRules(compiler.Owns(c))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := nft.Difference{Object: "policy rules"}
 	for _, pr := range rs.Steering.Routes {
@@ -160,7 +170,8 @@ func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nf
 	if len(d.Missing)+len(d.Extra) > 0 {
 		*diffs = append(*diffs, d)
 	}
-	return peerStates(r, c, rs.Steering.Node)
+	peers, err := peerStates(r, c, rs.Steering.Node)
+	return peers, have, err
 }
 
 // peerStates returns whether each peer of node is up.

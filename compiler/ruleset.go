@@ -350,9 +350,9 @@ func compactBlocks(rs *Ruleset, r Rule, name string, e *pool.Egress, m *pool.Blo
 		return r
 	}
 	cuts := m.Cuts()
-	for p := range cuts {
+	for _, p := range cuts {
 		suffix := ""
-		if cuts > 1 {
+		if len(cuts) > 1 {
 			suffix = fmt.Sprint(p)
 		}
 		var mins, maxs []Element
@@ -363,7 +363,7 @@ func compactBlocks(rs *Ruleset, r Rule, name string, e *pool.Egress, m *pool.Blo
 		pmin, pmax := listedMap(name+"_pmin"+suffix, PortMap, mins), listedMap(name+"_pmax"+suffix, PortMap, maxs)
 		rs.Maps = append(rs.Maps, pmin, pmax)
 		rule := l4
-		if cuts > 1 {
+		if len(cuts) > 1 {
 			rule.Sources = intersectRanges(r.Sources, m.PatternRanges(p))
 		}
 		rule.Target.MinMap, rule.Target.MaxMap, rule.Target.PortMask = pmin.Name, pmax.Name, pool.AddrFromUint32(uint32(m.Window-1))

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"iter"
+	"math"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -134,14 +135,38 @@ func (m *BlockMapping) block(gr Group, b uint64) PortRange {
 	return PortRange{uint16(lo), uint16(lo + gr.BlockSize - 1)}
 }
 
-// BlockSizes returns the smallest and largest block of any group.
+// BlockSizes returns the smallest and largest block of any group that
+// holds numbered hosts.
 func (m *BlockMapping) BlockSizes() (lo, hi int) {
-	lo, hi = m.Patterns[0][0].BlockSize, 0
-	for _, p := range m.Patterns {
+	return m.groupSpread(func(g Group) int { return g.BlockSize })
+}
+
+// HostsPerAddress returns the fewest and most hosts of any group that holds
+// numbered hosts: a group's Size, or fewer in the last window.
+func (m *BlockMapping) HostsPerAddress() (lo, hi int) {
+	return m.groupSpread(func(g Group) int { return int(g.Size) })
+}
+
+// groupSpread returns the least and greatest of f over the groups that
+// hold numbered hosts: every group of a pattern that cuts a whole window,
+// and those of the last window that its hosts reach.
+func (m *BlockMapping) groupSpread(f func(Group) int) (lo, hi int) {
+	lo = math.MaxInt
+	use := func(p Pattern, held uint64) {
 		for _, g := range p {
-			lo, hi = min(lo, g.BlockSize), max(hi, g.BlockSize)
+			if g.Offset < held {
+				lo, hi = min(lo, f(g)), max(hi, f(g))
+			}
 		}
 	}
+	last := m.windows - 1
+	if min(m.Split, last) > 0 {
+		use(m.Patterns[0], m.Window)
+	}
+	if m.Split < last {
+		use(m.Patterns[1], m.Window)
+	}
+	use(m.pattern(last), m.space-last*m.Window)
 	return lo, hi
 }
 
@@ -157,13 +182,19 @@ func (m *BlockMapping) WindowPorts(p int) []PortRange {
 	return out
 }
 
-// Cuts returns how many patterns the layout has: 1 when every window is
-// cut alike (Patterns[0] alone is used then), else 2.
-func (m *BlockMapping) Cuts() int {
-	if m.Split == 0 || m.Split >= m.windows || slices.Equal(m.Patterns[0], m.Patterns[1]) {
-		return 1
+// Cuts returns the patterns that cut the windows holding numbered hosts,
+// as indices into Patterns: [0] or [1] when every window is cut alike (by
+// Patterns[1] when Split is 0), [0 1] when the two differ. Two equal
+// patterns count as the first.
+func (m *BlockMapping) Cuts() []int {
+	var cuts []int
+	if m.Split > 0 {
+		cuts = append(cuts, 0)
 	}
-	return 2
+	if m.Split < m.windows && (len(cuts) == 0 || !slices.Equal(m.Patterns[0], m.Patterns[1])) {
+		cuts = append(cuts, 1)
+	}
+	return cuts
 }
 
 // PortBlock returns the ports the group of public address index g gives

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -280,6 +281,33 @@ func TestLiveCounterUsageIsARecount(t *testing.T) {
 		}
 		if !maps.Equal(got, use) {
 			t.Fatalf("step %d: block use %v, a recount says %v", step, got, use)
+		}
+	}
+}
+
+// The block sizes and hosts per address a plan reports are those of the
+// groups that hold hosts: a pattern no window is cut by counts for nothing
+// (with Split 0, every window is cut by Patterns[1]).
+func TestBlockSizesAreThoseTheHostsGet(t *testing.T) {
+	for _, spec := range []EgressSpec{
+		{Private: []string{"10.77.0.0/22"}, Pool: []string{"198.18.0.0/25"}},
+		{Private: []string{"10.77.0.0/22"}, Pool: []string{"198.18.0.1-198.18.0.3"}},
+		{Private: []string{"10.77.0.0/20"}, Pool: []string{"198.18.0.1-198.18.0.5"}},
+		{Private: []string{"100.64.0.0/16"}, Pool: []string{"198.18.0.0/26"}, Exclude: []string{"198.18.0.0"}},
+		{Private: []string{"100.64.0.0/16"}, Pool: []string{"198.18.0.0/25"}, HostsPerIP: "1000"},
+	} {
+		spec.Strategy = "block"
+		e := mustPlan(t, spec)
+		m := e.Mapping.(*BlockMapping)
+		lo, hi := math.MaxInt, 0
+		for h := range e.Hosts() {
+			lo, hi = min(lo, h.Ports.Len()), max(hi, h.Ports.Len())
+		}
+		if blo, bhi := m.BlockSizes(); blo != lo || bhi != hi {
+			t.Errorf("%v onto %v: block sizes %d-%d, but the hosts get %d-%d", spec.Private, spec.Pool, blo, bhi, lo, hi)
+		}
+		if len(m.Cuts()) == 0 || len(m.Cuts()) > 2 {
+			t.Errorf("%v onto %v: cuts %v", spec.Private, spec.Pool, m.Cuts())
 		}
 	}
 }

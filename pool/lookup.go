@@ -108,16 +108,13 @@ func (e *Egress) lookup(addr netip.Addr, port uint16, hasPort bool) (Answer, boo
 		if hasPort {
 			return a, false, fmt.Errorf("%s is an inside host: a port lookup takes a public address", addr)
 		}
-		i := e.Mapping.owner(x)
-		if i < 0 {
+		h, ok := e.Host(addr)
+		if !ok {
 			m := e.Mapping.(*OctetMapping)
 			a.Kind, a.Reason = NoMapping, fmt.Sprintf("its value %d lies outside octets %s", x&m.Mask(), m.Span())
 			return a, true, nil
 		}
-		a.Kind, a.Private, a.Public, a.Ports = Forward, addr, e.Pool[i].Addr, e.Ports
-		if b, ok := e.Mapping.(*BlockMapping); ok {
-			a.Ports = b.HostPorts(x)
-		}
+		a.Kind, a.Private, a.Public, a.Ports = Forward, addr, h.Public, h.Ports
 		return a, true, nil
 	}
 	for _, r := range e.Private {
@@ -211,20 +208,35 @@ func (e *Egress) Hosts() iter.Seq[Host] {
 // uplinks); any of them may give it.
 func (p *Plan) Gives(host, public netip.Addr, port uint16) bool {
 	for _, e := range p.Egress {
-		if !e.Inside.Contains(host) {
+		h, ok := e.Host(host)
+		if !ok || h.Public != public {
 			continue
 		}
-		x := Uint32(host)
-		i := e.Mapping.owner(x)
-		if i < 0 || e.Pool[i].Addr != public {
-			continue
-		}
-		if b, ok := e.Mapping.(*BlockMapping); ok && !b.HostPorts(x).Contains(port) {
+		if _, block := e.Mapping.(*BlockMapping); block && !h.Ports.Contains(port) {
 			continue
 		}
 		return true
 	}
 	return false
+}
+
+// Host returns the mapping of inside address addr: its public address and
+// the ports its connections leave from; false if the entry maps no such
+// host (not inside, excluded, or for octet a value outside the octets).
+func (e *Egress) Host(addr netip.Addr) (Host, bool) {
+	if !e.Inside.Contains(addr) {
+		return Host{}, false
+	}
+	x := Uint32(addr)
+	i := e.Mapping.owner(x)
+	if i < 0 {
+		return Host{}, false
+	}
+	h := Host{addr, e.Pool[i].Addr, e.Ports}
+	if b, ok := e.Mapping.(*BlockMapping); ok {
+		h.Ports = b.HostPorts(x)
+	}
+	return h, true
 }
 
 // Carries reports whether public is an address of the entry's pool.

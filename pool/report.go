@@ -144,17 +144,9 @@ func (e *Egress) settings() []Setting {
 	case *HashMapping:
 		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}, {"max-imbalance", fmt.Sprint(m.MaxImbalance)}}
 	case *BlockMapping:
-		sizes := func(p Pattern) (lo, hi int) {
-			lo, hi = int(p[0].Size), 0
-			for _, g := range p {
-				lo, hi = min(lo, int(g.Size)), max(hi, int(g.Size))
-			}
-			return lo, hi
-		}
-		lo0, hi0 := sizes(m.Patterns[0])
-		lo1, hi1 := sizes(m.Patterns[1])
+		hlo, hhi := m.HostsPerAddress()
 		blo, bhi := m.BlockSizes()
-		return []Setting{{"hosts-per-ip", between(min(lo0, lo1), max(hi0, hi1))}, {"block-size", between(blo, bhi)}, {"window", fmt.Sprint(m.Window)}}
+		return []Setting{{"hosts-per-ip", between(hlo, hhi)}, {"block-size", between(blo, bhi)}, {"window", fmt.Sprint(m.Window)}}
 	}
 	return nil
 }

@@ -30,7 +30,12 @@ type TableState struct {
 	Chains  []ChainState // by name
 	Maps    []MapState   // named maps, then the rules' anonymous sets; by name
 	Objects []string     // stateful objects and flowtables
+
+	program *Program
 }
+
+// Program returns the table as the kernel runs it.
+func (s *TableState) Program() *Program { return s.program }
 
 // ChainState is one chain: its hook (empty for a regular chain) and rules.
 type ChainState struct {
@@ -99,7 +104,7 @@ type chainRules struct {
 }
 
 func (o *objects) state(chains []chainRules, objects []string, resolve func(*expr.Lookup) (setWithElements, bool)) *TableState {
-	st := &TableState{Objects: objects}
+	st := &TableState{Objects: objects, program: program(chains, resolve)}
 	for _, s := range o.sets {
 		if !s.set.Anonymous {
 			st.Maps = append(st.Maps, MapState{Name: s.set.Name, Type: setType(s.set), Elements: elementsText(s)})
@@ -121,7 +126,7 @@ func (o *objects) state(chains []chainRules, objects []string, resolve func(*exp
 					return "@" + l.SetName
 				}
 				anonymous++
-				name := fmt.Sprintf("%s rule %d set %d", c.chain.Name, i+1, anonymous)
+				name := setRef(s.set, c.chain.Name, i+1, anonymous)
 				st.Maps = append(st.Maps, MapState{Name: name, Type: setType(s.set), Elements: elementsText(s)})
 				return "{" + name + "}"
 			}
