@@ -34,7 +34,7 @@ func countLive(plan *pool.Plan, netns string) (*pool.LiveCounter, error) {
 	defer c.Close()
 	counter := plan.NewLiveCounter()
 	_, err = c.Scan(plan.CTLabel, func(e *conntrack.Entry) error {
-		if e.Natpool {
+		if e.Natpool && e.Translated {
 			counter.Count(e.Connection, 1)
 		}
 		return nil

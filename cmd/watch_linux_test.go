@@ -403,3 +403,51 @@ func label(m *dto.Metric, name string) string {
 	}
 	return ""
 }
+
+// A flow that began before natpool's rules could see it (here: its host
+// was excluded from the plan, which then took it in) keeps an untranslated
+// conntrack entry: its later packets must not leave the uplink with the
+// inside address. The guard drops them, the kernel counts them, and watch
+// exports the count; a new flow of the same host is translated.
+func TestGuardDropsFlowsThatBeganUntranslated(t *testing.T) {
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	early := []netip.Addr{netip.MustParseAddr("10.16.0.1"), netip.MustParseAddr("10.16.0.2")}
+	spec := pool.EgressSpec{Strategy: "hash", Private: []string{"10.16.0.0/28"}, Pool: []string{"192.76.8.0/30"}, Exclude: []string{"10.16.0.1", "10.16.0.2"}}
+	excluding, _ := specFile(t, spec)
+	spec.Exclude = nil
+	path, p := specFile(t, spec)
+	ns := netnstest.New(t)
+	ns.AddUplink()
+	must(t, 0, "apply", "-f", excluding, "--netns", ns.Name)
+	if dropped := ns.SendUDP(early, 40000); len(dropped) > 0 {
+		t.Fatalf("excluded hosts dropped: %v", dropped)
+	}
+	w := startWatch(t, "-f", path, "--netns", ns.Name, "--metrics", "127.0.0.1:0", "--refresh", "50ms")
+	if dropped := ns.SendUDP(early, 40000); len(dropped) != len(early) {
+		t.Errorf("the untranslated flows' packets: %d of %d dropped at the uplink", len(dropped), len(early))
+	}
+	for _, f := range ns.AllFlows() {
+		if f.Src.Port() == 40000 && f.Translated != f.Src {
+			t.Errorf("%s: the early flow's entry changed to %s", f.Src, f.Translated)
+		}
+	}
+	if dropped := ns.SendUDP(early, 40001); len(dropped) > 0 {
+		t.Errorf("new flows dropped: %v", dropped)
+	}
+	translated := map[netip.Addr]netnstest.Flow{}
+	for _, f := range ns.AllFlows() {
+		if f.Src.Port() == 40001 {
+			translated[f.Src.Addr()] = f
+		}
+	}
+	netnstest.CheckFlows(t, p, early, translated, nil, true)
+	waitFor(t, 5*time.Second, "natpool_guard_dropped_packets_total 2", func() bool {
+		for _, m := range scrape(t, w.metricsAddr(t))["natpool_guard_dropped_packets_total"].GetMetric() {
+			if label(m, "egress") == "test" && m.GetCounter().GetValue() == 2 {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -28,8 +28,27 @@ type Ruleset struct {
 	Label int
 	Maps  []Map
 	Rules []Rule
+	// Guards are the guard chain's rules, one per egress entry.
+	Guards []Guard
 	// Steering is what a node of a cluster adds; nil for a single box.
 	Steering *Steering
+}
+
+// GuardChain is the chain of natpool's table that drops what would leave an
+// uplink with an inside source untranslated.
+const GuardChain = "guard"
+
+// Guard is a rule of the guard chain, which runs after source NAT: a packet
+// from Sources leaving through OIF (any interface when empty; then not one
+// routed to a peer of a cluster node, which the peer translates) whose
+// connection no source NAT translated is dropped and counted. Such a
+// connection began before natpool's rules could see it (before the table
+// existed, or steered to a peer that has since died): its conntrack entry
+// would send every later packet out with the inside address.
+type Guard struct {
+	Egress  string
+	OIF     string
+	Sources []netipx.IPRange
 }
 
 // Elements returns the number of map elements, the bucket ranges of the
@@ -155,6 +174,21 @@ func (rs *Ruleset) Comment(r Rule) string {
 
 const stampPrefix = "natpool plan "
 
+// GuardComment is the stamp on a rule of the guard chain.
+func (rs *Ruleset) GuardComment(g Guard) string {
+	return fmt.Sprintf("%s%s guard %s", stampPrefix, rs.Digest, g.Egress)
+}
+
+// GuardEgress reads the egress entry a guard rule's stamp names.
+func GuardEgress(comment string) (string, bool) {
+	rest, ok := strings.CutPrefix(comment, stampPrefix)
+	if !ok {
+		return "", false
+	}
+	_, what, _ := strings.Cut(rest, " ")
+	return strings.CutPrefix(what, "guard ")
+}
+
 // Stamp reads a rule comment: the digest of the plan a natpool rule belongs
 // to, and whether the comment is natpool's at all. natpool 0.1.0 wrote
 // "egress NAME" without a digest: such a rule is natpool's, digest unknown.
@@ -243,6 +277,7 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 
 func compileEgress(rs *Ruleset, e *pool.Egress, o Options) {
 	r := Rule{Egress: e.Name, OIF: e.OIF, Sources: e.Inside.Ranges(), egress: e}
+	rs.Guards = append(rs.Guards, Guard{Egress: e.Name, OIF: e.OIF, Sources: r.Sources})
 	if e.Ports != pool.DefaultPorts {
 		r.Ports = e.Ports
 	}

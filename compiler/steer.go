@@ -24,11 +24,14 @@ const SteerChain = "steer"
 //     rank order, looks up that node's routing table, which BIRD fills with a
 //     route through the node while its BGP session is up; an empty table
 //     falls through to the next rule, and after the last to the main table;
-//   - the NAT chain leaves alone the packets routed to a peer: that peer
-//     translates them.
+//   - the NAT chain leaves alone the packets routed to a peer (that peer
+//     translates them), labelling their connection as natpool's, so that
+//     when the peer dies or comes back watch can delete the entries of the
+//     flows it steered.
 //
 // So a packet goes to the first live node of its address's order, or is
-// translated here when this node comes first among the live ones.
+// translated here when this node comes first among the live ones. A node
+// without peers, or that comes first for every host, has no steer rules.
 type Steering struct {
 	Node  string
 	Peers []netip.Addr // the other nodes' addresses, ascending
@@ -104,6 +107,9 @@ func steering(rs *Ruleset, p *pool.Plan, node string) *Steering {
 					elems = append(elems, Element{From: e.From, To: e.To, Mark: mark})
 				}
 			}
+			if len(elems) == 0 {
+				continue // this node serves every host of the entry first
+			}
 			steer := listedMap(m.Name+"_steer", MarkMap, elems)
 			rs.Maps = append(rs.Maps, steer)
 			t.Map = steer.Name
@@ -118,6 +124,9 @@ func steering(rs *Ruleset, p *pool.Plan, node string) *Steering {
 				default:
 					t.Runs = append(t.Runs, BucketRange{Lo: run.Lo, Hi: run.Hi, Mark: mark})
 				}
+			}
+			if len(t.Runs) == 0 {
+				continue
 			}
 		}
 		st.Rules = append(st.Rules, s)
@@ -139,7 +148,7 @@ func (rs *Ruleset) PeersComment() string {
 
 // stamped reports whether what follows a stamp's digest is natpool's.
 func stamped(what string) bool {
-	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ")
+	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ")
 }
 
 // Owns returns whether a policy rule is one a node of c sets: one of its

@@ -383,3 +383,13 @@ func (c *Cluster) loads(addrs map[netip.Addr]served, perHost float64) []NodeLoad
 	}
 	return out
 }
+
+// FirstLive returns the node that serves public while the nodes live says
+// are up: the first of its order that is.
+func (c *Cluster) FirstLive(public netip.Addr, live func(node int) bool) int {
+	order := c.Order(public)
+	if i := slices.IndexFunc(order, live); i >= 0 {
+		return order[i]
+	}
+	return -1
+}

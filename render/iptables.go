@@ -33,6 +33,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	b := bufio.NewWriterSize(w, 1<<16)
 	fmt.Fprintf(b, "# %s\n", header(o.Version, rs.Digest))
 	fmt.Fprintf(b, "# Load with: iptables-restore --noflush; for a reload with the jump in place, render with --no-jump.\n")
+	fmt.Fprintf(b, "# No guard: iptables cannot drop after source NAT what leaves untranslated (natpool apply and nft do).\n")
 	for _, r := range rs.Rules {
 		if r.Target.Kind == compiler.ByJhash {
 			fmt.Fprintf(b, "# Load the sets it matches first: natpool render --format ipset | ipset restore\n")

@@ -57,8 +57,9 @@ func TestRenderedRulesetsTranslateAsPlanned(t *testing.T) {
 				ns := netnstest.New(t)
 				ns.AddUplink()
 				load(t, ns, p, format)
-				ns.SendUDP(hosts, 40000)
-				if n := netnstest.CheckFlows(t, p, hosts, ns.Flows()); n < 1000 {
+				dropped := ns.SendUDP(hosts, 40000)
+				// iptables cannot drop after source NAT: only nft carries the guard.
+				if n := netnstest.CheckFlows(t, p, hosts, ns.Flows(), dropped, format != "iptables"); n < 1000 {
 					t.Errorf("checked %d flows, want at least 1000", n)
 				}
 			})

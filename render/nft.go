@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 
+	"go4.org/netipx"
+
 	"github.com/natpool/natpool/compiler"
 )
 
@@ -74,25 +76,32 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	s.str("\tchain ").str(compiler.Chain).str(" {").end()
 	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
 	st := rs.Steering
-	if st != nil {
-		s.str("\t\trt ip nexthop {")
-		for i, p := range st.Peers {
-			if i > 0 {
-				s.str(",")
-			}
-			s.str(" ").addr(p)
-		}
-		s.str(" } accept comment ").str(strconv.Quote(rs.PeersComment())).end()
+	peers := st != nil && len(st.Peers) > 0
+	if peers {
+		s.str("\t\trt ip nexthop ").peers(st).str(" ct label set ").num(uint64(rs.Label)).str(" accept comment ").str(strconv.Quote(rs.PeersComment())).end()
 	}
 	for _, r := range rs.Rules {
 		s.rule(r, rs.Label, rs.Comment(r))
 	}
 	s.str("\t}").end()
-	if st != nil {
+	s.str("\tchain ").str(compiler.GuardChain).str(" {").end()
+	s.str("\t\ttype filter hook postrouting priority srcnat + 10; policy accept;").end()
+	for _, g := range rs.Guards {
+		s.sources(g.Sources)
+		switch {
+		case g.OIF != "":
+			s.str(" oifname ").str(strconv.Quote(g.OIF))
+		case peers:
+			s.str(" rt ip nexthop != ").peers(st)
+		}
+		s.str(" ct status ! snat counter drop comment ").str(strconv.Quote(rs.GuardComment(g))).end()
+	}
+	s.str("\t}").end()
+	if st != nil && len(st.Rules) > 0 {
 		s.str("\tchain ").str(compiler.SteerChain).str(" {").end()
 		s.str("\t\ttype filter hook prerouting priority mangle; policy accept;").end()
 		for _, r := range st.Rules {
-			s.sources(r).str(" meta mark set ").target(r.Target).str(" comment ").str(strconv.Quote(rs.Comment(r))).end()
+			s.sources(r.Sources).str(" meta mark set ").target(r.Target).str(" comment ").str(strconv.Quote(rs.Comment(r))).end()
 		}
 		s.str("\t}").end()
 	}
@@ -103,7 +112,7 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 // rule writes rule r as nft text, ending its last line. A jhash map goes a
 // run of buckets a line, written as it is made: a map may hold a million.
 func (s *stream) rule(r compiler.Rule, label int, comment string) {
-	s.sources(r)
+	s.sources(r.Sources)
 	if r.OIF != "" {
 		s.str(" oifname ").str(strconv.Quote(r.OIF))
 	}
@@ -126,19 +135,31 @@ func (s *stream) rule(r compiler.Rule, label int, comment string) {
 }
 
 // sources begins a rule's line with its match of source addresses.
-func (s *stream) sources(r compiler.Rule) *stream {
+func (s *stream) sources(sources []netipx.IPRange) *stream {
 	s.str("\t\tip saddr ")
-	if len(r.Sources) == 1 {
-		s.str(compact(r.Sources[0]))
+	if len(sources) == 1 {
+		s.str(compact(sources[0]))
 	} else {
 		sep := "{ "
-		for _, src := range r.Sources {
+		for _, src := range sources {
 			s.str(sep).str(compact(src))
 			sep = ", "
 		}
 		s.str(" }")
 	}
 	return s
+}
+
+// peers writes the set of a node's peers' addresses.
+func (s *stream) peers(st *compiler.Steering) *stream {
+	s.str("{")
+	for i, p := range st.Peers {
+		if i > 0 {
+			s.str(",")
+		}
+		s.str(" ").addr(p)
+	}
+	return s.str(" }")
 }
 
 // target writes how a rule finds its value (an address, or in a steer rule

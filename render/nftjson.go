@@ -53,6 +53,18 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
 			"comment": rs.Comment(r), "expr": nftJSONExprs(r, rs.Label)}}})
 	}
+	command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.GuardChain,
+		"type": "filter", "hook": "postrouting", "prio": 110, "policy": "accept"}}})
+	for _, g := range rs.Guards {
+		exprs := []any{sourcesMatch(g.Sources)}
+		if g.OIF != "" {
+			exprs = append(exprs, match(obj{"meta": obj{"key": "oifname"}}, g.OIF))
+		}
+		exprs = append(exprs, obj{"match": obj{"op": "!", "left": obj{"ct": obj{"key": "status"}}, "right": "snat"}},
+			obj{"counter": obj{"packets": 0, "bytes": 0}}, obj{"drop": nil})
+		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.GuardChain,
+			"comment": rs.GuardComment(g), "expr": exprs}}})
+	}
 	b.WriteString("\n  ]\n}\n")
 	return b.Flush()
 }
@@ -77,18 +89,20 @@ func match(left, right any) obj {
 	return obj{"match": obj{"op": "==", "left": left, "right": right}}
 }
 
-func nftJSONExprs(r compiler.Rule, label int) []any {
-	var sources any
-	if len(r.Sources) == 1 {
-		sources = addrRange(r.Sources[0])
-	} else {
-		set := make([]any, len(r.Sources))
-		for i, s := range r.Sources {
-			set[i] = addrRange(s)
-		}
-		sources = obj{"set": set}
+// sourcesMatch matches the source address against ranges.
+func sourcesMatch(ranges []netipx.IPRange) obj {
+	if len(ranges) == 1 {
+		return match(saddr, addrRange(ranges[0]))
 	}
-	exprs := []any{match(saddr, sources)}
+	set := make([]any, len(ranges))
+	for i, s := range ranges {
+		set[i] = addrRange(s)
+	}
+	return match(saddr, obj{"set": set})
+}
+
+func nftJSONExprs(r compiler.Rule, label int) []any {
+	exprs := []any{sourcesMatch(r.Sources)}
 	if r.OIF != "" {
 		exprs = append(exprs, match(obj{"meta": obj{"key": "oifname"}}, r.OIF))
 	}

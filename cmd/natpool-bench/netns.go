@@ -84,6 +84,7 @@ func sendUDP(ns string, first netip.Addr, count int) error {
 			return err
 		}
 		defer unix.Close(fd)
-		return netnstest.WriteUDP(fd, srcs)
+		_, err = netnstest.WriteUDP(fd, srcs)
+		return err
 	})
 }

@@ -194,7 +194,7 @@ func pace(ns string, sport uint16, rate int, d time.Duration) error {
 				srcs[i] = netip.AddrPortFrom(pool.AddrFromUint32(first+uint32(n%(1<<20))), sport+uint16(n/(1<<20)))
 				n++
 			}
-			if err := netnstest.WriteUDP(fd, srcs); err != nil {
+			if _, err := netnstest.WriteUDP(fd, srcs); err != nil {
 				return err
 			}
 			time.Sleep(time.Until(start.Add(time.Duration(n/per) * tick)))

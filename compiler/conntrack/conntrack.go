@@ -68,21 +68,26 @@ func (c *Conntrack) Close() error {
 	return nil
 }
 
-// Entry is an IPv4 source-NATed conntrack entry: the connection as natpool
-// sees it, and whether natpool's rules translated it.
+// Entry is an IPv4 conntrack entry: the connection as natpool sees it, and
+// whether natpool's rules made it.
 type Entry struct {
+	// Connection is the entry's connection; Public is where replies go:
+	// the inside host's own address and port when it is not translated.
 	pool.Connection
 	// Natpool reports whether the entry carries the label natpool's rules
-	// set (compiler.Ruleset.Label): natpool translated it, not another rule.
+	// set (compiler.Ruleset.Label): natpool's rules made it, not another
+	// rule's.
 	Natpool bool
+	// Translated reports whether source NAT translated the connection. A
+	// cluster node's natpool entries that are not were steered to a peer.
+	Translated bool
 	// msg is the entry as dumped, decoded whole only to delete it; it
 	// points into the dump buffer and is valid during Scan's callback.
 	msg netlink.Message
 }
 
-// Scan dumps the IPv4 conntrack table and calls fn with each source-NATed
-// entry as it is decoded, label being the conntrack label bit natpool's
-// rules set. fn may Delete the entry; it must not keep it. Scan returns how
+// Scan dumps the IPv4 conntrack table and calls fn with each entry as it
+// is decoded, label being the conntrack label bit natpool's rules set. fn may Delete the entry; it must not keep it. Scan returns how
 // many IPv4 entries the table held; nothing of the dump outlives it, so a
 // scan of millions of entries runs in constant memory.
 //
@@ -153,7 +158,7 @@ const (
 
 // decodeEntry reads an entry's status, labels, original tuple and the
 // reply's destination address and port into e; false unless it is an IPv4
-// source-NATed entry.
+// entry.
 func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 	*e = Entry{msg: netlink.Message{Header: netlink.Header{Length: m.Header.Len, Type: netlink.HeaderType(m.Header.Type),
 		Flags: netlink.HeaderFlags(m.Header.Flags), Sequence: m.Header.Seq, PID: m.Header.Pid}, Data: m.Data}}
@@ -175,9 +180,10 @@ func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 			e.Natpool = hasLabel(ad.Bytes(), label)
 		}
 	}
-	if ad.Err() != nil || status&ipsSrcNAT == 0 || !orig.src.Is4() {
+	if ad.Err() != nil || !orig.src.Is4() {
 		return false
 	}
+	e.Translated = status&ipsSrcNAT != 0
 	e.Connection = pool.Connection{
 		Host:   orig.src,
 		Public: netip.AddrPortFrom(reply.dst, reply.dport),
@@ -250,20 +256,42 @@ func (c *Conntrack) Delete(e *Entry) (err error) {
 // without natpool's label are never selected: other rules made them.
 type Selector func(*Entry) bool
 
-// StaleIn selects natpool's entries whose translation the plan no longer
-// gives: after a pool change, the hosts that moved, and every entry through
-// an address the change removed.
+// StaleIn selects natpool's translated entries whose translation the plan
+// no longer gives: after a pool change, the hosts that moved, and every
+// entry through an address the change removed.
 func StaleIn(p *pool.Plan) Selector {
-	return func(e *Entry) bool { return !p.Gives(e.Host, e.Public.Addr(), e.Public.Port()) }
+	return func(e *Entry) bool { return e.Translated && !p.Gives(e.Host, e.Public.Addr(), e.Public.Port()) }
 }
 
 // TranslatedTo selects natpool's entries translated to one of addrs.
 func TranslatedTo(addrs []netip.Addr) Selector {
-	return func(e *Entry) bool { return slices.Contains(addrs, e.Public.Addr()) }
+	return func(e *Entry) bool { return e.Translated && slices.Contains(addrs, e.Public.Addr()) }
 }
 
-// Of selects the entries of one egress entry: its inside hosts leaving
-// through its pool.
+// Of selects the translated entries of one egress entry: its inside hosts
+// leaving through its pool.
 func Of(eg *pool.Egress) Selector {
-	return func(e *Entry) bool { return eg.Inside.Contains(e.Host) && eg.Carries(e.Public.Addr()) }
+	return func(e *Entry) bool { return e.Translated && eg.Inside.Contains(e.Host) && eg.Carries(e.Public.Addr()) }
+}
+
+// Misplaced selects, on node self of a cluster whose live nodes are those
+// live says, natpool's entries of the flows that now take another path than
+// their entry: those translated here of hosts a live peer now serves, and
+// those steered to a peer (untranslated) of hosts this node now serves.
+// Left alone, the first leave through a node their replies no longer
+// reach, and the second would leave untranslated (the guard drops them):
+// deleted, each flow's next packet is a new connection that goes where
+// its host's public address is served now, and is translated there.
+func Misplaced(p *pool.Plan, self int, live func(node int) bool) Selector {
+	return func(e *Entry) bool {
+		for _, eg := range p.Egress {
+			h, ok := eg.Host(e.Host)
+			if !ok || e.Translated && !eg.Carries(e.Public.Addr()) {
+				continue
+			}
+			here := p.Cluster.FirstLive(h.Public, live) == self
+			return here != e.Translated
+		}
+		return false
+	}
 }

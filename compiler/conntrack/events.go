@@ -125,7 +125,7 @@ func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
 			if m.Header.Type&0xff == ipctnlMsgCtNew {
 				delta = 1
 			}
-			if decodeEntry(m, s.label, &e) && e.Natpool {
+			if decodeEntry(m, s.label, &e) && e.Natpool && e.Translated {
 				fn(Change{Connection: e.Connection, Delta: delta})
 			}
 		}

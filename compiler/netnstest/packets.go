@@ -79,41 +79,38 @@ func (ns *NS) SetUplink(i int, up bool) {
 	}
 }
 
+// Dropped are the sources whose packet the namespace's own netfilter
+// dropped on its way out: the kernel refused the send with EPERM.
+type Dropped map[netip.Addr]bool
+
 // SendUDP sends one UDP packet to Destination:53 from each source address,
 // all from source port sport, through a raw socket made inside the namespace.
-func (ns *NS) SendUDP(srcs []netip.Addr, sport uint16) {
+func (ns *NS) SendUDP(srcs []netip.Addr, sport uint16) Dropped {
 	ns.t.Helper()
 	from := make([]netip.AddrPort, len(srcs))
 	for i, s := range srcs {
 		from[i] = netip.AddrPortFrom(s, sport)
 	}
-	ns.SendUDPFrom(from)
+	return ns.SendUDPFrom(from)
 }
 
 // SendUDPFrom sends one UDP packet to Destination:53 from each source
 // address and port.
-func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) {
+func (ns *NS) SendUDPFrom(srcs []netip.AddrPort) Dropped {
 	ns.t.Helper()
-	fd, err := ns.rawSocket()
-	if err != nil {
-		ns.t.Fatalf("raw socket in %s: %v", ns.Name, err)
-	}
-	defer unix.Close(fd)
-	if err := WriteUDP(fd, srcs); err != nil {
-		ns.t.Fatal(err)
-	}
+	return ns.SendUDPTo(netip.AddrPortFrom(netip.MustParseAddr(Destination), 53), srcs)
 }
 
 // WriteUDP sends one UDP packet to Destination:53 from each source address
 // and port through fd, a raw IPPROTO_RAW socket (which implies IP_HDRINCL).
-func WriteUDP(fd int, srcs []netip.AddrPort) error {
+func WriteUDP(fd int, srcs []netip.AddrPort) (Dropped, error) {
 	return WriteUDPTo(fd, netip.AddrPortFrom(netip.MustParseAddr(Destination), 53), srcs)
 }
 
 // WriteUDPTo sends one UDP packet to dst from each source address and port
 // through fd, a raw IPPROTO_RAW socket. The payload is the source address,
 // so that an echo tells whose packet it answers.
-func WriteUDPTo(fd int, dst netip.AddrPort, srcs []netip.AddrPort) error {
+func WriteUDPTo(fd int, dst netip.AddrPort, srcs []netip.AddrPort) (Dropped, error) {
 	to4 := dst.Addr().As4()
 	pkt := make([]byte, 32)
 	pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_UDP // version 4, header 20 bytes; TTL; protocol
@@ -122,30 +119,37 @@ func WriteUDPTo(fd int, dst netip.AddrPort, srcs []netip.AddrPort) error {
 	binary.BigEndian.PutUint16(pkt[22:], dst.Port())
 	binary.BigEndian.PutUint16(pkt[24:], uint16(len(pkt)-20)) // UDP length; checksum 0: none
 	to := &unix.SockaddrInet4{Addr: to4}
+	dropped := Dropped{}
 	for _, src := range srcs {
 		s := src.Addr().As4()
 		copy(pkt[12:16], s[:]) // the kernel fills in the header checksum
 		binary.BigEndian.PutUint16(pkt[20:], src.Port())
 		copy(pkt[28:], s[:])
-		if err := unix.Sendto(fd, pkt, 0, to); err != nil {
-			return fmt.Errorf("send from %s: %w", src, err)
+		switch err := unix.Sendto(fd, pkt, 0, to); err {
+		case nil:
+		case unix.EPERM:
+			dropped[src.Addr()] = true
+		default:
+			return dropped, fmt.Errorf("send from %s: %w", src, err)
 		}
 	}
-	return nil
+	return dropped, nil
 }
 
 // SendUDPTo sends one UDP packet to dst from each source address and port,
 // its payload the source address.
-func (ns *NS) SendUDPTo(dst netip.AddrPort, srcs []netip.AddrPort) {
+func (ns *NS) SendUDPTo(dst netip.AddrPort, srcs []netip.AddrPort) Dropped {
 	ns.t.Helper()
 	fd, err := ns.rawSocket()
 	if err != nil {
 		ns.t.Fatalf("raw socket in %s: %v", ns.Name, err)
 	}
 	defer unix.Close(fd)
-	if err := WriteUDPTo(fd, dst, srcs); err != nil {
+	dropped, err := WriteUDPTo(fd, dst, srcs)
+	if err != nil {
 		ns.t.Fatal(err)
 	}
+	return dropped
 }
 
 // ListenUDP opens a UDP socket bound to addr inside the namespace; it is

@@ -4,6 +4,7 @@ package netnstest
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/natpool/natpool/pool"
@@ -28,24 +29,36 @@ func Hosts(p *pool.Plan) []netip.Addr {
 }
 
 // CheckFlows asserts that each host's flow left as natpool lookup says: with
-// the public address it predicts and a source port in the range it gives,
-// or untranslated when the plan maps the host nowhere. It returns how many
-// flows it checked.
-func CheckFlows(t *testing.T, p *pool.Plan, hosts []netip.Addr, flows map[netip.Addr]Flow) int {
+// the public address it predicts and a source port in the range it gives.
+// An excluded host leaves untranslated; an inside host the plan maps
+// nowhere (a value outside the octets) too, unless guarded, when natpool's
+// guard must have dropped it. It returns how many flows it checked.
+func CheckFlows(t *testing.T, p *pool.Plan, hosts []netip.Addr, flows map[netip.Addr]Flow, dropped Dropped, guarded bool) int {
 	t.Helper()
 	checked := 0
 	for _, h := range hosts {
-		f, ok := flows[h]
-		if !ok {
-			t.Errorf("%s: no conntrack entry", h)
-			continue
-		}
-		checked++
 		answers, err := p.Lookup(h.String(), "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		a := answers[0]
+		inside := slices.ContainsFunc(p.Egress, func(e *pool.Egress) bool { return e.Inside.Contains(h) })
+		f, ok := flows[h]
+		switch {
+		case guarded && inside && a.Kind == pool.NoMapping:
+			if !dropped[h] || ok {
+				t.Errorf("%s is inside but not mapped (%s): natpool's guard let it leave (dropped %v, conntrack entry %v)", h, a.Reason, dropped[h], ok)
+			}
+			checked++
+			continue
+		case dropped[h]:
+			t.Errorf("%s: its packet was dropped on the way out", h)
+			continue
+		case !ok:
+			t.Errorf("%s: no conntrack entry", h)
+			continue
+		}
+		checked++
 		if a.Kind == pool.NoMapping { // excluded, or a value outside the octet range
 			if f.Translated.Addr() != h {
 				t.Errorf("%s is not mapped (%s) but left as %s", h, a.Reason, f.Translated)

@@ -52,6 +52,7 @@ const (
 	ifnameValue
 	protoValue
 	portValue
+	hostValue // a 32-bit number in host order: marks, ct status
 )
 
 // value writes data compared with or assigned to the operand.
@@ -77,6 +78,8 @@ func (o operand) value(data []byte) string {
 		return a
 	case o.kind == portValue && len(data) == 2:
 		return fmt.Sprint(binary.BigEndian.Uint16(data))
+	case o.kind == hostValue && len(data) == 4:
+		return fmt.Sprintf("%#x", binary.NativeEndian.Uint32(data))
 	}
 	return bytesText(data)
 }
@@ -136,6 +139,8 @@ func (d *decompiler) expr(e expr.Any) {
 			o.kind = ifnameValue
 		case expr.MetaKeyL4PROTO:
 			o.kind = protoValue
+		case expr.MetaKeyMARK:
+			o.kind = hostValue
 		}
 		if e.SourceRegister {
 			d.out = append(d.out, fmt.Sprintf("%s set %s", o.text, d.reg(e.Register).text))
@@ -193,7 +198,11 @@ func (d *decompiler) expr(e expr.Any) {
 			d.out = append(d.out, text)
 			return
 		}
-		d.set(e.Register, operand{text: text})
+		o := operand{text: text}
+		if e.Key == expr.CtKeySTATUS || e.Key == expr.CtKeyMARK {
+			o.kind = hostValue
+		}
+		d.set(e.Register, o)
 	case *expr.Rt:
 		// google/nftables v0.3.0 reads no rt expression back: it drops it
 		// from the rule. Written as the kernel's copy is read, the register
@@ -259,6 +268,9 @@ func (d *decompiler) cmpText(e *expr.Cmp) string {
 		}
 	}
 	ops := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ", expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}
+	if left.mask != nil && e.Op == expr.CmpOpEq {
+		ops[e.Op] = "== " // ct status & 0x10 == 0x0
+	}
 	return fmt.Sprintf("%s %s%s", left.text, ops[e.Op], left.value(e.Data))
 }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -166,6 +167,42 @@ func (k *Kernel) Stamp(table string) (_ TableStamp, err error) {
 		}
 	}
 	return st, nil
+}
+
+// GuardDrops returns, per egress entry, the packets natpool's guard chain
+// has dropped since the table was loaded: packets from inside hosts that
+// would have left their uplink untranslated. Nothing when the table or its
+// guard is missing.
+func (k *Kernel) GuardDrops(table string) (_ map[string]uint64, err error) {
+	defer func() { err = linux.Privileged(err) }()
+	t, err := k.conn.ListTableOfFamily(table, nftables.TableFamilyIPv4)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rules, err := k.conn.GetRules(t, &nftables.Chain{Name: compiler.GuardChain, Table: t})
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	drops := map[string]uint64{}
+	for _, r := range rules {
+		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		egress, ok := compiler.GuardEgress(comment)
+		if !ok {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if c, ok := e.(*expr.Counter); ok {
+				drops[egress] += c.Packets
+			}
+		}
+	}
+	return drops, nil
 }
 
 // NotNatpoolsError is a table natpool refuses to replace or delete: it

@@ -172,10 +172,13 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		c.rules = append(c.rules, &nftables.Rule{Table: o.table, Chain: c.chain, Exprs: exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
 	}
-	if st := rs.Steering; st != nil {
-		// Packets routed to a peer leave untranslated: the peer translates them.
+	if st := rs.Steering; st != nil && len(st.Peers) > 0 {
+		// Packets routed to a peer leave untranslated: the peer translates
+		// them. Their connection is labelled natpool's, so that watch may
+		// delete it when the peer dies or comes back.
 		s := o.anonymous("the rule for peers", nftables.TypeIPAddr, nftables.SetDatatype{}, false, peerElements(st.Peers))
-		add(nat, []expr.Any{&expr.Rt{Register: reg1, Key: expr.RtNexthop4}, lookup(s, reg1), &expr.Verdict{Kind: expr.VerdictAccept}}, rs.PeersComment())
+		x := append([]expr.Any{&expr.Rt{Register: reg1, Key: expr.RtNexthop4}, lookup(s, reg1)}, labelExprs(rs.Label)...)
+		add(nat, append(x, &expr.Verdict{Kind: expr.VerdictAccept}), rs.PeersComment())
 	}
 	for _, r := range rs.Rules {
 		exprs, err := o.ruleExprs(r, rs.Label, named)
@@ -185,7 +188,15 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		add(nat, exprs, rs.Comment(r))
 	}
 	o.chains = append(o.chains, *nat)
-	if st := rs.Steering; st != nil {
+	// The guard runs after source NAT has set up the connection's
+	// translation, so that it sees whether there is one.
+	guard := &chainRules{chain: &nftables.Chain{Name: compiler.GuardChain, Table: o.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource + 10), Policy: &accept}}
+	for _, g := range rs.Guards {
+		add(guard, o.guardExprs(g, rs.Steering), rs.GuardComment(g))
+	}
+	o.chains = append(o.chains, *guard)
+	if st := rs.Steering; st != nil && len(st.Rules) > 0 {
 		// Marks are set before routing, which they steer: at mangle priority.
 		steer := &chainRules{chain: &nftables.Chain{Name: compiler.SteerChain, Table: o.table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}}
@@ -195,6 +206,42 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		o.chains = append(o.chains, *steer)
 	}
 	return o, nil
+}
+
+// guardExprs drops and counts, as nft encodes `ip saddr SOURCES oifname
+// OIF ct status ! snat counter drop` (for any interface, `rt ip nexthop !=
+// { PEERS }` in place of the oifname on a node with peers).
+func (o *objects) guardExprs(g compiler.Guard, st *compiler.Steering) []expr.Any {
+	x := o.sourceExprs(compiler.Rule{Egress: g.Egress, Sources: g.Sources})
+	switch {
+	case g.OIF != "":
+		x = append(x, oifExprs(g.OIF)...)
+	case st != nil && len(st.Peers) > 0:
+		s := o.anonymous("a set of the guard of egress "+g.Egress, nftables.TypeIPAddr, nftables.SetDatatype{}, false, peerElements(st.Peers))
+		l := lookup(s, reg1)
+		l.Invert = true
+		x = append(x, &expr.Rt{Register: reg1, Key: expr.RtNexthop4}, l)
+	}
+	return append(x, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsSrcNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
+		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// ipsSrcNAT is the conntrack status bit of a source-NATed connection
+// (IPS_SRC_NAT).
+const ipsSrcNAT = 1 << 4
+
+// oifExprs matches the output interface, as nft encodes `oifname NAME`.
+func oifExprs(oif string) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(oif)}}
+}
+
+// labelExprs marks the connection as natpool's, as nft encodes `ct label
+// set N`.
+func labelExprs(label int) []expr.Any {
+	return []expr.Any{&expr.Immediate{Register: reg1, Data: compiler.LabelBits(label)},
+		&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyLABELS}}
 }
 
 // steerExprs sets the packet mark of a steer rule: the rule's target finds
@@ -284,18 +331,15 @@ func (o *objects) jhash(t compiler.Target) []expr.Any {
 func (o *objects) ruleExprs(r compiler.Rule, label int, named map[string]*nftables.Set) ([]expr.Any, error) {
 	x := o.sourceExprs(r)
 	if r.OIF != "" {
-		x = append(x, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(r.OIF)})
+		x = append(x, oifExprs(r.OIF)...)
 	}
 	if r.L4 {
 		s := o.anonymous("a set of the rule of egress "+r.Egress, nftables.TypeInetProto, nftables.SetDatatype{}, false,
 			[]nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}}})
 		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, lookup(s, reg1))
 	}
-	// Mark the connection as natpool's before translating it, as nft
-	// encodes `ct label set N`.
-	x = append(x, &expr.Immediate{Register: reg1, Data: compiler.LabelBits(label)},
-		&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyLABELS})
+	// Mark the connection as natpool's before translating it.
+	x = append(x, labelExprs(label)...)
 	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
 	t := r.Target
 	portReg := uint32(reg2) // where the port range goes, if the rule has one

@@ -171,12 +171,28 @@ func (vr *verifier) address(e *pool.Egress, x netip.Addr, oif string) error {
 			vr.v.add(Mismatch{owner.Name, packetText(pkt), want.String(vr.plan.CTLabel), have.String(vr.plan.CTLabel)})
 		}
 	}
+	// The guard drops an inside host's packet whose connection no source
+	// NAT translated, and only that, out of the entry's interface.
+	guarded := slices.ContainsFunc(vr.plan.Egress, func(e2 *pool.Egress) bool {
+		return (e2.OIF == "" || pool.MatchesInterface(e2.OIF, oif)) && e2.Inside.Contains(x)
+	})
+	for _, status := range []uint32{0, ipsSrcNAT} {
+		pkt := Packet{Src: x, Dst: probeDst, Proto: unix.IPPROTO_TCP, OIF: oif, CtStatus: status}
+		out, err := vr.prog.Run(compiler.GuardChain, pkt)
+		if err != nil {
+			return err
+		}
+		vr.v.Packets++
+		if want := guarded && status == 0; out.Drop != want {
+			vr.v.add(Mismatch{owner.Name, "guard " + packetText(pkt), guardText(want), guardText(out.Drop)})
+		}
+	}
 	if mapped && vr.steer != nil {
 		m, err := vr.steer.check(vr.prog, h, oif)
 		if err != nil {
 			return err
 		}
-		vr.v.Packets += 2
+		vr.v.Packets += 3
 		if m != nil {
 			m.Egress = owner.Name
 			vr.v.add(*m)
@@ -251,7 +267,17 @@ func packetText(p Packet) string {
 	if p.Nexthop.IsValid() {
 		s += " via " + p.Nexthop.String()
 	}
-	return s
+	if p.CtStatus&ipsSrcNAT == 0 {
+		return s
+	}
+	return s + " translated"
+}
+
+func guardText(drop bool) string {
+	if drop {
+		return "dropped: untranslated"
+	}
+	return "passed"
 }
 
 // interfaceFor is an interface name an egress entry's oif matches: the name
@@ -271,6 +297,7 @@ func interfaceFor(oif string) string {
 // tables natpool's policy rules then look up in rank order.
 type steerCheck struct {
 	cluster *pool.Cluster
+	label   int
 	self    int
 	tables  map[uint32][]int // the tables a mark's policy rules look up, by priority
 }
@@ -279,7 +306,7 @@ func newSteerCheck(p *pool.Plan, node string, routes []compiler.PolicyRule) *ste
 	if node == "" || p.Cluster == nil {
 		return nil
 	}
-	s := &steerCheck{cluster: p.Cluster, self: p.Cluster.NodeIndex(node), tables: map[uint32][]int{}}
+	s := &steerCheck{cluster: p.Cluster, label: p.CTLabel, self: p.Cluster.NodeIndex(node), tables: map[uint32][]int{}}
 	routes = slices.Clone(routes)
 	slices.SortStableFunc(routes, func(a, b compiler.PolicyRule) int { return a.Priority - b.Priority })
 	for _, r := range routes {
@@ -325,12 +352,24 @@ func (s *steerCheck) check(prog *Program, h pool.Host, oif string) (*Mismatch, e
 	if len(above) == 0 {
 		return nil, nil
 	}
-	pkt = Packet{Src: h.Addr, Dst: probeDst, Proto: unix.IPPROTO_TCP, OIF: oif, Nexthop: c.Nodes[above[0]].Address}
+	// Routed to the peer, it leaves untranslated with natpool's label, out
+	// of an interface the guard lets through.
+	pkt = Packet{Src: h.Addr, Dst: probeDst, Proto: unix.IPPROTO_TCP, OIF: "peers0", Nexthop: c.Nodes[above[0]].Address}
 	if out, err = prog.Run(compiler.Chain, pkt); err != nil {
 		return nil, err
 	}
-	if have := fateOf(out, h.Addr, -1); have != (fate{}) {
-		return &Mismatch{Packet: packetText(pkt), Want: "not translated: the peer translates it", Have: have.String(-1)}, nil
+	const steered = "not translated, labelled natpool's: the peer translates it"
+	switch have := fateOf(out, h.Addr, -1); {
+	case have != (fate{}):
+		return &Mismatch{Packet: packetText(pkt), Want: steered, Have: have.String(-1)}, nil
+	case out.Labels != [16]byte(compiler.LabelBits(s.label)):
+		return &Mismatch{Packet: packetText(pkt), Want: steered, Have: "not translated, without natpool's label"}, nil
+	}
+	if out, err = prog.Run(compiler.GuardChain, pkt); err != nil {
+		return nil, err
+	}
+	if out.Drop {
+		return &Mismatch{Packet: "guard " + packetText(pkt), Want: guardText(false), Have: guardText(true)}, nil
 	}
 	return nil, nil
 }
