@@ -50,6 +50,11 @@ func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) (stri
 	if err := claimable(k, rs.Table); err != nil {
 		return "", err
 	}
+	if rs.Steering != nil {
+		if err := claimableRouting(plan.Cluster, o.netns); err != nil {
+			return "", err
+		}
+	}
 	rec := plan.Record()
 	change := journal.Event{Op: journal.Apply, Netns: o.netns, Table: rs.Table, Digest: rs.Digest}
 	if err := journaled(path, change, &rec, stderr, func() error { return applyNode(k, rs, plan.Cluster, o.netns) }); err != nil {
@@ -93,18 +98,30 @@ func applyNode(k *nft.Kernel, rs *compiler.Ruleset, c *pool.Cluster, netns strin
 		return err
 	}
 	defer r.Close()
-	mine := compiler.Owns(c)
-	had, err := r.PolicyRules(mine)
+	reserved := compiler.Reserved(c)
+	had, _, err := r.PolicyRules(reserved)
 	if err != nil {
 		return err
 	}
-	if err := r.SetPolicyRules(append(slices.Clone(had), rs.Steering.Routes...), mine); err != nil {
-		return errors.Join(err, r.SetPolicyRules(had, mine))
+	if err := r.SetPolicyRules(append(slices.Clone(had), rs.Steering.Routes...), reserved); err != nil {
+		return errors.Join(err, r.SetPolicyRules(had, reserved))
 	}
 	if err := k.Apply(rs); err != nil {
-		return errors.Join(err, r.SetPolicyRules(had, mine))
+		return errors.Join(err, r.SetPolicyRules(had, reserved))
 	}
-	return r.SetPolicyRules(rs.Steering.Routes, mine)
+	return r.SetPolicyRules(rs.Steering.Routes, reserved)
+}
+
+// claimableRouting refuses, before anything is written to the journal, a
+// cluster's policy-routing ranges when a rule or route natpool did not make
+// sits in them.
+func claimableRouting(c *pool.Cluster, netns string) error {
+	r, err := linux.OpenRouting(netns)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.ClaimCluster(c)
 }
 
 func dryRun(k *nft.Kernel, rs *compiler.Ruleset, o *applyOptions, stdout io.Writer) error {
@@ -179,8 +196,9 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 	if err := claimable(k, table); err != nil {
 		return err
 	}
-	// A node's policy rules go with its table: natpool's are told by the
-	// cluster's priorities, tables and marks, which only the plan knows.
+	// A node's policy rules go with its table: natpool refuses to touch
+	// them beside another's rule in the cluster's priorities, tables and
+	// marks, which only the plan knows.
 	var cluster *pool.Cluster
 	if o.node != "" {
 		plan, err := o.spec.plan(stderr)
@@ -191,6 +209,9 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 			return err
 		}
 		cluster = plan.Cluster
+		if err := claimableRouting(cluster, o.netns); err != nil {
+			return err
+		}
 	}
 	var deleted bool
 	change := journal.Event{Op: journal.Delete, Netns: o.netns, Table: table}
@@ -203,7 +224,7 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer r.Close()
-		return r.SetPolicyRules(nil, compiler.Owns(cluster))
+		return r.SetPolicyRules(nil, compiler.Reserved(cluster))
 	}); err != nil {
 		return err
 	}

@@ -679,3 +679,51 @@ cluster:
 		t.Errorf("a lone node has policy rules:\n%s", rules)
 	}
 }
+
+// natpool tells its policy rules by their protocol, not by where they sit:
+// an admin's rule or route in the cluster's priorities, tables or marks is
+// refused, named, and left as it was, and a route another put in a peer's
+// table does not make the peer up.
+func TestForeignRulesAndRoutesAreRefusedAndLeftAlone(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t, "nft")
+	ipIn(t, ns, "link", "set", "lo", "up")
+	args := []string{"-f", "../testdata/cluster.yaml", "--node", "nat1", "--netns", ns.Name, "--journal", filepath.Join(t.TempDir(), "journal")}
+	must(t, 0, append([]string{"apply"}, args...)...)
+	if rules := ns.MustRun("", "ip", "rule", "show"); !strings.Contains(rules, "proto 78") {
+		t.Errorf("natpool's policy rules carry no protocol of natpool's:\n%s", rules)
+	}
+	for _, foreign := range []struct {
+		add, del []string
+		want     string
+	}{
+		{[]string{"rule", "add", "fwmark", "0x4e500000", "lookup", "7351", "priority", "7350"}, []string{"rule", "del", "priority", "7350", "fwmark", "0x4e500000", "lookup", "7351", "protocol", "unspec"},
+			"policy rule 7350: from all fwmark 0x4e500000 lookup 7351 proto 0 sits in natpool's policy-routing ranges"},
+		{[]string{"rule", "add", "from", "10.9.0.0/16", "lookup", "7352", "priority", "100"}, []string{"rule", "del", "priority", "100"},
+			"policy rule 100: from 10.9.0.0/16 lookup 7352 proto 0 sits in natpool's"},
+		{[]string{"route", "add", "blackhole", "0.0.0.0/0", "table", "7351"}, []string{"route", "del", "blackhole", "0.0.0.0/0", "table", "7351"},
+			"route 0.0.0.0/0 in routing table 7351 (proto 3) sits in natpool's"},
+	} {
+		ipIn(t, ns, foreign.add...)
+		before := ns.MustRun("", "ip", "rule", "show") + ns.MustRun("", "ip", "route", "show", "table", "all")
+		for _, cmd := range []string{"apply", "apply --delete"} {
+			code, _, stderr := run(append(strings.Fields(cmd), args...)...)
+			if code != exitTrouble || !strings.Contains(stderr, foreign.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("%s beside %v: exit %d, %q; want exit 2 naming %q", cmd, foreign.add, code, stderr, foreign.want)
+			}
+		}
+		if after := ns.MustRun("", "ip", "rule", "show") + ns.MustRun("", "ip", "route", "show", "table", "all"); after != before {
+			t.Errorf("beside %v, natpool changed the routing:\nbefore:\n%s\nafter:\n%s", foreign.add, before, after)
+		}
+		status := must(t, 1, append([]string{"status"}, args...)...)
+		if !strings.Contains(status, "(not natpool's, in its ranges)") || !strings.Contains(status, "peer nat2 down") {
+			t.Errorf("status beside %v:\n%s", foreign.add, status)
+		}
+		ipIn(t, ns, foreign.del...)
+		must(t, 0, append([]string{"status"}, args...)...)
+	}
+	must(t, 0, append([]string{"apply", "--delete"}, args...)...)
+	if rules := ns.MustRun("", "ip", "rule", "show"); strings.Contains(rules, "proto 78") {
+		t.Errorf("apply --delete left natpool's rules:\n%s", rules)
+	}
+}

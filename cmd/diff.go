@@ -15,6 +15,7 @@ import (
 type diffOptions struct {
 	oldFile, newFile string
 	format           string
+	node             string
 	output           string
 	maxLines         int
 }
@@ -27,7 +28,11 @@ func newDiffCmd(stdout io.Writer) *cobra.Command {
 		Long: `Diff plans OLD and NEW (spec files, or the JSON of natpool plan -o json),
 prints the unified diff of their rendered rulesets and, per egress entry, how
 many inside hosts change public address (and, in block mode, port block),
-with the largest ranges of moved hosts. This is what CI runs on a spec change.
+with the largest ranges of moved hosts; for specs with nodes, the chunks of
+the pool that change owner. This is what CI runs on a spec change.
+
+Specs with nodes render without a node's steering unless --node names one
+(needed for --format bird), which both specs must list.
 
 Plans with equal digests are identical, and answer at once. Otherwise both
 rulesets are rendered and compared as they are written, never held, so a
@@ -38,6 +43,7 @@ from the two plans, not from the text.
 Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 		Example: `  natpool diff main/campus.yaml campus.yaml
   natpool diff --format iptables old.yaml new.yaml
+  natpool diff --format bird --node nat1 main/cluster.yaml cluster.yaml
   natpool diff --max-lines 200 -o json old.yaml new.yaml`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -46,6 +52,7 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 		},
 	}
 	choiceFlag(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
+	nodeFlag(cmd, &o.node)
 	cmd.Flags().IntVar(&o.maxLines, "max-lines", 0, "print at most this many lines of the ruleset diff (0: all)")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
@@ -63,6 +70,13 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.node != "" {
+		for _, p := range []*pool.Plan{oldPlan, newPlan} {
+			if err := checkNode(p, o.node); err != nil {
+				return err
+			}
+		}
+	}
 	d := render.DiffReport{Format: o.format, Identical: compiler.Digest(oldPlan) == compiler.Digest(newPlan)}
 	if d.Identical {
 		if o.output == "json" {
@@ -70,13 +84,13 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 		}
 		return nil
 	}
-	d.Churn = churn(oldPlan, newPlan)
+	d.Churn, d.Chunks = churn(oldPlan, newPlan), pool.ChunkChurn(oldPlan, newPlan)
 	var text bytes.Buffer // the diff, for JSON; text goes straight out
 	out := io.Writer(&text)
 	if o.output == "text" {
 		out = stdout
 	}
-	oldText, newText := renderPipe(o.oldFile, oldPlan, o.format), renderPipe(o.newFile, newPlan, o.format)
+	oldText, newText := renderPipe(o.oldFile, oldPlan, o.format, o.node), renderPipe(o.newFile, newPlan, o.format, o.node)
 	res, err := render.StreamDiff(out, o.oldFile, o.newFile, oldText, newText, o.maxLines)
 	oldText.Close() // stop a renderer the diff did not read to the end
 	newText.Close()
@@ -95,12 +109,12 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 	return &exitError{code: exitFound}
 }
 
-// renderPipe renders the ruleset of the plan of a file in format, as it is
-// read.
-func renderPipe(path string, plan *pool.Plan, format string) io.ReadCloser {
+// renderPipe renders the ruleset of the plan of a file in format, for node
+// when set, as it is read.
+func renderPipe(path string, plan *pool.Plan, format, node string) io.ReadCloser {
 	r, w := io.Pipe()
 	go func() {
-		if err := render.Ruleset(w, io.Discard, plan, format, render.Options{Version: Version}); err != nil {
+		if err := render.Ruleset(w, io.Discard, plan, format, render.Options{Version: Version, Node: node}); err != nil {
 			w.CloseWithError(fmt.Errorf("%s: %w", path, err))
 		}
 		w.Close()

@@ -147,3 +147,39 @@ func TestSavedPlanCarriesItsHosts(t *testing.T) {
 		})
 	}
 }
+
+// Two cluster specs that differ only in their nodes are different plans:
+// the digest covers the nodes, and diff names the chunks that change
+// owner; --node diffs one node's steering or BIRD configuration.
+func TestDiffOfClusterSpecsReportsChunkMoves(t *testing.T) {
+	spec, err := os.ReadFile("../testdata/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	writeFile(t, a, string(spec))
+	writeFile(t, b, strings.Replace(string(spec), "{name: nat3, address: 10.255.0.3", "{name: nat4, address: 10.255.0.3", 1))
+	code, stdout, stderr := run("diff", a, b)
+	if code != exitFound || !strings.Contains(stdout, "churn: cluster: 2 of 8 chunks change owner: 198.51.100.0/29 nat3 -> nat1, 198.51.100.24/29 nat3 -> nat4") {
+		t.Errorf("diff of the nodes: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var d struct {
+		Chunks struct {
+			Chunks int
+			Moves  []struct{ Chunk, From, To string }
+		}
+	}
+	if err := json.Unmarshal([]byte(must(t, exitFound, "diff", "-o", "json", a, b)), &d); err != nil || d.Chunks.Chunks != 8 || len(d.Chunks.Moves) != 2 {
+		t.Errorf("diff -o json: %+v, %v", d, err)
+	}
+	if code, _, stderr := run("diff", "--format", "bird", a, b); code != exitTrouble || !strings.Contains(stderr, "--node") {
+		t.Errorf("diff --format bird without --node: exit %d, %q", code, stderr)
+	}
+	if out := must(t, exitFound, "diff", "--format", "bird", "--node", "nat1", a, b); !strings.Contains(out, "+\tif net ~ [ 198.51.100.0/29,") {
+		t.Errorf("diff --format bird --node nat1:\n%s", out)
+	}
+	if code, _, stderr := run("diff", "--node", "nat4", a, b); code != exitTrouble || !strings.Contains(stderr, `--node "nat4" is not a node of the spec`) {
+		t.Errorf("diff --node of one spec only: exit %d, %q", code, stderr)
+	}
+}

@@ -132,7 +132,7 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 }
 
 // peerState is whether a peer of a node is up: its routing table holds the
-// routes BIRD learns from it.
+// routes BIRD learns from it (a route another put there does not count).
 type peerState struct {
 	Node  string `json:"node"`
 	Table int    `json:"table"`
@@ -152,11 +152,18 @@ func steeringOf(rs *compiler.Ruleset, c *pool.Cluster, netns string, diffs *[]nf
 		return nil, nil, err
 	}
 	defer r.Close()
-	have, err := r.PolicyRules(compiler.Owns(c))
+	have, foreign, err := r.PolicyRules(compiler.Reserved(c))
+	if err != nil {
+		return nil, nil, err
+	}
+	routes, err := r.ForeignRoutes(compiler.NodeTables(c))
 	if err != nil {
 		return nil, nil, err
 	}
 	d := nft.Difference{Object: "policy rules"}
+	for _, f := range append(foreign, routes...) {
+		d.Extra = append(d.Extra, f+" (not natpool's, in its ranges)")
+	}
 	for _, pr := range rs.Steering.Routes {
 		if !slices.Contains(have, pr) {
 			d.Missing = append(d.Missing, pr.String())
@@ -183,7 +190,7 @@ func peerStates(r *linux.Routing, c *pool.Cluster, node string) ([]peerState, er
 		}
 		p := peerState{Node: n.Name, Table: compiler.NodeTable(c, i)}
 		var err error
-		if p.Up, err = r.TableHasRoutes(p.Table); err != nil {
+		if p.Up, err = r.HasBIRDRoutes(p.Table); err != nil {
 			return nil, err
 		}
 		peers = append(peers, p)

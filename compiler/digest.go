@@ -36,6 +36,9 @@ const DigestVersion = "natpool-digest-v1"
 //	                               of each pattern P (0, 1) of the window,
 //	                               "hosts FIRST-LAST" per range numbered, and
 //	                               "public ADDR" per public address
+//	then, for a plan with nodes (natpool 0.2.0 on; a plan without is as before):
+//	cluster CHUNK TABLE PRIORITY MARK
+//	node NAME WEIGHT ADDRESS AS NEIGHBOR NEIGHBOR-AS SOURCE HOLD   for each node, in spec order
 //
 // Addresses are dotted quads, numbers decimal (the seed 0x hex).
 func Digest(p *pool.Plan) string {
@@ -109,6 +112,15 @@ func canonical(w io.Writer, p *pool.Plan) {
 			for _, a := range e.Pool {
 				line("public", a.Addr)
 			}
+		}
+	}
+	// The nodes decide who serves which chunk, and how: they are part of
+	// what the kernels and routers of a cluster do.
+	if c := p.Cluster; c != nil {
+		line("cluster", c.ChunkBits, c.Table, c.Priority, fmt.Sprintf("%#x", c.Mark))
+		for _, n := range c.Nodes {
+			b := n.BGP
+			line("node", n.Name, n.Weight, n.Address, uint64(b.AS), b.Neighbor, uint64(b.NeighborAS), b.Source, b.Hold)
 		}
 	}
 }

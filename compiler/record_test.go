@@ -20,6 +20,7 @@ func TestRecordRebuildsThePlan(t *testing.T) {
 		"campus":  loadPlan(t, "../testdata/campus.yaml"),
 		"cgnat":   loadPlan(t, "../testdata/cgnat.yaml"),
 		"two-isp": loadPlan(t, "../testdata/two-isp.yaml"),
+		"cluster": loadPlan(t, "../testdata/cluster.yaml"),
 	}
 	for _, es := range []pool.EgressSpec{
 		{Strategy: "octet", Hosts: leases, Exclude: []string{"10.16.3.0/24"}},

@@ -151,13 +151,23 @@ func stamped(what string) bool {
 	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ")
 }
 
-// Owns returns whether a policy rule is one a node of c sets: one of its
-// priorities, looking up one of its nodes' routing tables, for one of its
-// marks. natpool adds and deletes only such rules.
-func Owns(c *pool.Cluster) func(PolicyRule) bool {
+// Reserved returns whether a policy rule sits where c puts natpool's: at one
+// of its priorities, looking up one of its nodes' routing tables, or for
+// one of its marks. natpool makes its own rules there and refuses to work
+// beside another's.
+func Reserved(c *pool.Cluster) func(PolicyRule) bool {
 	return func(r PolicyRule) bool {
-		return r.Priority >= c.Priority && r.Priority < c.Priority+len(c.Nodes)-1 &&
-			r.Table >= c.Table && r.Table < c.Table+len(c.Nodes) &&
+		return r.Priority >= c.Priority && r.Priority < c.Priority+len(c.Nodes)-1 ||
+			r.Table >= c.Table && r.Table < c.Table+len(c.Nodes) ||
 			r.Mark >= c.Mark && uint64(r.Mark) < uint64(c.Mark)+uint64(len(c.Chunks))
 	}
+}
+
+// NodeTables returns the routing tables of c's nodes.
+func NodeTables(c *pool.Cluster) []int {
+	tables := make([]int, len(c.Nodes))
+	for i := range c.Nodes {
+		tables[i] = NodeTable(c, i)
+	}
+	return tables
 }

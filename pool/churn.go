@@ -2,6 +2,7 @@ package pool
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 
 	"go4.org/netipx"
@@ -64,4 +65,54 @@ func intersect(a, b []span) []span {
 		}
 	}
 	return out
+}
+
+// ChunkMove is a chunk of the pool whose owner changes: From and To name
+// the nodes ("" where a plan has no cluster, or no such chunk).
+type ChunkMove struct {
+	Block    netip.Prefix
+	From, To string
+}
+
+// ClusterChurn is what a change does to the nodes' shares of the pool.
+type ClusterChurn struct {
+	Chunks int         // chunks of either plan
+	Moves  []ChunkMove // the chunks whose owner changes, ascending
+}
+
+// ChunkChurn compares the chunk owners of two plans; nil when neither has
+// nodes.
+func ChunkChurn(old, new *Plan) *ClusterChurn {
+	if old.Cluster == nil && new.Cluster == nil {
+		return nil
+	}
+	owners := func(c *Cluster) map[netip.Prefix]string {
+		out := map[netip.Prefix]string{}
+		if c != nil {
+			for _, ch := range c.Chunks {
+				out[ch.Block] = c.Nodes[ch.Order[0]].Name
+			}
+		}
+		return out
+	}
+	a, b := owners(old.Cluster), owners(new.Cluster)
+	var blocks []netip.Prefix
+	for p := range a {
+		blocks = append(blocks, p)
+	}
+	for p := range b {
+		if _, ok := a[p]; !ok {
+			blocks = append(blocks, p)
+		}
+	}
+	slices.SortFunc(blocks, func(x, y netip.Prefix) int {
+		return cmp.Or(x.Addr().Compare(y.Addr()), cmp.Compare(x.Bits(), y.Bits()))
+	})
+	r := &ClusterChurn{Chunks: len(blocks)}
+	for _, p := range blocks {
+		if a[p] != b[p] {
+			r.Moves = append(r.Moves, ChunkMove{p, a[p], b[p]})
+		}
+	}
+	return r
 }

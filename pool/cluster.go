@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"go4.org/netipx"
 )
@@ -116,6 +117,11 @@ func newCluster(cs ClusterSpec, nodes []NodeSpec, pools []*Egress) (*Cluster, er
 	if c.Table, err = number("cluster table", cs.Table, DefaultRoutingTable, 1, 1<<31-len(nodes)); err != nil {
 		return nil, err
 	}
+	for _, kernel := range []int{253, 254, 255} { // default, main and local
+		if c.Table <= kernel && kernel < c.Table+len(nodes) {
+			return nil, fmt.Errorf("cluster table %q: natpool's routing tables %d-%d would take the kernel's own table %d; pick tables of natpool's alone", cs.Table, c.Table, c.Table+len(nodes)-1, kernel)
+		}
+	}
 	if c.Priority, err = number("cluster priority", cs.Priority, DefaultPriority, 1, 32766-len(nodes)); err != nil {
 		return nil, err
 	}
@@ -129,10 +135,11 @@ func newCluster(cs ClusterSpec, nodes []NodeSpec, pools []*Egress) (*Cluster, er
 		if !nodeName.MatchString(ns.Name) || len(ns.Name) > 32 {
 			return nil, fmt.Errorf("node %d: name %q: use up to 32 letters, digits and '_', starting with a letter (it names BIRD protocols)", i+1, ns.Name)
 		}
-		if names[ns.Name] {
-			return nil, fmt.Errorf("node name %q is used twice", ns.Name)
+		// BIRD's protocol names ignore case.
+		if names[strings.ToLower(ns.Name)] {
+			return nil, fmt.Errorf("node name %q is used twice (names are told apart without regard to case)", ns.Name)
 		}
-		names[ns.Name] = true
+		names[strings.ToLower(ns.Name)] = true
 		n, err := newNode(ns, cs.BGP)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", ns.Name, err)
@@ -143,11 +150,31 @@ func newCluster(cs ClusterSpec, nodes []NodeSpec, pools []*Egress) (*Cluster, er
 		addrs[n.Address] = true
 		c.Nodes = append(c.Nodes, n)
 	}
-	var b netipx.IPSetBuilder
 	for _, e := range pools {
+		for _, n := range c.Nodes {
+			if e.Carries(n.Address) {
+				return nil, fmt.Errorf("node %s: address %s is a public address of egress %s; a node's address is its own, on the inter-node link", n.Name, n.Address, e.Name)
+			}
+		}
 		if _, ok := e.Mapping.(*PersistentMapping); ok {
 			return nil, fmt.Errorf("egress %s: strategy persistent cannot be shared by nodes: the kernel picks its address only as it translates, too late to steer the packet to the address's node; use hash", e.Name)
 		}
+	}
+	c.cut(pools)
+	for i := range c.Chunks {
+		c.Chunks[i].Order = c.order(c.Chunks[i].Block)
+	}
+	// A node numbers its marks from Mark up, at most one per chunk.
+	if uint64(c.Mark)+uint64(len(c.Chunks)) > 1<<32 {
+		return nil, fmt.Errorf("cluster mark %q leaves too few marks above it for %d chunks", cs.Mark, len(c.Chunks))
+	}
+	return c, nil
+}
+
+// cut cuts the public addresses of the pools into Chunks, without owners.
+func (c *Cluster) cut(pools []*Egress) {
+	var b netipx.IPSetBuilder
+	for _, e := range pools {
 		for _, p := range e.Pool {
 			b.Add(p.Addr)
 		}
@@ -158,14 +185,6 @@ func newCluster(cs ClusterSpec, nodes []NodeSpec, pools []*Egress) (*Cluster, er
 			c.addPrefix(p)
 		}
 	}
-	for i := range c.Chunks {
-		c.Chunks[i].Order = c.order(c.Chunks[i].Block)
-	}
-	// A node numbers its marks from Mark up, at most one per chunk.
-	if uint64(c.Mark)+uint64(len(c.Chunks)) > 1<<32 {
-		return nil, fmt.Errorf("cluster mark %q leaves too few marks above it for %d chunks", cs.Mark, len(c.Chunks))
-	}
-	return c, nil
 }
 
 // addPrefix adds a prefix of pool addresses, split at chunk boundaries.
@@ -194,6 +213,9 @@ func newNode(ns NodeSpec, shared BGPSpec) (Node, error) {
 	}
 	if n.Address, err = ParseAddr(ns.Address); err != nil {
 		return n, fmt.Errorf("address: %w", err)
+	}
+	if n.Address.IsUnspecified() || n.Address == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || n.Address.IsMulticast() || n.Address.IsLoopback() {
+		return n, fmt.Errorf("address %s cannot be a node's address on the inter-node link", n.Address)
 	}
 	b := ns.BGP
 	b.AS, b.Neighbor, b.NeighborAS = cmp.Or(b.AS, shared.AS), cmp.Or(b.Neighbor, shared.Neighbor), cmp.Or(b.NeighborAS, shared.NeighborAS)

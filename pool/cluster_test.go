@@ -71,6 +71,12 @@ func TestClusterSpecErrorsNameTheValue(t *testing.T) {
 		{func(s *Spec) { s.Cluster.Chunk = "33" }, `cluster chunk "33"`},
 		{func(s *Spec) { s.Egress[0].Strategy = "persistent" }, "strategy persistent cannot be shared by nodes"},
 		{func(s *Spec) { s.Nodes = nil }, "cluster settings without nodes"},
+		{func(s *Spec) { s.Nodes[1].Name = "A" }, `node name "A" is used twice (names are told apart without regard to case)`},
+		{func(s *Spec) { s.Nodes[0].Address = "0.0.0.0" }, "address 0.0.0.0 cannot be a node's address"},
+		{func(s *Spec) { s.Nodes[0].Address = "255.255.255.255" }, "address 255.255.255.255 cannot be a node's address"},
+		{func(s *Spec) { s.Nodes[0].Address = "198.51.100.7" }, "node a: address 198.51.100.7 is a public address of egress"},
+		{func(s *Spec) { s.Cluster.Table = "253" }, `cluster table "253": natpool's routing tables 253-254 would take the kernel's own table 253`},
+		{func(s *Spec) { s.Cluster.Table = "252" }, "would take the kernel's own table 253"},
 	} {
 		s := clusterSpec("198.51.100.0/26", "a", "b")
 		tc.edit(&s)

@@ -15,6 +15,30 @@ type Record struct {
 	Table   string         `json:"table"`
 	CTLabel int            `json:"ct_label"`
 	Egress  []EgressRecord `json:"egress"`
+	Cluster *ClusterRecord `json:"cluster,omitempty"`
+}
+
+// ClusterRecord is the cluster of a Record: its settings, its nodes, and
+// the order of the nodes for each chunk of the pool, ascending.
+type ClusterRecord struct {
+	Chunk    int          `json:"chunk"`
+	Table    int          `json:"table"`
+	Priority int          `json:"priority"`
+	Mark     uint32       `json:"mark"`
+	Nodes    []NodeRecord `json:"nodes"`
+	Orders   [][]int      `json:"orders"`
+}
+
+// NodeRecord is one node of a ClusterRecord.
+type NodeRecord struct {
+	Name       string `json:"name"`
+	Weight     int    `json:"weight"`
+	Address    string `json:"address"`
+	AS         uint32 `json:"as"`
+	Neighbor   string `json:"neighbor"`
+	NeighborAS uint32 `json:"neighbor_as"`
+	Source     string `json:"source,omitempty"`
+	Hold       int    `json:"hold"`
 }
 
 // EgressRecord is one egress entry of a Record.
@@ -99,7 +123,57 @@ func (p *Plan) Record() Record {
 		}
 		r.Egress = append(r.Egress, er)
 	}
+	if c := p.Cluster; c != nil {
+		cr := &ClusterRecord{Chunk: c.ChunkBits, Table: c.Table, Priority: c.Priority, Mark: c.Mark}
+		for _, n := range c.Nodes {
+			nr := NodeRecord{Name: n.Name, Weight: n.Weight, Address: n.Address.String(), AS: n.BGP.AS,
+				Neighbor: n.BGP.Neighbor.String(), NeighborAS: n.BGP.NeighborAS, Hold: n.BGP.Hold}
+			if n.BGP.Source.IsValid() {
+				nr.Source = n.BGP.Source.String()
+			}
+			cr.Nodes = append(cr.Nodes, nr)
+		}
+		for _, ch := range c.Chunks {
+			cr.Orders = append(cr.Orders, ch.Order)
+		}
+		r.Cluster = cr
+	}
 	return r
+}
+
+// cluster rebuilds the cluster of a record over the plan's pools.
+func (cr *ClusterRecord) cluster(pools []*Egress) (*Cluster, error) {
+	c := &Cluster{ChunkBits: cr.Chunk, Table: cr.Table, Priority: cr.Priority, Mark: cr.Mark}
+	if c.ChunkBits < 8 || c.ChunkBits > 32 || len(cr.Nodes) == 0 {
+		return nil, fmt.Errorf("cluster: chunk /%d, %d nodes", c.ChunkBits, len(cr.Nodes))
+	}
+	for _, nr := range cr.Nodes {
+		n := Node{Name: nr.Name, Weight: nr.Weight, BGP: BGP{AS: nr.AS, NeighborAS: nr.NeighborAS, Hold: nr.Hold}}
+		var err error
+		if n.Address, err = ParseAddr(nr.Address); err == nil {
+			n.BGP.Neighbor, err = ParseAddr(nr.Neighbor)
+		}
+		if err == nil && nr.Source != "" {
+			n.BGP.Source, err = ParseAddr(nr.Source)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: node %s: %w", nr.Name, err)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	c.cut(pools)
+	if len(cr.Orders) != len(c.Chunks) {
+		return nil, fmt.Errorf("cluster: %d orders for %d chunks", len(cr.Orders), len(c.Chunks))
+	}
+	for i, order := range cr.Orders {
+		for _, n := range order {
+			if n < 0 || n >= len(c.Nodes) {
+				return nil, fmt.Errorf("cluster: chunk %s: node %d of %d", c.Chunks[i].Block, n, len(c.Nodes))
+			}
+		}
+		c.Chunks[i].Order = order
+	}
+	return c, nil
 }
 
 // Plan rebuilds the plan the record was made of. It checks what it reads,
@@ -113,6 +187,12 @@ func (r Record) Plan() (*Plan, error) {
 			return nil, fmt.Errorf("egress %s: %w", er.Name, err)
 		}
 		p.Egress = append(p.Egress, e)
+	}
+	if r.Cluster != nil {
+		var err error
+		if p.Cluster, err = r.Cluster.cluster(p.Egress); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }

@@ -18,6 +18,7 @@ type DiffReport struct {
 	Diff      string // the unified diff, for JSON (text streams it)
 	LeftOut   int    // diff lines left out past --max-lines
 	Churn     []EgressChurn
+	Chunks    *pool.ClusterChurn // the chunks that change owner; nil without nodes
 }
 
 // EgressChurn is the churn of one egress entry; Change is "added" or
@@ -53,7 +54,28 @@ func DiffText(w io.Writer, d DiffReport) error {
 			fmt.Fprintln(w)
 		}
 	}
+	if c := d.Chunks; c != nil {
+		fmt.Fprintf(w, "churn: cluster: %d of %d chunks change owner", len(c.Moves), c.Chunks)
+		sep := ":"
+		for i, m := range c.Moves {
+			if i == largestRanges {
+				fmt.Fprintf(w, " ...")
+				break
+			}
+			fmt.Fprintf(w, "%s %s %s -> %s", sep, m.Block, nodeText(m.From), nodeText(m.To))
+			sep = ","
+		}
+		fmt.Fprintln(w)
+	}
 	return nil
+}
+
+// nodeText names a chunk's owner in a churn line.
+func nodeText(name string) string {
+	if name == "" {
+		return "(none)"
+	}
+	return name
 }
 
 type diffJSON struct {
@@ -62,6 +84,18 @@ type diffJSON struct {
 	Diff      string      `json:"diff"`
 	LeftOut   int         `json:"diff_lines_left_out"`
 	Churn     []churnJSON `json:"churn"`
+	Chunks    *chunksJSON `json:"chunks,omitempty"`
+}
+
+type chunksJSON struct {
+	Chunks int             `json:"chunks"`
+	Moves  []chunkMoveJSON `json:"moves"`
+}
+
+type chunkMoveJSON struct {
+	Chunk string `json:"chunk"`
+	From  string `json:"from"`
+	To    string `json:"to"`
 }
 
 type churnJSON struct {
@@ -85,6 +119,12 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 			cj.Largest = append(cj.Largest, compact(rg))
 		}
 		out.Churn = append(out.Churn, cj)
+	}
+	if c := d.Chunks; c != nil {
+		out.Chunks = &chunksJSON{Chunks: c.Chunks, Moves: []chunkMoveJSON{}}
+		for _, m := range c.Moves {
+			out.Chunks.Moves = append(out.Chunks.Moves, chunkMoveJSON{m.Block.String(), m.From, m.To})
+		}
 	}
 	return JSON(w, out)
 }

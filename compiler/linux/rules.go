@@ -10,36 +10,83 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
-// PolicyRules returns the namespace's IPv4 policy rules that mine says are
-// natpool's, in the kernel's order.
-func (r *Routing) PolicyRules(mine func(compiler.PolicyRule) bool) ([]compiler.PolicyRule, error) {
-	rules, err := r.handle.RuleList(unix.AF_INET)
-	if err != nil {
-		return nil, Privileged(fmt.Errorf("listing policy rules: %w", err))
+// RuleProtocol marks the policy rules natpool makes (`ip rule ... protocol
+// 78`): natpool tells its own by it, never by their place alone.
+const RuleProtocol = 78
+
+// rtprotBIRD is the protocol BIRD gives the routes it puts in the kernel's
+// tables (RTPROT_BIRD).
+const rtprotBIRD = 12
+
+// ForeignError is what natpool refuses to work beside: policy rules or
+// routes in the priorities, routing tables or marks a cluster gives it that
+// natpool did not make. natpool changes nothing then.
+type ForeignError struct{ What []string }
+
+func (e *ForeignError) Error() string {
+	more := ""
+	if len(e.What) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(e.What)-1)
 	}
-	var out []compiler.PolicyRule
-	for _, rule := range rules {
-		if rule.Mask != nil && *rule.Mask != ^uint32(0) || rule.Src != nil || rule.Dst != nil || rule.IifName != "" || rule.OifName != "" || rule.Invert {
-			continue // natpool's rules match the whole mark and nothing else
-		}
-		pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table}
-		if rule.Mark != 0 && mine(pr) {
-			out = append(out, pr)
-		}
-	}
-	return out, nil
+	return fmt.Sprintf("%s%s sits in natpool's policy-routing ranges (the spec's cluster: priority, table and mark) but is not natpool's: natpool changed nothing; move it, or give natpool other ranges", e.What[0], more)
 }
 
-// SetPolicyRules makes natpool's policy rules (those mine says are) exactly
-// want: it adds the missing ones first, then deletes the others, so that a
-// packet never meets a gap between two sets of rules. Rules mine disowns
-// are never touched.
-func (r *Routing) SetPolicyRules(want []compiler.PolicyRule, mine func(compiler.PolicyRule) bool) error {
-	have, err := r.PolicyRules(mine)
+// PolicyRules returns natpool's IPv4 policy rules, in the kernel's order,
+// and, as `ip rule` lists them, the other rules that sit where reserved
+// says natpool's go.
+func (r *Routing) PolicyRules(reserved func(compiler.PolicyRule) bool) (mine []compiler.PolicyRule, foreign []string, err error) {
+	rules, err := r.handle.RuleList(unix.AF_INET)
+	if err != nil {
+		return nil, nil, Privileged(fmt.Errorf("listing policy rules: %w", err))
+	}
+	for _, rule := range rules {
+		pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table}
+		switch {
+		case rule.Protocol == RuleProtocol:
+			mine = append(mine, pr)
+		case reserved(pr):
+			foreign = append(foreign, ruleText(rule))
+		}
+	}
+	return mine, foreign, nil
+}
+
+// ruleText writes a policy rule as `ip rule` lists it, near enough to find
+// it there.
+func ruleText(rule netlink.Rule) string {
+	s := fmt.Sprintf("policy rule %d: from ", rule.Priority)
+	if rule.Src != nil {
+		s += rule.Src.String()
+	} else {
+		s += "all"
+	}
+	if rule.Dst != nil {
+		s += " to " + rule.Dst.String()
+	}
+	if rule.Mark != 0 {
+		s += fmt.Sprintf(" fwmark %#x", rule.Mark)
+	}
+	if rule.IifName != "" {
+		s += " iif " + rule.IifName
+	}
+	return s + fmt.Sprintf(" lookup %d proto %d", rule.Table, rule.Protocol)
+}
+
+// SetPolicyRules makes natpool's policy rules exactly want: it adds the
+// missing ones first, then deletes the others, so that a packet never
+// meets a gap between two sets of rules. A rule that sits where reserved
+// says natpool's go but is not natpool's is refused (a ForeignError) before
+// anything changes, and never touched.
+func (r *Routing) SetPolicyRules(want []compiler.PolicyRule, reserved func(compiler.PolicyRule) bool) error {
+	have, foreign, err := r.PolicyRules(reserved)
 	if err != nil {
 		return err
+	}
+	if len(foreign) > 0 {
+		return &ForeignError{foreign}
 	}
 	for _, pr := range want {
 		if !slices.Contains(have, pr) {
@@ -64,16 +111,57 @@ func rule(pr compiler.PolicyRule) *netlink.Rule {
 	r.Priority, r.Mark, r.Table = pr.Priority, pr.Mark, pr.Table
 	all := ^uint32(0)
 	r.Mask = &all
+	r.Protocol = RuleProtocol
 	return r
 }
 
-// TableHasRoutes reports whether routing table has an IPv4 route: for a
-// peer's table, whether BIRD learned the peer's routes, so its BGP session
-// is up.
-func (r *Routing) TableHasRoutes(table int) (bool, error) {
+// HasBIRDRoutes reports whether routing table holds an IPv4 route BIRD put
+// there: for a peer's table, whether BIRD learned the peer's routes, so its
+// BGP session is up. Routes others put there do not count.
+func (r *Routing) HasBIRDRoutes(table int) (bool, error) {
+	routes, err := r.tableRoutes(table)
+	return slices.ContainsFunc(routes, func(rt netlink.Route) bool { return rt.Protocol == rtprotBIRD }), err
+}
+
+// ForeignRoutes returns, as `ip route` lists them, the IPv4 routes of the
+// tables that BIRD did not put there.
+func (r *Routing) ForeignRoutes(tables []int) ([]string, error) {
+	var out []string
+	for _, table := range tables {
+		routes, err := r.tableRoutes(table)
+		if err != nil {
+			return nil, err
+		}
+		for _, rt := range routes {
+			if rt.Protocol != rtprotBIRD {
+				out = append(out, fmt.Sprintf("route %s in routing table %d (proto %d)", rt.Dst, table, rt.Protocol))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (r *Routing) tableRoutes(table int) ([]netlink.Route, error) {
 	routes, err := r.handle.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return false, Privileged(fmt.Errorf("listing routing table %d: %w", table, err))
+		return nil, Privileged(fmt.Errorf("listing routing table %d: %w", table, err))
 	}
-	return len(routes) > 0, nil
+	return routes, nil
+}
+
+// ClaimCluster refuses, with a ForeignError, the policy-routing ranges of
+// cluster c when a rule or route natpool did not make sits in them.
+func (r *Routing) ClaimCluster(c *pool.Cluster) error {
+	_, foreign, err := r.PolicyRules(compiler.Reserved(c))
+	if err != nil {
+		return err
+	}
+	routes, err := r.ForeignRoutes(compiler.NodeTables(c))
+	if err != nil {
+		return err
+	}
+	if foreign = append(foreign, routes...); len(foreign) > 0 {
+		return &ForeignError{foreign}
+	}
+	return nil
 }

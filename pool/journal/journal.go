@@ -151,6 +151,10 @@ func Open(dir string) (*Journal, error) {
 // and returns it locked (see Lock) with the lock's release. It refuses a
 // directory that holds anything but a journal.
 func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error) {
+	// Refused before anything is made in it: /etc is no journal.
+	if err := mayHoldJournal(dir); err != nil {
+		return nil, nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, plansDir), 0o750); err != nil {
 		return nil, nil, fmt.Errorf("journal %s: %w", dir, err)
 	}
@@ -166,13 +170,11 @@ func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error)
 		}
 		return j, unlock, nil
 	}
-	// A new journal, in a directory that holds nothing else.
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != lockFile && e.Name() != plansDir {
-			unlock()
-			return nil, nil, fmt.Errorf("journal %s: not a natpool journal, and not empty", dir)
-		}
+	// A new journal, in a directory that holds nothing else (checked again
+	// under the lock).
+	if err := mayHoldJournal(dir); err != nil {
+		unlock()
+		return nil, nil, err
 	}
 	line, _ := json.Marshal(header{Journal: Format, Created: now.UTC()})
 	if err := writeFile(j.path(eventsFile), append(line, '\n')); err != nil {
@@ -180,6 +182,29 @@ func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error)
 		return nil, nil, fmt.Errorf("journal %s: %w", dir, err)
 	}
 	return j, unlock, nil
+}
+
+// mayHoldJournal refuses a directory that holds anything but a journal or
+// what Create makes first; one that does not exist may become a journal.
+func mayHoldJournal(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("journal %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == eventsFile {
+			return nil // a journal, or not: Open tells
+		}
+	}
+	for _, e := range entries {
+		if e.Name() != lockFile && e.Name() != plansDir {
+			return fmt.Errorf("journal %s: not a natpool journal, and not empty (it holds %s)", dir, e.Name())
+		}
+	}
+	return nil
 }
 
 func (j *Journal) path(name string) string { return filepath.Join(j.Dir, name) }

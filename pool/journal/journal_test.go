@@ -181,8 +181,15 @@ func TestOpenRefusesWhatIsNotAJournal(t *testing.T) {
 			t.Errorf("%s: %v, want %q", filepath.Base(path), err, want)
 		}
 	}
-	if _, _, err := Create(dir, t0, func() {}); err == nil {
-		t.Errorf("Create took a directory that holds other things")
+	// A directory of other things is refused with nothing made in it.
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	if _, _, err := Create(etc, t0, func() {}); err == nil || !strings.Contains(err.Error(), "not a natpool journal, and not empty (it holds hosts)") {
+		t.Errorf("Create took a directory that holds other things: %v", err)
+	}
+	if entries, _ := os.ReadDir(etc); len(entries) != 1 {
+		t.Errorf("Create refused the directory, but left %d entries in it", len(entries))
 	}
 }
 
