@@ -69,8 +69,14 @@ func sysctl(t *testing.T, ns *netnstest.NS, settings ...string) {
 	}
 }
 
-func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, spec: "../testdata/cluster.yaml", dir: t.TempDir(), birds: map[string]*exec.Cmd{}}
+func newCluster(t *testing.T, spec string) *cluster {
+	// A short directory: BIRD's control socket path must fit a sockaddr_un.
+	dir, err := os.MkdirTemp("", "natpool-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	c := &cluster{t: t, spec: spec, dir: dir, birds: map[string]*exec.Cmd{}}
 	c.plan = loadPlan(t, c.spec)
 	c.host = netnstest.New(t, "bird", "birdc", "conntrack", "nft")
 	c.router, c.upstream, c.mesh = netnstest.New(t), netnstest.New(t), netnstest.New(t)
@@ -467,8 +473,34 @@ func (f *inFlight) report() {
 	f.t.Logf("the upstream saw %d packets of the flows in flight, %d with a source other than the plan's", f.n, len(f.wrong))
 }
 
+// octetCluster is four nodes sharing an octet pool in /28 chunks.
+const octetCluster = `egress:
+  - name: isp
+    private: [100.64.0.0/20]
+    pool: [198.51.100.0/25]
+    strategy: octet
+nodes:
+  - {name: nat1, address: 10.255.0.1, bgp: {source: 192.0.2.1}}
+  - {name: nat2, address: 10.255.0.2, bgp: {source: 192.0.2.2}}
+  - {name: nat3, address: 10.255.0.3, bgp: {source: 192.0.2.3}}
+  - {name: nat4, address: 10.255.0.4, bgp: {source: 192.0.2.4}}
+cluster:
+  chunk: 28
+  bgp: {as: 64512, neighbor: 192.0.2.254, neighbor-as: 64500, hold: 3}
+`
+
+// Three nodes sharing a hash pool (testdata/cluster.yaml), and four an
+// octet one: every host keeps its public address through a node's death
+// and return, and no packet reaches the upstream untranslated.
 func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
-	c := newCluster(t)
+	octet := filepath.Join(t.TempDir(), "octet.yaml")
+	writeFile(t, octet, octetCluster)
+	for name, spec := range map[string]string{"hash": "../testdata/cluster.yaml", "octet": octet} {
+		t.Run(name, func(t *testing.T) { testNodeFailure(t, newCluster(t, spec)) })
+	}
+}
+
+func testNodeFailure(t *testing.T, c *cluster) {
 	cl := c.plan.Cluster
 	before := make([]string, len(c.nodes))
 	for i, ns := range c.nodes {
@@ -526,7 +558,17 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 			t.Errorf("natpool_peer_up %v, want %v", got, gauges)
 		}
 	}
-	peersSeen("peer "+cl.Nodes[1].Name+" went down", 0, map[string]float64{cl.Nodes[1].Name: 1, cl.Nodes[2].Name: 1})
+	// up is node 0's view of its peers, the dead one as deadUp says.
+	const dead = 1
+	up := func(deadUp float64) map[string]float64 {
+		out := map[string]float64{}
+		for _, n := range cl.Nodes[1:] {
+			out[n.Name] = 1
+		}
+		out[cl.Nodes[dead].Name] = deadUp
+		return out
+	}
+	peersSeen("peer "+cl.Nodes[dead].Name+" went down", 0, up(1))
 
 	// 1,200 hosts spread over the inside /20, each with the public address
 	// the plan gives it.
@@ -551,7 +593,6 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	flows.flowing("all nodes up", time.Now(), 10*time.Second)
 
 	// Node 1 dies: links down, BIRD killed, and its watch with it.
-	const dead = 1
 	alive := func(i int) bool { return i != dead }
 	entries := map[int]map[netip.AddrPort]netnstest.Flow{}
 	for i, ns := range c.nodes {
@@ -569,7 +610,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(alive, hold+3*time.Second)
 	t.Logf("node %s died: the upstream routes its chunks via their backups after %v (hold time %v)", cl.Nodes[dead].Name, took.Round(time.Millisecond), hold)
 	c.waitPeers(alive, hold+3*time.Second)
-	peersSeen("peer "+cl.Nodes[dead].Name+" went down", 1, map[string]float64{cl.Nodes[dead].Name: 0, cl.Nodes[2].Name: 1})
+	peersSeen("peer "+cl.Nodes[dead].Name+" went down", 1, up(0))
 	flows.flowing("node "+cl.Nodes[dead].Name+" dead", time.Now(), 10*time.Second)
 	t.Logf("node %s dead: flows in flight through again %v after it died", cl.Nodes[dead].Name, time.Since(died).Round(time.Millisecond))
 	c.checkRoundTrips("node "+cl.Nodes[dead].Name+" dead", want, c.roundTrip(hosts, 40001))
@@ -600,7 +641,7 @@ func TestClusterKeepsEveryHostsPublicAddressThroughANodeFailure(t *testing.T) {
 	took = c.waitRoutes(all, 30*time.Second)
 	t.Logf("node %s came back: its chunks are routed to it again after %v", cl.Nodes[dead].Name, took.Round(time.Millisecond))
 	c.waitPeers(all, 30*time.Second)
-	peersSeen("peer "+cl.Nodes[dead].Name+" came up", 1, map[string]float64{cl.Nodes[dead].Name: 1, cl.Nodes[2].Name: 1})
+	peersSeen("peer "+cl.Nodes[dead].Name+" came up", 1, up(1))
 	flows.flowing("node "+cl.Nodes[dead].Name+" back", time.Now(), 10*time.Second)
 	// Both failovers are in the journal of the node that saw them.
 	history := must(t, 0, "history", "--journal", w.journal)
