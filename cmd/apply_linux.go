@@ -56,8 +56,11 @@ func applyPlan(plan *pool.Plan, o *applyOptions, stdout, stderr io.Writer) (stri
 		}
 	}
 	rec := plan.Record()
-	change := journal.Event{Op: journal.Apply, Netns: o.netns, Table: rs.Table, Digest: rs.Digest}
-	if err := journaled(path, change, &rec, stderr, func() error { return applyNode(k, rs, plan.Cluster, o.netns) }); err != nil {
+	w, err := journalWriter(path, stderr)
+	if err != nil {
+		return "", err
+	}
+	if err := w.Change(journal.Apply, o.netns, rs.Table, rs.Digest, &rec, func() error { return applyNode(k, rs, plan.Cluster, o.netns) }); err != nil {
 		return "", err
 	}
 	warnMissingInterfaces(plan, o.netns, stderr)
@@ -214,8 +217,11 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 		}
 	}
 	var deleted bool
-	change := journal.Event{Op: journal.Delete, Netns: o.netns, Table: table}
-	if err := journaled(path, change, nil, stderr, func() (err error) {
+	w, err := journalWriter(path, stderr)
+	if err != nil {
+		return err
+	}
+	if err := w.Change(journal.Delete, o.netns, table, "", nil, func() (err error) {
 		if deleted, err = k.Delete(table); err != nil || cluster == nil {
 			return err
 		}

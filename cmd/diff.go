@@ -122,16 +122,21 @@ func renderPipe(path string, plan *pool.Plan, format, node string) io.ReadCloser
 	return r
 }
 
-// churn compares the plans entry by entry, by name.
-// moved counts the hosts that change public address from oldPlan to
-// newPlan, of those both map, over the egress entries both have.
-func moved(oldPlan, newPlan *pool.Plan) (moved, hosts uint64) {
+// churnCount is how many hosts a change of plan moves, of how many.
+type churnCount struct{ moved, portsMoved, hosts uint64 }
+
+// count counts the hosts that change public address from oldPlan to
+// newPlan (and, in block mode, those that keep it and change port block),
+// of those both map, over the egress entries both have.
+func count(oldPlan, newPlan *pool.Plan) churnCount {
+	var n churnCount
 	for _, c := range churn(oldPlan, newPlan) {
-		moved, hosts = moved+c.Report.Moved, hosts+c.Report.Hosts
+		n.moved, n.portsMoved, n.hosts = n.moved+c.Report.Moved, n.portsMoved+c.Report.PortsMoved, n.hosts+c.Report.Hosts
 	}
-	return moved, hosts
+	return n
 }
 
+// churn compares the plans entry by entry, by name.
 func churn(oldPlan, newPlan *pool.Plan) []render.EgressChurn {
 	var out []render.EgressChurn
 	old := map[string]*pool.Egress{}

@@ -18,6 +18,7 @@ type historyOptions struct {
 	since, until string
 	tz           string
 	pruneBefore  string
+	pruneSet     bool // --prune-before was given, even empty
 	output       string
 }
 
@@ -42,7 +43,10 @@ never prunes on its own.`,
   natpool history --journal /srv/nat1/journal --since "2026-11-17 00:00" --tz Europe/Berlin
   natpool history --prune-before 2025-11-23T00:00:00Z`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return runHistory(o, stdout, stderr) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.pruneSet = cmd.Flags().Changed("prune-before")
+			return runHistory(o, stdout, stderr)
+		},
 	}
 	journalFlag(cmd, &o.journal, false)
 	cmd.Flags().StringVar(&o.since, "since", "", "only entries from this time on")
@@ -58,6 +62,11 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.tz != "" {
+		if _, err := loadZone(o.tz); err != nil {
+			return err
+		}
+	}
 	t0 := now()
 	var since, until time.Time
 	for _, f := range []struct {
@@ -70,49 +79,67 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		return fmt.Errorf("--since %s is not before --until %s", since.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))
+	}
 	j, err := journal.Open(path)
 	if err != nil {
 		return err
 	}
-	if o.pruneBefore != "" {
+	if o.pruneSet {
 		return prune(j, o, t0, stdout, stderr)
 	}
-	entries, err := j.Entries()
+	c, err := j.Read()
 	if err != nil {
 		return err
 	}
-	peers, err := j.PeerEvents()
-	if err != nil {
-		return err
-	}
-	out, err := historyOf(j, entries, peers, since, until)
-	if err != nil {
-		return err
-	}
+	notes(stderr, c.Notes)
+	out, unread := historyOf(j, c, since, until)
 	if o.output == "json" {
-		return render.HistoryJSON(stdout, out)
+		err = render.HistoryJSON(stdout, out)
+	} else {
+		err = render.HistoryText(stdout, out)
 	}
-	return render.HistoryText(stdout, out)
+	if err != nil {
+		return err
+	}
+	for _, u := range unread {
+		fmt.Fprintf(stderr, "natpool: %v\n", u)
+	}
+	if len(unread) > 0 {
+		return &exitError{code: exitFound, msg: fmt.Sprintf("%d plans of journal %s could not be read: their entries are listed without them", len(unread), path)}
+	}
+	return nil
+}
+
+// notes writes what a journal's reader passed over, a line each.
+func notes(stderr io.Writer, notes []string) {
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "natpool: note: %s\n", n)
+	}
 }
 
 // historyOf describes the entries that took or tried to take effect in
 // [since, until), and the peer events there, newest first: each apply's
 // plan, and the hosts it moved against the plan before it in the same table.
-func historyOf(j *journal.Journal, entries []journal.Entry, peers []journal.PeerEvent, since, until time.Time) ([]render.HistoryEntry, error) {
+// A plan that cannot be read leaves its entries without a description, and
+// is returned among the unread.
+func historyOf(j *journal.Journal, c *journal.Contents, since, until time.Time) (out []render.HistoryEntry, unread []error) {
 	plans := map[string]*pool.Plan{}
-	planOf := func(digest string) (*pool.Plan, error) {
-		if p, ok := plans[digest]; ok {
-			return p, nil
+	planOf := func(digest string) *pool.Plan {
+		p, ok := plans[digest]
+		if !ok {
+			var err error
+			if p, err = rebuild(j, digest); err != nil {
+				unread = append(unread, err)
+			}
+			plans[digest] = p
 		}
-		p, err := rebuild(j, digest)
-		plans[digest] = p
-		return p, err
+		return p
 	}
-	type move struct{ moved, hosts uint64 }
-	moves := map[[2]string]move{} // by the digests before and after: a plan is often applied again
-	var out []render.HistoryEntry
+	moves := map[[2]string]churnCount{} // by the digests before and after: a plan is often applied again
 	before := map[journal.Target]string{} // the plan in force in each table so far
-	for _, e := range entries {
+	for _, e := range c.Entries {
 		h := render.HistoryEntry{Entry: e}
 		prev := before[e.Target]
 		if e.Outcome == journal.Commit {
@@ -122,36 +149,37 @@ func historyOf(j *journal.Journal, entries []journal.Entry, peers []journal.Peer
 			continue
 		}
 		if e.Op == journal.Apply {
-			p, err := planOf(e.Digest)
-			if err != nil {
-				return nil, err
+			p := planOf(e.Digest)
+			if p == nil {
+				h.Unread = true
+				out = append(out, h)
+				continue
 			}
 			for _, eg := range p.Egress {
 				h.Egress = append(h.Egress, render.EgressSummary{Name: eg.Name, Strategy: string(eg.Strategy), Hosts: uint64(eg.InsideHosts()), Public: len(eg.Pool)})
 			}
 			if e.Outcome == journal.Commit && prev != "" {
 				m, ok := moves[[2]string{prev, e.Digest}]
-				if !ok {
-					q, err := planOf(prev)
-					if err != nil {
-						return nil, err
-					}
-					m.moved, m.hosts = moved(q, p)
+				if q := planOf(prev); !ok && q != nil {
+					m = count(q, p)
 					moves[[2]string{prev, e.Digest}] = m
+					ok = true
 				}
-				h.Moved, h.Hosts = &m.moved, &m.hosts
+				if ok {
+					h.Moved, h.PortsMoved, h.Hosts = &m.moved, &m.portsMoved, &m.hosts
+				}
 			}
 		}
 		out = append(out, h)
 	}
-	for i := range peers {
-		if within(peers[i].Time, since, until) {
-			out = append(out, render.HistoryEntry{Peer: &peers[i]})
+	for i := range c.Peers {
+		if within(c.Peers[i].Time, since, until) {
+			out = append(out, render.HistoryEntry{Peer: &c.Peers[i]})
 		}
 	}
 	slices.SortStableFunc(out, func(a, b render.HistoryEntry) int { return a.Time().Compare(b.Time()) })
 	slices.Reverse(out)
-	return out, nil
+	return out, unread
 }
 
 // within reports whether t is in [since, until); a zero bound is none.
@@ -169,17 +197,14 @@ func prune(j *journal.Journal, o *historyOptions, t0 time.Time, stdout, stderr i
 		return err
 	}
 	defer unlock()
-	n, err := j.Prune(t)
+	r, err := j.Prune(t)
 	if err != nil {
 		return err
 	}
 	if o.output == "json" {
-		return render.JSON(stdout, map[string]any{"journal": j.Dir, "pruned_before": t.UTC(), "dropped": n})
+		return render.JSON(stdout, map[string]any{"journal": j.Dir, "pruned_before": t.UTC(), "dropped": r.Entries, "dropped_peer_events": r.PeerEvents})
 	}
-	noun := "entries"
-	if n == 1 {
-		noun = "entry"
-	}
-	fmt.Fprintf(stdout, "journal %s: dropped %d %s that stopped mattering before %s\n", j.Dir, n, noun, t.UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "journal %s: dropped %s and %s that stopped mattering before %s\n", j.Dir,
+		render.Plural(uint64(r.Entries), "entry"), render.Plural(uint64(r.PeerEvents), "peer event"), t.UTC().Format(time.RFC3339))
 	return nil
 }

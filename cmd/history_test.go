@@ -15,9 +15,21 @@ import (
 
 var day = time.Date(2026, 11, 17, 14, 0, 0, 0, time.UTC)
 
-// writeJournal records, without a kernel, applies of the pools given (each
-// a minute after the last, from day) and then a delete, as apply does.
+// writeJournal records, without a kernel, applies of hash plans of the
+// pools given (each a minute after the last, from day) and then a delete,
+// as apply does.
 func writeJournal(t *testing.T, pools ...string) string {
+	t.Helper()
+	var specs []pool.EgressSpec
+	for _, p := range pools {
+		specs = append(specs, pool.EgressSpec{Private: []string{"10.16.0.0/16"}, Pool: []string{p}, Strategy: "hash"})
+	}
+	return writeJournalOf(t, specs...)
+}
+
+// writeJournalOf records applies of a plan of each egress entry given, as
+// writeJournal does.
+func writeJournalOf(t *testing.T, specs ...pool.EgressSpec) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "journal")
 	j, unlock, err := journal.Create(dir, day, func() {})
@@ -37,8 +49,8 @@ func writeJournal(t *testing.T, pools ...string) string {
 		}
 		at = at.Add(time.Minute)
 	}
-	for _, p := range pools {
-		plan, err := pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{{Private: []string{"10.16.0.0/16"}, Pool: []string{p}, Strategy: "hash"}}})
+	for _, es := range specs {
+		plan, err := pool.NewPlan(pool.Spec{Egress: []pool.EgressSpec{es}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +87,14 @@ func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 		{[]string{"history", "--journal", newer}, "format 9 by a newer natpool"},
 		{[]string{"history", "--journal", good, "--since", "yesterday"}, `"yesterday"`},
 		{[]string{"history", "--journal", good, "--journal", good}, "--journal given 2 times"},
+		{[]string{"history", "--journal", good, "--tz", "Mars/Olympus"}, `--tz "Mars/Olympus" is not a time zone`},
+		{[]string{"history", "--journal", good, "--since", "2026-11-17T13:00:00Z", "--until", "2026-11-17T12:00:00Z"}, "--since 2026-11-17T13:00:00Z is not before --until 2026-11-17T12:00:00Z"},
+		{[]string{"history", "--journal", good, "--prune-before", ""}, "--prune-before needs a time"},
+		{[]string{"lookup", "--journal", good, "--at", "now", "--private", "10.0.0.0/8", "--strategy", "octet", "10.16.0.1"}, "--at answers from the plans the journal recorded: --private, --strategy would change no answer"},
+		{[]string{"lookup", "--journal", good, "--at", "2026-03-29 02:30", "--tz", "Europe/Berlin", "10.16.0.1"},
+			`"2026-03-29 02:30" does not exist in Europe/Berlin: the clocks skipped it; give an offset: 2026-03-29T02:30:00+01:00 (01:30:00Z) or 2026-03-29T02:30:00+02:00 (00:30:00Z)`},
+		{[]string{"lookup", "--journal", good, "--at", "2026-10-25 02:30", "--tz", "Europe/Berlin", "10.16.0.1"},
+			`"2026-10-25 02:30" happened twice in Europe/Berlin: the clocks went back over it; give an offset: 2026-10-25T02:30:00+02:00 (00:30:00Z) or 2026-10-25T02:30:00+01:00 (01:30:00Z)`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -117,7 +137,7 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 	// Pruning before the second apply drops the first, and every lookup
 	// from then on answers as before.
 	before := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
-	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry that") {
+	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry and 0 peer events that") {
 		t.Errorf("prune: %s", out)
 	}
 	if after := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {
@@ -126,5 +146,45 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 	_, _, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:00:30Z", "10.16.3.7")
 	if !strings.Contains(stderr, "no plan in force at 2026-11-17T14:00:30Z in "+path+" (its first plan took effect at 2026-11-17T14:01:00.000Z)") {
 		t.Errorf("before the pruned journal starts: %q", stderr)
+	}
+}
+
+// A plan the journal cannot read leaves its entry listed without it, named
+// on stderr, with exit status 1: the rest of the history is all there.
+func TestHistoryListsTheRestWhenAPlanIsUnreadable(t *testing.T) {
+	clock := day.Add(time.Hour)
+	setClock(t, &clock)
+	path := writeJournal(t, "192.76.8.0/28", "192.76.8.0-192.76.8.16")
+	plans, _ := filepath.Glob(filepath.Join(path, "plans", "*.json.gz"))
+	os.WriteFile(plans[0], []byte("not gzip"), 0o644)
+	code, stdout, stderr := run("history", "--journal", path)
+	if code != exitFound || strings.Count(stdout, "apply") != 2 || !strings.Contains(stdout, "plan unreadable") ||
+		!strings.Contains(stderr, "plans/"+filepath.Base(plans[0])) && !strings.Contains(stderr, strings.TrimSuffix(filepath.Base(plans[0]), ".json.gz")) {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// Around a change from octet to block, a port lookup is answered by the
+// block plan and the octet plan is named as one that cannot answer; an
+// egress entry of one plan only is answered by that plan.
+func TestLookupAtAnswersFromEachPlanThatCan(t *testing.T) {
+	clock := day.Add(time.Hour)
+	setClock(t, &clock)
+	octet := pool.EgressSpec{Name: "campus", Private: []string{"10.16.0.0/22"}, Pool: []string{"198.18.0.0/29"}, Strategy: "octet"}
+	block := pool.EgressSpec{Name: "cgnat", Private: []string{"10.16.0.0/22"}, Pool: []string{"198.18.0.0/29"}, Strategy: "block"}
+	path := writeJournalOf(t, octet, block)
+	code, stdout, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "198.18.0.0:1030")
+	if code != exitFound || !strings.Contains(stdout, "198.18.0.0:1030 <- 10.16.0.0") || !strings.Contains(stderr, "cannot answer 198.18.0.0:1030: 198.18.0.0:1030: port lookups need the block strategy (egress campus uses octet)") {
+		t.Errorf("port lookup across the change: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "--egress", "cgnat", "10.16.0.9")
+	if code != exitFound || !strings.Contains(stdout, "10.16.0.9 -> 198.18.0.") || !strings.Contains(stderr, `no egress entry is named "cgnat"`) {
+		t.Errorf("--egress of one plan: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// RFC 3339 in lower case, and seconds since the epoch, are times too.
+	for _, at := range []string{"2026-11-17t14:01:30z", "@1794924090"} {
+		if code, stdout, stderr := run("lookup", "--journal", path, "--at", at, "10.16.0.9"); code != 0 || !strings.Contains(stdout, "plan ") {
+			t.Errorf("--at %s: exit %d\n%s%s", at, code, stdout, stderr)
+		}
 	}
 }

@@ -198,13 +198,13 @@ func journalNow(t *testing.T, jpath, ns string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := j.Entries()
+	c, err := j.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
 	digest := ""
-	for _, s := range journal.Spans(entries) {
-		if s.Target.Netns == ns && s.Until.IsZero() {
+	for _, s := range journal.Spans(c.Entries) {
+		if s.Target.Netns == ns && s.Current {
 			if s.Pending {
 				t.Fatalf("entry %d is still pending", s.Seq)
 			}
@@ -237,8 +237,8 @@ func settleIn(t *testing.T, jpath string, ns *netnstest.NS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, _ := hostname()
-	_, err = j.Recover(host, time.Now(), func(journal.Target) (string, bool, error) {
+	m, _ := thisMachine()
+	_, err = j.Recover(m.ID, time.Now(), func(journal.Target) (string, bool, error) {
 		k := kernelNow(t, ns)
 		return k, k != "", nil
 	})
@@ -294,10 +294,11 @@ func TestKilledApplyLeavesTheJournalAndTheKernelAgreeing(t *testing.T) {
 		t.Fatalf("after status: the journal says %q is in force, the kernel holds %q", j, k)
 	}
 	j, _ := journal.Open(jpath)
-	entries, err := j.Entries()
+	c, err := j.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := c.Entries
 	for _, e := range entries {
 		t.Logf("entry %d: %s recovered=%v %s", e.Seq, e.Outcome, e.Recovered, e.Error)
 		if e.Outcome == "" {
@@ -330,10 +331,11 @@ func TestConcurrentAppliesAreRecordedInCommitOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := j.Entries()
-	if err != nil || len(entries) != 2 {
-		t.Fatalf("%d entries, %v\n%s\n%s", len(entries), err, outs[0], outs[1])
+	c, err := j.Read()
+	if err != nil || len(c.Entries) != 2 {
+		t.Fatalf("%v, %v\n%s\n%s", c, err, outs[0], outs[1])
 	}
+	entries := c.Entries
 	if entries[0].Outcome != journal.Commit || entries[1].Outcome != journal.Commit || !entries[0].From.Before(entries[1].Intended) {
 		t.Errorf("entries interleaved or not both in force: %+v", entries)
 	}
@@ -341,4 +343,21 @@ func TestConcurrentAppliesAreRecordedInCommitOrder(t *testing.T) {
 		t.Errorf("the kernel holds %s, the journal's last entry %s", k, entries[1].Digest)
 	}
 	must(t, 0, "apply", "--delete", "--journal", jpath, "--netns", ns.Name)
+}
+
+// A damaged journal does not hide the table: status compares it with the
+// plan and says so, then names the journal's trouble, exit status 1.
+func TestStatusReportsTheTableBesideAJournalsTrouble(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t)
+	jpath := filepath.Join(t.TempDir(), "journal")
+	args := []string{"--private", "10.16.0.0/24", "--pool", "192.76.8.0/29", "--netns", ns.Name, "--journal", jpath}
+	must(t, 0, append([]string{"apply"}, args...)...)
+	f, _ := os.OpenFile(filepath.Join(jpath, "events"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("garbage\n")
+	f.Close()
+	out := must(t, 1, append([]string{"status"}, args...)...)
+	if !strings.Contains(out, "is in sync with the plan") || !strings.Contains(out, "line 4 (offset") || !strings.Contains(out, "does not parse") {
+		t.Errorf("status with a damaged journal:\n%s", out)
+	}
 }

@@ -73,8 +73,13 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 }
 
 func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
+	if o.tz != "" {
+		if _, err := loadZone(o.tz); err != nil {
+			return err
+		}
+	}
 	if o.at != "" {
-		return runLookupAt(o, stdout)
+		return runLookupAt(o, stdout, stderr)
 	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
@@ -112,7 +117,10 @@ func unanswered(answers []pool.Answer) error {
 }
 
 // runLookupAt answers from every plan the journals hold in force at --at.
-func runLookupAt(o *lookupOptions, stdout io.Writer) error {
+// A plan that cannot answer a question (a port lookup of an octet plan, an
+// egress entry it does not have, a plan the journal cannot rebuild) is
+// named on stderr, and the others answer.
+func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 	t, err := parseTime("--at", o.at, o.tz, now())
 	if err != nil {
 		return err
@@ -120,43 +128,62 @@ func runLookupAt(o *lookupOptions, stdout io.Writer) error {
 	if o.slack < 0 {
 		return fmt.Errorf("--slack %s: want 0 or more", o.slack)
 	}
+	if flags := o.spec.setFlags(); len(flags) > 0 {
+		return fmt.Errorf("--at answers from the plans the journal recorded: %s would change no answer (give the journal with --journal, or -f for its journal key)", strings.Join(flags, ", "))
+	}
+	for _, q := range o.queries {
+		if _, _, _, err := pool.ParseQuery(q); err != nil {
+			return err
+		}
+	}
 	_, fromSpec, err := o.spec.unplanned()
 	if err != nil {
 		return err
 	}
 	var plans []render.PlanAnswers
 	var answers []pool.Answer
-	var none []string // why each journal has no plan in force
+	var none []string   // why each journal has no plan in force
+	var failed []string // the plans that could not answer, and why
 	multi := false
 	for _, path := range journalPaths(o.journal, fromSpec) {
 		j, err := journal.Open(path)
 		if err != nil {
 			return err
 		}
-		entries, err := j.Entries()
+		c, err := j.Read()
 		if err != nil {
 			return err
 		}
-		spans := journal.Spans(entries)
+		notes(stderr, c.Notes)
+		spans := journal.Spans(c.Entries)
 		inForce := journal.InForce(spans, t, o.slack)
 		if len(inForce) == 0 {
 			none = append(none, path+" ("+notInForce(spans, t)+")")
 		}
 		for _, s := range inForce {
+			if s.ClockBack {
+				fmt.Fprintf(stderr, "natpool: note: journal %s: the clock went backwards to %s after plan %s took effect (entry %d): it counts as in force from %s until a change with a later time, and a time since then may name it or a plan after the step\n",
+					path, render.TimeText(s.StepTo), s.Digest, s.Seq, render.TimeText(s.From))
+			}
 			plan, err := rebuild(j, s.Digest)
 			if err != nil {
-				return err
+				failed = append(failed, err.Error())
+				continue
 			}
 			pa := render.PlanAnswers{Journal: path, Span: s}
 			for _, q := range o.queries {
 				a, err := plan.Lookup(q, o.egress)
 				if err != nil {
-					return err
+					failed = append(failed, fmt.Sprintf("plan %s (%s, in force %s, journal %s) cannot answer %s: %v",
+						s.Digest, render.TargetText(s.Host, s.Target), render.Interval(s.From, s.Until), path, q, err))
+					continue
 				}
 				pa.Answers = append(pa.Answers, a...)
 			}
-			plans, answers = append(plans, pa), append(answers, pa.Answers...)
-			multi = multi || len(plan.Egress) > 1
+			if len(pa.Answers) > 0 {
+				plans, answers = append(plans, pa), append(answers, pa.Answers...)
+				multi = multi || len(plan.Egress) > 1
+			}
 		}
 	}
 	ro := render.LookupOptions{Egress: multi && o.egress == "", All: o.all}
@@ -168,8 +195,16 @@ func runLookupAt(o *lookupOptions, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(plans) == 0 {
+	for _, f := range failed {
+		fmt.Fprintf(stderr, "natpool: %s\n", f)
+	}
+	switch {
+	case len(plans) == 0 && len(failed) > 0:
+		return fmt.Errorf("no plan in force at %s could answer (%s)", t.UTC().Format(time.RFC3339), render.Plural(uint64(len(failed)), "refusal"))
+	case len(plans) == 0:
 		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", t.UTC().Format(time.RFC3339), strings.Join(none, ", "))}
+	case len(failed) > 0:
+		return &exitError{code: exitFound, msg: fmt.Sprintf("%s of the plans in force at %s could not answer", render.Plural(uint64(len(failed)), "question"), t.UTC().Format(time.RFC3339))}
 	}
 	return unanswered(answers)
 }

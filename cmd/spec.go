@@ -19,14 +19,15 @@ type specOptions struct {
 	tableFlag string
 	ctLabel   string
 	egress    pool.EgressSpec
-	flags     *pflag.FlagSet
+	flags     *pflag.FlagSet // the command's
+	own       *pflag.FlagSet // the spec flags alone
 }
 
 // addSpecFlags adds the spec flags to cmd: every command that takes a spec
 // takes them all, with one meaning.
 func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
-	o.flags = cmd.Flags()
+	o.flags, o.own = cmd.Flags(), f
 	f.StringVarP(&o.file, "file", "f", "", "YAML spec file (flags override it)")
 	f.StringVar(&o.tableFlag, "table", "", "nftables table natpool owns (default natpool)")
 	f.StringVar(&o.ctLabel, "ct-label", "", fmt.Sprintf("conntrack label bit natpool's rules set on the connections they translate, 0-127 (default %d)", pool.DefaultCTLabel))
@@ -107,6 +108,17 @@ func (o *specOptions) unplanned() (table, journal string, err error) {
 	}
 	overrideWith(o, "table", &table, o.tableFlag)
 	return table, journal, nil
+}
+
+// setFlags returns the spec flags given, but --file, as --NAME.
+func (o *specOptions) setFlags() []string {
+	var out []string
+	o.flags.Visit(func(f *pflag.Flag) {
+		if f.Name != "file" && o.own.Lookup(f.Name) != nil {
+			out = append(out, "--"+f.Name)
+		}
+	})
+	return out
 }
 
 // overrideWith sets *dst to value when the spec flag name was given.

@@ -83,13 +83,13 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	known, err := inForce(path, journal.Target{Netns: o.netns, Table: plan.Table}, stamp.Digest, stderr)
-	if err != nil {
-		return err
-	}
+	known := inForce(path, o.netns, plan.Table, stamp.Digest, stderr)
 	inSync := len(diffs) == 0 && known.Err == nil
 	if o.output == "json" {
 		j := map[string]any{"path": path}
+		if len(known.Notes) > 0 {
+			j["notes"] = known.Notes
+		}
 		if known.Err != nil {
 			j["drift"] = known.Err.Error()
 		} else {
@@ -123,6 +123,9 @@ func statusOf(plan *pool.Plan, o *statusOptions, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, "journal %s: %v\n", path, known.Err)
 		} else {
 			fmt.Fprintf(stdout, "journal %s: entry %d, plan %s, in force since %s\n", path, known.Seq, known.Digest, render.TimeText(known.From))
+		}
+		for _, n := range known.Notes {
+			fmt.Fprintf(stdout, "journal note: %s\n", n)
 		}
 	}
 	if err != nil || inSync {
@@ -199,52 +202,35 @@ func peerStates(r *linux.Routing, c *pool.Cluster, node string) ([]peerState, er
 }
 
 // known is what the journal says of a table: the entry in force, or why it
-// does not know the table's plan (drift).
+// cannot say the table's plan is the one it recorded.
 type known struct {
 	journal.Span
-	Err error
+	Err   error
+	Notes []string // what the journal's reader passed over
 }
 
-// inForce settles the journal at path and finds the entry in force in
-// target on this host, which should name digest, the plan stamped on the
-// table. A missing journal knows nothing; one that is not natpool's is
-// trouble.
-func inForce(path string, target journal.Target, digest string, stderr io.Writer) (known, error) {
-	j, err := journal.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return known{Err: fmt.Errorf("no journal here: this table's plan (%s) was never recorded", digest)}, nil
-	}
+// inForce settles the journal at path and finds the entry in force in this
+// machine's table in netns, which should name digest, the plan stamped on
+// the table. Whatever keeps the journal from saying so (it is missing,
+// damaged, unreadable, or never recorded the plan) is its Err: status
+// reports it beside the table's drift, never instead of it.
+func inForce(path, netns, table, digest string, stderr io.Writer) known {
+	w, err := journalWriter(path, stderr)
 	if err != nil {
-		return known{}, err
+		return known{Err: err}
 	}
-	unlock, err := j.Lock(waiting(path, stderr))
-	if err != nil {
-		return known{}, err
-	}
-	defer unlock()
-	if err := settle(j, stderr); err != nil {
-		return known{}, err
-	}
-	entries, err := j.Entries()
-	if err != nil {
-		return known{}, err
-	}
-	if target.Host, err = hostname(); err != nil {
-		return known{}, err
-	}
-	var last *journal.Span
-	for _, s := range journal.Spans(entries) {
-		if s.Target == target && s.Until.IsZero() {
-			last = &s
-		}
-	}
+	c, last, err := w.InForce(netns, table)
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return known{Err: fmt.Errorf("no journal here: this table's plan (%s) was never recorded", digest)}
+	case err != nil:
+		return known{Err: err}
 	case last == nil:
-		return known{Err: fmt.Errorf("no plan of this table in force: this table's plan (%s) was never recorded", digest)}, nil
+		return known{Err: fmt.Errorf("no plan of this table in force: this table's plan (%s) was never recorded", digest), Notes: c.Notes}
 	case last.Digest != digest:
-		return known{Err: fmt.Errorf("entry %d says plan %s is in force since %s, but the table holds %s", last.Seq, last.Digest, render.TimeText(last.From), digest)}, nil
+		return known{Err: fmt.Errorf("entry %d says plan %s is in force since %s, but the table holds %s", last.Seq, last.Digest, render.TimeText(last.From), digest), Notes: c.Notes}
 	}
-	return known{Span: *last}, nil
+	return known{Span: *last, Notes: c.Notes}
 }
 
 // size counts the differing lines.

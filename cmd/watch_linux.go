@@ -166,7 +166,7 @@ func (w *watcher) reload(old *pool.Plan) *pool.Plan {
 	}
 	w.metrics.reloads.WithLabelValues("applied").Inc()
 	change := fmt.Sprintf("reload: plan %s -> %s", before, w.metrics.plan.Load().digest)
-	n, _ := moved(old, plan)
+	n := count(old, plan).moved
 	r, err := flush(plan, conntrack.StaleIn(plan), w.o.apply.netns, false)
 	w.counted("", "stale", r, err)
 	if err != nil {
@@ -337,16 +337,11 @@ func (w *watcher) recordPeer(plan *pool.Plan, ev journal.Event) error {
 	if err != nil {
 		return err
 	}
-	j, unlock, err := journal.Create(path, now(), waiting(path, w.log))
+	jw, err := journalWriter(path, w.log)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	ev.Time, ev.Netns, ev.Table = now(), w.o.apply.netns, plan.Table
-	if ev.Host, err = hostname(); err != nil {
-		return err
-	}
-	return j.Peer(ev)
+	return jw.Peer(ev.Kind, w.o.apply.netns, plan.Table, ev.Node, ev.Peer, now())
 }
 
 // count keeps the connection counts from conntrack's events, rebuilt from a

@@ -51,7 +51,7 @@ func CapacityTable(w io.Writer, caps []pool.Capacity, nodes []pool.NodeLoad, d p
 		case c.AddressesNeeded >= 0:
 			verb := map[bool]string{true: "keeps", false: "keep"}[c.AddressesNeeded == 1]
 			fmt.Fprintf(w, "%s %s every one at or below %g%% (the pool has %d)\n",
-				plural(uint64(c.AddressesNeeded), "public address"), verb, 100*d.Target, len(c.Public))
+				Plural(uint64(c.AddressesNeeded), "public address"), verb, 100*d.Target, len(c.Public))
 		case c.Blocks[0] > 0:
 			fmt.Fprintf(w, "no block of the port range %s holds %g connections to one destination at %g%%\n",
 				c.Ports, d.SessionsPerHost*d.SameDestinationShare, 100*d.Target)

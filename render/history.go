@@ -13,9 +13,12 @@ type HistoryEntry struct {
 	journal.Entry
 	Egress []EgressSummary // of an apply's plan
 	// Moved counts the hosts that changed public address against the plan
-	// in force before in the same table; Hosts those both plans map. Nil
-	// for the first plan of a table and for anything but a committed apply.
-	Moved, Hosts *uint64
+	// in force before in the same table, PortsMoved those that kept it and
+	// changed port block; Hosts those both plans map. Nil for the first
+	// plan of a table and for anything but a committed apply.
+	Moved, PortsMoved, Hosts *uint64
+	// Unread marks an apply whose plan could not be read from the journal.
+	Unread bool
 	// Peer is set, and the rest empty, for a peer event.
 	Peer *journal.PeerEvent
 }
@@ -66,7 +69,7 @@ func HistoryText(w io.Writer, entries []HistoryEntry) error {
 	for _, e := range entries {
 		if e.Peer != nil {
 			op, what := peerText(e.Peer)
-			rows = append(rows, []string{TimeText(e.Peer.Time), "-", op, TargetText(e.Peer.Target), "-", what, "", "-"})
+			rows = append(rows, []string{TimeText(e.Peer.Time), "-", op, TargetText(e.Peer.Host, e.Peer.Target), "-", what, "", "-"})
 			continue
 		}
 		plan, egress, moved := "-", "", "-"
@@ -77,12 +80,18 @@ func HistoryText(w io.Writer, entries []HistoryEntry) error {
 			if i > 0 {
 				egress += "\n"
 			}
-			egress += fmt.Sprintf("%s: %s, %s on %d", s.Name, s.Strategy, plural(s.Hosts, "host"), s.Public)
+			egress += fmt.Sprintf("%s: %s, %s on %d", s.Name, s.Strategy, Plural(s.Hosts, "host"), s.Public)
 		}
 		if e.Moved != nil && *e.Hosts > 0 {
 			moved = fmt.Sprintf("%d (%s)", *e.Moved, percent(float64(*e.Moved)/float64(*e.Hosts)))
+			if *e.PortsMoved > 0 {
+				moved += fmt.Sprintf("\n+%d port blocks", *e.PortsMoved)
+			}
 		}
-		rows = append(rows, []string{TimeText(e.Time()), fmt.Sprint(e.Seq), e.Op, TargetText(e.Target), plan, outcome(e.Entry), egress, moved})
+		if e.Unread {
+			egress = "(plan unreadable: see stderr)"
+		}
+		rows = append(rows, []string{TimeText(e.Time()), fmt.Sprint(e.Seq), e.Op, TargetText(e.Host, e.Target), plan, outcome(e.Entry), egress, moved})
 	}
 	return Table(w, []string{"TIME (UTC)", "ENTRY", "OP", "WHERE", "PLAN", "OUTCOME", "EGRESS", "MOVED"}, rows, 1)
 }
@@ -91,6 +100,7 @@ type historyJSON struct {
 	Seq       int             `json:"entry"`
 	Op        string          `json:"op"`
 	Host      string          `json:"host"`
+	Machine   string          `json:"machine"`
 	Netns     string          `json:"netns"`
 	Table     string          `json:"table"`
 	Digest    string          `json:"digest,omitempty"`
@@ -102,19 +112,22 @@ type historyJSON struct {
 	Error     string          `json:"error,omitempty"`
 	Egress    []EgressSummary `json:"egress,omitempty"`
 	Moved     *uint64         `json:"moved"`
+	Ports     *uint64         `json:"ports_moved"`
 	Hosts     *uint64         `json:"hosts_compared"`
+	Unread    bool            `json:"plan_unreadable,omitempty"`
 }
 
 // peerJSON is a peer event in history's JSON, told apart by its op.
 type peerJSON struct {
-	Op    string    `json:"op"` // "peer-down" or "peer-up"
-	Host  string    `json:"host"`
-	Netns string    `json:"netns"`
-	Table string    `json:"table"`
-	Time  time.Time `json:"from"`
-	Node  string    `json:"node"`
-	Peer  string    `json:"peer"`
-	What  string    `json:"outcome"`
+	Op      string    `json:"op"` // "peer-down" or "peer-up"
+	Host    string    `json:"host"`
+	Machine string    `json:"machine"`
+	Netns   string    `json:"netns"`
+	Table   string    `json:"table"`
+	Time    time.Time `json:"from"`
+	Node    string    `json:"node"`
+	Peer    string    `json:"peer"`
+	What    string    `json:"outcome"`
 }
 
 // HistoryJSON writes the entries as a JSON array, in the order given.
@@ -123,12 +136,12 @@ func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
 	for _, e := range entries {
 		if p := e.Peer; p != nil {
 			op, what := peerText(p)
-			out = append(out, peerJSON{Op: op, Host: p.Target.Host, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Node: p.Node, Peer: p.Peer, What: what})
+			out = append(out, peerJSON{Op: op, Host: p.Host, Machine: p.Target.Machine, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Node: p.Node, Peer: p.Peer, What: what})
 			continue
 		}
-		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Target.Host, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,
+		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Host, Machine: e.Target.Machine, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,
 			Version: e.Version, Intended: e.Intended.UTC(), Outcome: e.Outcome, Recovered: e.Recovered, Error: e.Error,
-			Egress: e.Egress, Moved: e.Moved, Hosts: e.Hosts}
+			Egress: e.Egress, Moved: e.Moved, Ports: e.PortsMoved, Hosts: e.Hosts, Unread: e.Unread}
 		if h.Outcome == "" {
 			h.Outcome = "unknown"
 		}

@@ -50,7 +50,7 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 		case pool.NoMapping:
 			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
 		case pool.Reverse:
-			fmt.Fprintf(w, "%s <- %s in %s%s\n", a.Public, plural(a.Hosts, "host"), plural(uint64(len(a.Ranges)), "range"), nodesSuffix(a))
+			fmt.Fprintf(w, "%s <- %s in %s%s\n", a.Public, Plural(a.Hosts, "host"), Plural(uint64(len(a.Ranges)), "range"), nodesSuffix(a))
 			if o.All {
 				for _, r := range a.Ranges {
 					for h := r.From(); r.Contains(h); h = h.Next() {
@@ -71,12 +71,15 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 	return nil
 }
 
-func plural(n uint64, noun string) string {
+// Plural writes a count of a noun: "1 host", "2 hosts", "3 entries".
+func Plural(n uint64, noun string) string {
 	switch {
 	case n == 1:
 		return "1 " + noun
 	case strings.HasSuffix(noun, "s"):
 		return fmt.Sprintf("%d %ses", n, noun)
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }
@@ -149,9 +152,9 @@ type PlanAnswers struct {
 func LookupAtText(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
 	for _, p := range plans {
 		s := p.Span
-		fmt.Fprintf(w, "plan %s in %s, in force %s (journal %s)", s.Digest, TargetText(s.Target), Interval(s.From, s.Until), p.Journal)
+		fmt.Fprintf(w, "plan %s in %s, in force %s (journal %s)", s.Digest, TargetText(s.Host, s.Target), Interval(s.From, s.Until), p.Journal)
 		if s.Pending {
-			fmt.Fprintf(w, ", if its interrupted apply took effect: natpool status on %s settles it", s.Target.Host)
+			fmt.Fprintf(w, ", if its interrupted apply took effect: natpool status on %s settles it", s.Host)
 		}
 		fmt.Fprintln(w)
 		if err := LookupText(w, p.Answers, o); err != nil {
@@ -164,6 +167,7 @@ func LookupAtText(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
 type planAnswersJSON struct {
 	Journal string     `json:"journal"`
 	Host    string     `json:"host"`
+	Machine string     `json:"machine"`
 	Netns   string     `json:"netns"`
 	Table   string     `json:"table"`
 	Digest  string     `json:"digest"`
@@ -178,7 +182,7 @@ func LookupAtJSON(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
 	out := []planAnswersJSON{}
 	for _, p := range plans {
 		s := p.Span
-		pj := planAnswersJSON{Journal: p.Journal, Host: s.Target.Host, Netns: s.Target.Netns, Table: s.Target.Table,
+		pj := planAnswersJSON{Journal: p.Journal, Host: s.Host, Machine: s.Target.Machine, Netns: s.Target.Netns, Table: s.Target.Table,
 			Digest: s.Digest, From: s.From.UTC(), Pending: s.Pending, Answers: answersJSON(p.Answers, o)}
 		if !s.Until.IsZero() {
 			until := s.Until.UTC()
@@ -189,9 +193,10 @@ func LookupAtJSON(w io.Writer, plans []PlanAnswers, o LookupOptions) error {
 	return JSON(w, out)
 }
 
-// TargetText names a journal's target for a person.
-func TargetText(t journal.Target) string {
-	s := "table " + t.Table + " on " + t.Host
+// TargetText names a journal's target for a person, on the machine that
+// was host then.
+func TargetText(host string, t journal.Target) string {
+	s := "table " + t.Table + " on " + host
 	if t.Netns != "" {
 		s += " (netns " + t.Netns + ")"
 	}

@@ -48,7 +48,7 @@ func nodeSummary(w io.Writer, r *pool.Report) error {
 	}
 	fmt.Fprintln(w)
 	for _, n := range r.Nodes {
-		fmt.Fprintf(w, "node %s owns %s carrying %s", n.Node, plural(uint64(n.Owned.Addresses), "public address"), plural(n.Owned.Hosts, "host"))
+		fmt.Fprintf(w, "node %s owns %s carrying %s", n.Node, Plural(uint64(n.Owned.Addresses), "public address"), Plural(n.Owned.Hosts, "host"))
 		if n.FailoverOf != "" {
 			fmt.Fprintf(w, "; with %s down, %d carrying %d", n.FailoverOf, n.Failover.Addresses, n.Failover.Hosts)
 		}

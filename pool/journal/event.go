@@ -106,6 +106,8 @@ func (ev *Event) text(key []byte) *string {
 		return &ev.Node
 	case "peer":
 		return &ev.Peer
+	case "machine":
+		return &ev.Machine
 	}
 	return nil
 }

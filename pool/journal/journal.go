@@ -32,8 +32,11 @@ import (
 )
 
 // Format is the version of the journal's layout. A journal of a later
-// format is refused: an older natpool cannot know what it holds.
-const Format = 1
+// format is refused: an older natpool cannot know what it holds. Format 2
+// (natpool 0.2.0) added peer events and the machine identity; a natpool
+// that writes to a format-1 journal raises its header to 2 first, so that
+// 0.1.0 refuses it by its format instead of calling it damaged.
+const Format = 2
 
 // DefaultPath is where a NAT box keeps its journal unless told otherwise.
 const DefaultPath = "/var/lib/natpool/journal"
@@ -71,6 +74,11 @@ type Event struct {
 	// back. Host, Netns and Table say where Node runs.
 	Node string `json:"node,omitempty"`
 	Peer string `json:"peer,omitempty"`
+	// Machine identifies the machine that wrote the event, whatever its
+	// host name (/etc/machine-id); Host is the name it had then. Events
+	// before format 2 have none, and are the machine's whose later events
+	// carry their host name.
+	Machine string `json:"machine,omitempty"`
 }
 
 // The kinds of event and of operation.
@@ -89,15 +97,16 @@ const (
 type PeerEvent struct {
 	Time       time.Time
 	Target     Target // where the node runs
+	Host       string // its host name then
 	Node, Peer string
 	Up         bool
 	Line       int // in the events file
 }
 
-// Target is the table a plan is put in force in: on a host, in a network
-// namespace ("" for the host's own).
+// Target is the table a plan is put in force in: on a machine, in a network
+// namespace ("" for the machine's own).
 type Target struct {
-	Host, Netns, Table string
+	Machine, Netns, Table string
 }
 
 // Entry is an intent with its outcome.
@@ -105,6 +114,7 @@ type Entry struct {
 	Seq     int
 	Op      string
 	Target  Target
+	Host    string // the machine's host name when it wrote the intent
 	Digest  string
 	Version string
 	// Intended is when the intent was written; From is when the change
@@ -119,7 +129,8 @@ type Entry struct {
 
 // Journal is an open journal directory.
 type Journal struct {
-	Dir string
+	Dir    string
+	format int // of the header, once read
 }
 
 // Open opens the journal at dir, which must exist and be natpool's.
@@ -138,14 +149,19 @@ func Open(dir string) (*Journal, error) {
 	defer f.Close()
 	line, err := bufio.NewReader(f).ReadBytes('\n')
 	var h header
-	if err != nil || json.Unmarshal(line, &h) != nil || h.Journal == 0 {
+	if err != nil || len(line) > maxLine || json.Unmarshal(line, &h) != nil || h.Journal == 0 {
 		return nil, fmt.Errorf("journal %s: not a natpool journal (line 1 is no journal header)", dir)
 	}
 	if h.Journal > Format {
 		return nil, fmt.Errorf("journal %s: written in format %d by a newer natpool; this one reads format %d", dir, h.Journal, Format)
 	}
+	j.format = h.Journal
 	return j, nil
 }
+
+// maxLine bounds a line of the events file: natpool writes lines of a few
+// hundred bytes, and a line of 50 MB is none of its own.
+const maxLine = 64 << 10
 
 // Create opens the journal at dir for writing, making it if there is none,
 // and returns it locked (see Lock) with the lock's release. It refuses a
@@ -164,7 +180,11 @@ func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error)
 		return nil, nil, err
 	}
 	if _, err := os.Stat(j.path(eventsFile)); err == nil {
-		if _, err := Open(dir); err != nil {
+		opened, err := Open(dir)
+		if err == nil && opened.format < Format {
+			err = j.raiseFormat()
+		}
+		if err != nil {
 			unlock()
 			return nil, nil, err
 		}
@@ -207,38 +227,56 @@ func mayHoldJournal(dir string) error {
 	return nil
 }
 
+// raiseFormat rewrites the header of an older journal as this format's,
+// before this natpool writes what an older one cannot read.
+func (j *Journal) raiseFormat() error {
+	data, err := os.ReadFile(j.path(eventsFile))
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	first, rest, _ := bytes.Cut(data, []byte{'\n'})
+	var h header
+	if err := json.Unmarshal(first, &h); err != nil {
+		return fmt.Errorf("journal %s: line 1: %w", j.Dir, err)
+	}
+	h.Journal = Format
+	line, _ := json.Marshal(h)
+	if err := writeFile(j.path(eventsFile), append(append(line, '\n'), rest...)); err != nil {
+		return fmt.Errorf("journal %s: %w", j.Dir, err)
+	}
+	return nil
+}
+
 func (j *Journal) path(name string) string { return filepath.Join(j.Dir, name) }
 
 func (j *Journal) planPath(digest string) string {
 	return filepath.Join(j.Dir, plansDir, digest+".json.gz")
 }
 
-// Entries reads the events: the intents, oldest first, each with its
-// outcome. A line that does not parse, or an outcome without its intent, is
-// an error naming the line and its byte offset.
-func (j *Journal) Entries() ([]Entry, error) {
-	entries, _, err := j.read()
-	return entries, err
+// Contents is what a journal holds.
+type Contents struct {
+	Entries []Entry     // the intents, oldest first, each with its outcome
+	Peers   []PeerEvent // oldest first
+	// Notes say what the reader passed over: a last line a crash or a full
+	// disk cut short (absent: the next write trims it), and events of
+	// kinds this natpool does not know.
+	Notes []string
 }
 
-// PeerEvents reads the peer events, oldest first.
-func (j *Journal) PeerEvents() ([]PeerEvent, error) {
-	_, peers, err := j.read()
-	return peers, err
-}
-
-// read reads the entries and the peer events.
-func (j *Journal) read() ([]Entry, []PeerEvent, error) {
+// Read reads the events. A line that does not parse, or an outcome without
+// its intent, is an error naming the line and its byte offset.
+func (j *Journal) Read() (*Contents, error) {
 	// Read whole, the events are counted before they are parsed, and the
 	// entries are allocated once: growing a slice of them costs more than
 	// parsing them. Each line must hold exactly one event.
 	data, err := os.ReadFile(j.path(eventsFile))
 	if err != nil {
-		return nil, nil, fmt.Errorf("journal %s: %w", j.Dir, err)
+		return nil, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
-	entries := make([]Entry, 0, bytes.Count(data, []byte{'\n'})/2) // an intent and its outcome
-	var peers []PeerEvent
+	c := &Contents{Entries: make([]Entry, 0, bytes.Count(data, []byte{'\n'})/2)} // an intent and its outcome
+	entries := c.Entries
 	names := map[string]string{}
+	machineOf := map[string]string{} // host name -> machine, from the events that carry both
 	for n, next := 1, 0; next < len(data); n++ {
 		at := next
 		bad := func(why string) error {
@@ -246,16 +284,27 @@ func (j *Journal) read() ([]Entry, []PeerEvent, error) {
 		}
 		end := at + bytes.IndexByte(data[at:], '\n')
 		if end < at {
-			return nil, nil, bad("is cut short: the write of it was interrupted")
-		}
-		var ev Event
-		if err := parseEvent(data[at:end], &ev, names); err != nil {
-			return nil, nil, bad("does not parse: " + err.Error())
+			if n == 1 {
+				return nil, bad("is cut short: the journal's header was never written whole")
+			}
+			c.Notes = append(c.Notes, fmt.Sprintf("journal %s: line %d (offset %d) is cut short: a write was interrupted (a crash, a full disk); it counts as never written, and the next write trims it", j.path(eventsFile), n, at))
+			break
 		}
 		next = end + 1
+		if end-at > maxLine {
+			return nil, bad(fmt.Sprintf("is %d bytes long: natpool writes no line over %d", end-at, maxLine))
+		}
 		if n == 1 {
 			continue // the header, checked by Open
 		}
+		var ev Event
+		if err := parseEvent(data[at:end], &ev, names); err != nil {
+			return nil, bad("does not parse: " + err.Error())
+		}
+		if ev.Machine != "" && ev.Host != "" {
+			machineOf[ev.Host] = ev.Machine
+		}
+		target := Target{ev.Machine, ev.Netns, ev.Table}
 		// Intents are numbered in the order they are written, so the
 		// entries are in Seq order and an intent is found by bisection;
 		// an outcome mostly follows its own intent, the last.
@@ -265,9 +314,9 @@ func (j *Journal) read() ([]Entry, []PeerEvent, error) {
 		}
 		switch {
 		case (ev.Kind == PeerDown || ev.Kind == PeerUp) && ev.Seq == 0 && ev.Node != "" && ev.Peer != "":
-			peers = append(peers, PeerEvent{Time: ev.Time, Target: Target{ev.Host, ev.Netns, ev.Table}, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Line: n})
+			c.Peers = append(c.Peers, PeerEvent{Time: ev.Time, Target: target, Host: ev.Host, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Line: n})
 		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
-			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: Target{ev.Host, ev.Netns, ev.Table},
+			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: target, Host: ev.Host,
 				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})
 		case (ev.Kind == Commit || ev.Kind == Abort) && known && entries[i].Outcome == "":
 			e := &entries[i]
@@ -276,11 +325,36 @@ func (j *Journal) read() ([]Entry, []PeerEvent, error) {
 			if ev.Recovered {
 				e.From = e.Intended
 			}
+		case !slices.Contains(kinds, ev.Kind):
+			c.Notes = append(c.Notes, fmt.Sprintf("journal %s: line %d: event %q is of a kind this natpool does not know; passed over", j.path(eventsFile), n, ev.Kind))
 		default:
-			return nil, nil, bad(fmt.Sprintf("is no intent, outcome of one, or peer event (event %q, seq %d)", ev.Kind, ev.Seq))
+			return nil, bad(fmt.Sprintf("is no intent, outcome of one, or peer event (event %q, seq %d)", ev.Kind, ev.Seq))
 		}
 	}
-	return entries, peers, nil
+	// Events written before the machine was named are its, by host name.
+	for i := range entries {
+		entries[i].Target.Machine = machineFor(entries[i].Target.Machine, entries[i].Host, machineOf)
+	}
+	for i := range c.Peers {
+		c.Peers[i].Target.Machine = machineFor(c.Peers[i].Target.Machine, c.Peers[i].Host, machineOf)
+	}
+	c.Entries = entries
+	return c, nil
+}
+
+// kinds are the kinds of event this natpool knows.
+var kinds = []string{Intent, Commit, Abort, PeerDown, PeerUp}
+
+// machineFor names the machine of an event: its own, else the one a later
+// event names for its host, else its host name.
+func machineFor(machine, host string, machineOf map[string]string) string {
+	if machine != "" {
+		return machine
+	}
+	if m, ok := machineOf[host]; ok {
+		return m
+	}
+	return "host " + host
 }
 
 // validDigest reports whether d is a plan digest: 16 lower-case hex digits.
@@ -299,13 +373,13 @@ func validDigest(d string) bool {
 // Begin records the intent of e (Seq is set here) and, for an apply, the
 // plan's record, and syncs both to disk. The caller holds the lock.
 func (j *Journal) Begin(e Event, rec *pool.Record) (int, error) {
-	entries, err := j.Entries()
+	c, err := j.Read()
 	if err != nil {
 		return 0, err // a damaged journal is a person's to mend
 	}
 	e.Seq, e.Kind = 1, Intent
-	if len(entries) > 0 {
-		e.Seq = entries[len(entries)-1].Seq + 1
+	if n := len(c.Entries); n > 0 {
+		e.Seq = c.Entries[n-1].Seq + 1
 	}
 	if rec != nil {
 		if err := j.writePlan(e.Digest, rec); err != nil {
@@ -330,32 +404,63 @@ func (j *Journal) Peer(ev Event) error {
 	if ev.Kind != PeerDown && ev.Kind != PeerUp || ev.Node == "" || ev.Peer == "" {
 		return fmt.Errorf("journal %s: a peer event needs event peer-down or peer-up, a node and a peer", j.Dir)
 	}
-	if _, err := j.Entries(); err != nil {
+	if _, err := j.Read(); err != nil {
 		return err // a damaged journal is a person's to mend
 	}
 	ev.Seq, ev.Time = 0, ev.Time.UTC()
 	return j.append(ev)
 }
 
+// append writes ev as the events' last line and syncs it. A last line an
+// interrupted write cut short is trimmed first; a write that fails is
+// trimmed back, so the file ends in a whole line whatever happens.
 func (j *Journal) append(ev Event) error {
 	line, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(j.path(eventsFile), os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(j.path(eventsFile), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
-	if _, err = f.Write(append(line, '\n')); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	defer f.Close()
+	whole, err := wholeLines(f)
+	if err == nil {
+		if err = f.Truncate(whole); err == nil {
+			_, err = f.WriteAt(append(line, '\n'), whole)
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Truncate(whole) // nothing of a failed write stays
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
 	return nil
+}
+
+// wholeLines returns the length of f up to the end of its last whole line.
+func wholeLines(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	end := st.Size()
+	buf := make([]byte, 4096)
+	for end > 0 {
+		n := min(int64(len(buf)), end)
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return end - n + int64(i) + 1, nil
+		}
+		end -= n
+	}
+	return 0, nil
 }
 
 // writePlan stores the record under its digest, unless it is there.

@@ -19,6 +19,17 @@ type Span struct {
 	// Pending marks an apply whose outcome is unknown: the target may have
 	// had its plan from its intent on, or kept the one before.
 	Pending bool
+	// ClockBack marks a span whose next change carries an earlier time than
+	// its own start: the clock went backwards (to StepTo) while the plan
+	// was in force, so its end is not known in wall-clock time. It counts
+	// as in force from its start until a later change of the target with a
+	// later time ends it: a time in that stretch may name it, or the plans
+	// after the step.
+	ClockBack bool
+	StepTo    time.Time
+	// Current marks the span of the last change of its target, in the order
+	// the changes were written: the plan in force now.
+	Current bool
 }
 
 // Contains reports whether the span's plan was in force at t.
@@ -26,46 +37,65 @@ func (s Span) Contains(t time.Time) bool {
 	return !t.Before(s.From) && (s.Until.IsZero() || t.Before(s.Until))
 }
 
-// Spans returns the plans each target had, in the order they took effect.
-// An apply of unknown outcome gives a Pending span that does not end the
-// one before it.
+// Spans returns the plans each target had, in the order the changes were
+// written (their sequence numbers), not by their times: a clock stepped
+// backwards gives a span marked ClockBack. An apply of unknown outcome
+// gives a Pending span that does not end the one before it.
 func Spans(entries []Entry) []Span {
 	out := make([]Span, 0, len(entries))
 	// The spans not yet ended, by index in out, of each target: a journal
 	// has a few targets, so a short list finds them faster than a map.
 	type target struct {
 		Target
-		open []int
+		open    []int
+		stepped []int // spans ClockBack leaves open until a later time
 	}
 	var targets []target
-	openOf := func(t Target) *[]int {
+	targetOf := func(t Target) *target {
 		for i := range targets {
 			if targets[i].Target == t {
-				return &targets[i].open
+				return &targets[i]
 			}
 		}
 		targets = append(targets, target{Target: t})
-		return &targets[len(targets)-1].open
+		return &targets[len(targets)-1]
 	}
 	for _, e := range entries {
-		open := openOf(e.Target)
+		tg := targetOf(e.Target)
 		switch e.Outcome {
 		case Commit: // ends the target's span in force and its pending ones
-			for _, i := range *open {
+			tg.stepped = slices.DeleteFunc(tg.stepped, func(i int) bool {
+				ended := !e.From.Before(out[i].From)
+				if ended {
+					out[i].Until = e.From
+				}
+				return ended
+			})
+			for _, i := range tg.open {
+				if e.From.Before(out[i].From) {
+					out[i].ClockBack, out[i].StepTo = true, e.From
+					tg.stepped = append(tg.stepped, i)
+					continue
+				}
 				out[i].Until = e.From
 			}
-			*open = (*open)[:0]
+			tg.open = tg.open[:0]
 			if e.Op == Apply {
-				*open = append(*open, len(out))
+				tg.open = append(tg.open, len(out))
 				out = append(out, Span{Entry: e})
 			}
 		case "":
 			if e.Op == Apply {
 				s := Span{Entry: e, Pending: true}
 				s.From = e.Intended
-				*open = append(*open, len(out))
+				tg.open = append(tg.open, len(out))
 				out = append(out, s)
 			}
+		}
+	}
+	for _, tg := range targets {
+		for _, i := range tg.open {
+			out[i].Current = true
 		}
 	}
 	return out
@@ -78,19 +108,19 @@ type Resolved struct {
 	Why     string
 }
 
-// Recover settles the changes of host whose outcome was lost (natpool was
+// Recover settles the changes of machine whose outcome was lost (natpool was
 // killed between intent and outcome): stamp reads the digest natpool stamped
 // on a target's table ("" without one). An apply whose digest the table
 // holds took effect; a delete took effect when the table is gone; anything
 // else did not. The caller holds the lock.
-func (j *Journal) Recover(host string, now time.Time, stamp func(Target) (digest string, exists bool, err error)) ([]Resolved, error) {
-	entries, err := j.Entries()
+func (j *Journal) Recover(machine string, now time.Time, stamp func(Target) (digest string, exists bool, err error)) ([]Resolved, error) {
+	c, err := j.Read()
 	if err != nil {
 		return nil, err
 	}
 	var out []Resolved
-	for _, e := range entries {
-		if e.Outcome != "" || e.Target.Host != host {
+	for _, e := range c.Entries {
+		if e.Outcome != "" || e.Target.Machine != machine {
 			continue
 		}
 		digest, exists, err := stamp(e.Target)
@@ -118,24 +148,29 @@ func (j *Journal) Recover(host string, now time.Time, stamp func(Target) (digest
 	return out, nil
 }
 
+// Pruned is what Prune dropped.
+type Pruned struct{ Entries, PeerEvents int }
+
 // Prune drops the entries that stopped mattering before t: every change of
 // a target that another had replaced by t. The plan each target had at t,
 // everything since and every change of unknown outcome stay, so every
 // lookup at t or later answers as before. Of the peer events before t only
-// each peer's last stays. It returns how many entries and peer events it
-// dropped. The caller holds the lock.
-func (j *Journal) Prune(t time.Time) (int, error) {
-	entries, peers, err := j.read()
+// each peer's last stays. The caller holds the lock.
+func (j *Journal) Prune(t time.Time) (Pruned, error) {
+	c, err := j.Read()
 	if err != nil {
-		return 0, err
+		return Pruned{}, err
 	}
+	entries, peers := c.Entries, c.Peers
 	keep := map[int]bool{}
 	last := map[Target]int{} // the target's last change in effect before t
 	for _, e := range entries {
 		switch {
-		case e.Outcome == "" || !e.Intended.Before(t):
+		// An apply intended before t that took effect at or after it is
+		// in force from then on: kept, as everything written from t.
+		case e.Outcome == "" || !e.Intended.Before(t) || !e.From.Before(t):
 			keep[e.Seq] = true
-		case e.Outcome == Commit && e.From.Before(t):
+		case e.Outcome == Commit:
 			last[e.Target] = e.Seq
 		}
 	}
@@ -157,12 +192,12 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 		keepPeer[line] = true
 	}
 	if len(keep) == len(entries) && len(keepPeer) == len(peers) {
-		return 0, nil
+		return Pruned{}, nil
 	}
 	// Rewrite the events: the header and the kept entries' lines, in order.
 	data, err := os.ReadFile(j.path(eventsFile))
 	if err != nil {
-		return 0, err
+		return Pruned{}, err
 	}
 	header, events, _ := bytes.Cut(data, []byte{'\n'})
 	var kept bytes.Buffer
@@ -170,18 +205,22 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 	kept.WriteByte('\n')
 	names := map[string]string{}
 	n := 1                                  // the header's line
-	for line := range bytes.Lines(events) { // whole lines: Entries read them all
+	for line := range bytes.Lines(events) { // Read parsed them all
 		n++
+		if !bytes.HasSuffix(line, []byte{'\n'}) {
+			break // cut short: never written
+		}
 		var ev Event
 		if err := parseEvent(line, &ev, names); err != nil {
-			return 0, err
+			return Pruned{}, err
 		}
-		if ev.Seq == 0 && keepPeer[n] || ev.Seq != 0 && keep[ev.Seq] {
+		// Events of kinds this natpool does not know stay, as they were.
+		if !slices.Contains(kinds, ev.Kind) || ev.Seq == 0 && keepPeer[n] || ev.Seq != 0 && keep[ev.Seq] {
 			kept.Write(line)
 		}
 	}
 	if err := writeFile(j.path(eventsFile), kept.Bytes()); err != nil {
-		return 0, fmt.Errorf("journal %s: %w", j.Dir, err)
+		return Pruned{}, fmt.Errorf("journal %s: %w", j.Dir, err)
 	}
 	// Plans no kept apply names go too.
 	named := map[string]bool{}
@@ -196,7 +235,7 @@ func (j *Journal) Prune(t time.Time) (int, error) {
 			os.Remove(j.planPath(digest))
 		}
 	}
-	return len(entries) - len(keep) + len(peers) - len(keepPeer), nil
+	return Pruned{Entries: len(entries) - len(keep), PeerEvents: len(peers) - len(keepPeer)}, nil
 }
 
 // InForce returns the spans in force at t, with those that began or ended
