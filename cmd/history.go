@@ -137,7 +137,7 @@ func historyOf(j *journal.Journal, c *journal.Contents, since, until time.Time) 
 		}
 		return p
 	}
-	moves := map[[2]string]churnCount{} // by the digests before and after: a plan is often applied again
+	moves := map[[2]string]churnCount{}   // by the digests before and after: a plan is often applied again
 	before := map[journal.Target]string{} // the plan in force in each table so far
 	for _, e := range c.Entries {
 		h := render.HistoryEntry{Entry: e}
