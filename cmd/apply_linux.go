@@ -176,71 +176,66 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer k.Close()
-	if o.dryRun {
-		st, err := k.Stamp(table)
-		switch {
-		case err != nil:
-			return err
-		case st.Exists && !st.Natpool:
-			return &nft.NotNatpoolsError{Table: table}
-		case o.output == "json":
-			return render.JSON(stdout, map[string]any{"table": table, "netns": o.netns, "delete": st.Exists, "dry_run": true})
-		case st.Exists:
-			fmt.Fprintf(stdout, "would delete table ip %s in %s\n", table, where(o.netns))
-		default:
-			fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
-		}
-		return nil
-	}
-	path, err := onePath(o.journal, fromSpec)
+	r, err := linux.OpenRouting(o.netns)
 	if err != nil {
 		return err
 	}
-	if err := claimable(k, table); err != nil {
+	defer r.Close()
+	// natpool's policy rules go with its table, told by their protocol:
+	// no spec or node is needed to find them, and no other rule is touched.
+	rules, _, err := r.PolicyRules(func(compiler.PolicyRule) bool { return false })
+	if err != nil {
 		return err
 	}
-	// A node's policy rules go with its table: natpool refuses to touch
-	// them beside another's rule in the cluster's priorities, tables and
-	// marks, which only the plan knows.
-	var cluster *pool.Cluster
-	if o.node != "" {
-		plan, err := o.spec.plan(stderr)
-		if err != nil {
-			return err
-		}
-		if err := checkNode(plan, o.node); err != nil {
-			return err
-		}
-		cluster = plan.Cluster
-		if err := claimableRouting(cluster, o.netns); err != nil {
-			return err
-		}
+	st, err := k.Stamp(table)
+	if err != nil {
+		return err
+	}
+	if st.Exists && !st.Natpool {
+		return &nft.NotNatpoolsError{Table: table}
 	}
 	var deleted bool
-	w, err := journalWriter(path, stderr)
-	if err != nil {
-		return err
-	}
-	if err := w.Change(journal.Delete, o.netns, table, "", nil, func() (err error) {
-		if deleted, err = k.Delete(table); err != nil || cluster == nil {
-			return err
-		}
-		r, err := linux.OpenRouting(o.netns)
+	removed := len(rules)
+	if !o.dryRun {
+		path, err := onePath(o.journal, fromSpec)
 		if err != nil {
 			return err
 		}
-		defer r.Close()
-		return r.SetPolicyRules(nil, compiler.Reserved(cluster))
-	}); err != nil {
-		return err
+		w, err := journalWriter(path, stderr)
+		if err != nil {
+			return err
+		}
+		if err := w.Change(journal.Delete, o.netns, table, "", nil, func() (err error) {
+			if deleted, err = k.Delete(table); err != nil {
+				return err
+			}
+			removed, err = r.DeletePolicyRules()
+			return err
+		}); err != nil {
+			return err
+		}
 	}
 	if o.output == "json" {
-		return render.JSON(stdout, map[string]any{"table": table, "netns": o.netns, "deleted": deleted})
+		return render.JSON(stdout, map[string]any{"table": table, "netns": o.netns, "deleted": deleted || o.dryRun && st.Exists,
+			"policy_rules": removed, "dry_run": o.dryRun})
 	}
-	if deleted {
-		fmt.Fprintf(stdout, "deleted table ip %s in %s\n", table, where(o.netns))
-	} else {
-		fmt.Fprintf(stdout, "no table ip %s in %s: nothing to delete\n", table, where(o.netns))
+	verb, rulesVerb := "deleted", "removed"
+	if o.dryRun {
+		verb, rulesVerb, deleted = "would delete", "would remove", st.Exists
+	}
+	switch {
+	case deleted:
+		fmt.Fprintf(stdout, "%s table ip %s in %s", verb, table, where(o.netns))
+	default:
+		fmt.Fprintf(stdout, "no table ip %s in %s", table, where(o.netns))
+	}
+	switch {
+	case removed > 0:
+		fmt.Fprintf(stdout, "; %s %s of natpool's\n", rulesVerb, render.Plural(uint64(removed), "policy rule"))
+	case !deleted:
+		fmt.Fprintf(stdout, ": nothing to delete\n")
+	default:
+		fmt.Fprintln(stdout)
 	}
 	return nil
 }

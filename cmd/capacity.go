@@ -64,6 +64,9 @@ func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
 		if err := o.demand.Check(); err != nil {
 			return err
 		}
+		if err := plan.CheckDemand(o.demand); err != nil {
+			return err
+		}
 		caps := plan.Capacity(o.demand)
 		nodes := plan.NodeCapacity(caps, o.demand)
 		if o.output == "json" {

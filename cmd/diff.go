@@ -36,8 +36,9 @@ Specs with nodes render without a node's steering unless --node names one
 
 Plans with equal digests are identical, and answer at once. Otherwise both
 rulesets are rendered and compared as they are written, never held, so a
-CGNAT plan of millions of lines diffs in seconds; --max-lines caps what is
-printed of a large change and says how much was left out. The churn comes
+CGNAT plan of millions of lines diffs in seconds; --max-lines (10,000)
+caps what is printed of a large change and says how much was left out and
+how many lines the change removes and adds (0 prints it all). The churn comes
 from the two plans, not from the text.
 
 Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
@@ -53,7 +54,7 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 	}
 	choiceFlag(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
 	nodeFlag(cmd, &o.node)
-	cmd.Flags().IntVar(&o.maxLines, "max-lines", 0, "print at most this many lines of the ruleset diff (0: all)")
+	cmd.Flags().IntVar(&o.maxLines, "max-lines", 10000, "print at most this many lines of the ruleset diff, then only how many lines it removes and adds (0: all)")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
@@ -97,7 +98,7 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d.Diff, d.LeftOut = text.String(), res.LeftOut
+	d.Diff, d.LeftOut, d.Removed, d.Added = text.String(), res.LeftOut, res.Removed, res.Added
 	if o.output == "json" {
 		err = render.DiffJSON(stdout, d)
 	} else {

@@ -312,7 +312,7 @@ const Fair = 0.95
 // elements for each pattern.
 const maxWindow = 1 << 16
 
-func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMapping, error) {
+func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string, warnings *[]string) (*BlockMapping, error) {
 	if e.weighted() {
 		return nil, fmt.Errorf("strategy block cannot weight addresses: every host gets the same block")
 	}
@@ -343,6 +343,14 @@ func newBlockMapping(e *Egress, hostsPerIPOpt, blockSizeOpt string) (*BlockMappi
 		err = m.cutEvery(uint64(ports/b), b)
 	default:
 		err = m.cutFair(uint64(len(e.Pool)))
+		if err == nil {
+			ideal := float64(ports) * float64(len(e.Pool)) / float64(m.space)
+			if share := m.fairShare(ideal); share < Fair {
+				lo, hi := m.BlockSizes()
+				*warnings = append(*warnings, fmt.Sprintf("egress %s: %.0f%% of hosts get %.0f%% of the ideal %.2f ports per host (all ports of %d addresses over %d hosts), short of %.0f%%: blocks are %s ports; more addresses, fewer hosts or a wider --ports would close the gap",
+					e.Name, 100*share, 100*Fair, ideal, len(e.Pool), m.space, 100*Fair, between(lo, hi)))
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -420,7 +428,9 @@ func evenly(w, k uint64, ports int) Pattern {
 // into g+1 groups (the first ones) or g, as many of each as n allows. It
 // takes the smallest window where at least Fair of the hosts get Fair of the
 // ideal ports, preferring one the Private ranges are aligned to (so the
-// kernel's encoding stays compact); without one, the fairest.
+// kernel's encoding stays compact). Without one, it takes the layout whose
+// smallest block is largest, then the fairest: 65,536 hosts on 3 addresses
+// get 2 ports each, not 1 for half of them and 3 for the rest.
 func (m *BlockMapping) cutFair(n uint64) error {
 	ports := m.Ports.Len()
 	if n == 0 || (m.space+n-1)/n > uint64(ports) {
@@ -432,10 +442,11 @@ func (m *BlockMapping) cutFair(n uint64) error {
 		w, split  uint64
 		p0, p1    Pattern
 		fair      float64
+		smallest  int // the smallest block of a host
 		aligned   bool
 		addresses int
 	}
-	var best, firstAligned *cut
+	var best, roomiest, firstAligned *cut // the fairest; the one whose smallest block is largest
 	for w := uint64(1); w <= maxWindow; w *= 2 {
 		windows := (m.space + w - 1) / w
 		g := min(n/windows, w) // groups in most windows; at most a host each
@@ -456,8 +467,12 @@ func (m *BlockMapping) cutFair(n uint64) error {
 			continue
 		}
 		c.fair = m.fairShare(ideal)
+		c.smallest, _ = m.BlockSizes()
 		if best == nil || c.fair > best.fair+1e-9 {
 			best = c
+		}
+		if roomiest == nil || c.smallest > roomiest.smallest || c.smallest == roomiest.smallest && c.fair > roomiest.fair+1e-9 {
+			roomiest = c
 		}
 		if c.aligned && c.fair >= Fair && firstAligned == nil {
 			firstAligned = c
@@ -467,8 +482,11 @@ func (m *BlockMapping) cutFair(n uint64) error {
 		}
 	}
 	chosen := best
-	if firstAligned != nil {
+	switch {
+	case firstAligned != nil:
 		chosen = firstAligned
+	case best != nil && best.fair < Fair:
+		chosen = roomiest
 	}
 	if chosen == nil {
 		return fmt.Errorf("no layout of %d inside hosts over %d addresses", m.space, n)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -309,5 +310,26 @@ func TestBlockSizesAreThoseTheHostsGet(t *testing.T) {
 		if len(m.Cuts()) == 0 || len(m.Cuts()) > 2 {
 			t.Errorf("%v onto %v: cuts %v", spec.Private, spec.Pool, m.Cuts())
 		}
+	}
+}
+
+// When no layout gives 95% of the hosts 95% of the ideal ports, the plan
+// says so, and takes the layout whose smallest block is largest: 65,536
+// hosts on 3 addresses get 2 ports each, not 1 for half of them.
+func TestBlockLayoutShortOfTheTargetWarnsAndKeepsTheSmallestBlockLargest(t *testing.T) {
+	p, err := NewPlan(Spec{Egress: []EgressSpec{{Private: []string{"10.0.0.0/16"}, Pool: []string{"198.18.0.1-198.18.0.3"}, Strategy: "block"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo, hi := p.Egress[0].Mapping.(*BlockMapping).BlockSizes(); lo != 2 || hi != 2 {
+		t.Errorf("blocks of %d-%d ports, want 2 for every host", lo, hi)
+	}
+	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "0% of hosts get 95% of the ideal 2.95 ports per host") {
+		t.Errorf("warnings %q", p.Warnings)
+	}
+	// A layout that meets the target warns of nothing.
+	p, err = NewPlan(Spec{Egress: []EgressSpec{{Private: []string{"100.64.0.0/16"}, Pool: []string{"198.18.0.0/26"}, Strategy: "block"}}})
+	if err != nil || len(p.Warnings) > 0 {
+		t.Errorf("%v, warnings %q", err, p.Warnings)
 	}
 }

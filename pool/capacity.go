@@ -129,14 +129,47 @@ func (e *Egress) capacity(d Demand, recommend bool) Capacity {
 	return c
 }
 
+// CheckDemand refuses a demand no pool of public addresses can meet for
+// some egress entry, naming the most connections per host that one can.
+func (p *Plan) CheckDemand(d Demand) error {
+	for _, e := range p.Egress {
+		if most := e.mostSessions(d); d.SessionsPerHost > most {
+			why := fmt.Sprintf("a pool has %d addresses at most", MaxPool)
+			if e.Strategy == Block {
+				why = "a host's block is at most the port range"
+			}
+			return fmt.Errorf("sessions-per-host %v: no pool of public addresses can hold it for egress %s at target %v (%s): the most any pool can hold is %.4g",
+				d.SessionsPerHost, e.Name, d.Target, why, most)
+		}
+	}
+	return nil
+}
+
+// mostSessions is the most connections per host any pool can hold at d's
+// target and share: a host alone on its address in block mode, the hosts
+// spread evenly over the largest pool otherwise.
+func (e *Egress) mostSessions(d Demand) float64 {
+	budget := d.Target * float64(e.Ports.Len()) / d.SameDestinationShare
+	if e.Strategy == Block {
+		return budget
+	}
+	return budget * float64(MaxPool) / float64(e.InsideHosts())
+}
+
+// maxSearch bounds the plans addressesNeeded makes: halving the gap finds
+// the answer among 65,536 sizes in 17 steps.
+const maxSearch = 40
+
 // addressesNeeded plans the entry again with pools of other sizes until it
 // finds a size that meets the target where one address fewer does not. It
 // keeps the largest size known to miss and the smallest known to meet. Until
 // it knows both it scales the size by how far off the target the busiest
-// address is, which lands near the answer; then it halves the gap.
+// address is, which lands near the answer; then it halves the gap. It
+// starts no lower than an even spread allows, and gives up (-1) when no
+// pool can meet the target.
 func (e *Egress) addressesNeeded(d Demand, utilisation float64) int {
-	if _, isBlock := e.Mapping.(*BlockMapping); isBlock && d.perHost() > d.Target*float64(e.Ports.Len()) {
-		return -1 // not even a host alone on an address can hold it
+	if d.SessionsPerHost > e.mostSessions(d) {
+		return -1 // not even the best spread over the largest pool can hold it
 	}
 	util := func(n int) (float64, bool) {
 		if n == len(e.Pool) {
@@ -149,17 +182,22 @@ func (e *Egress) addressesNeeded(d Demand, utilisation float64) int {
 		return other.capacity(d, false).MaxUtilisation, true
 	}
 	miss, meet := 0, MaxPool+1 // pool sizes known to miss and to meet the target
-	for n := len(e.Pool); ; {
+	if e.Strategy != Block {
+		// An even spread is the best any strategy does.
+		even := float64(e.InsideHosts()) * d.perHost() / (d.Target * float64(e.Ports.Len()))
+		miss = max(0, int(math.Ceil(even))-1)
+	}
+	for n, steps := len(e.Pool), 0; ; steps++ {
 		u, ok := util(n)
 		if ok && u <= d.Target {
 			meet = n
 		} else {
-			miss = n
+			miss = max(miss, n)
 		}
-		if meet == miss+1 {
+		switch {
+		case meet == miss+1 && meet <= MaxPool:
 			return meet
-		}
-		if miss >= MaxPool || !ok && meet > MaxPool {
+		case miss >= MaxPool || !ok && meet > MaxPool || steps == maxSearch:
 			return -1 // no pool can, or none larger can be planned
 		}
 		if ok && (miss == 0 || meet > MaxPool) {

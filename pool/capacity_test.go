@@ -2,6 +2,7 @@ package pool
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -87,5 +88,34 @@ func TestDemandRefusesMeaninglessFigures(t *testing.T) {
 		if d.Check() == nil {
 			t.Errorf("%+v accepted", d)
 		}
+	}
+}
+
+// A demand no pool can meet is refused with the most one can hold, and the
+// recommendation never names more addresses than a pool may have.
+func TestDemandNoPoolCanMeetIsRefused(t *testing.T) {
+	p, err := NewPlan(Spec{Egress: []EgressSpec{{Name: "campus", Private: []string{"10.16.0.0/12"}, Pool: []string{"192.76.8.0/26"}, Strategy: "octet"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		sessions float64
+		want     string
+	}{
+		{1e12, "the most any pool can hold is 3.226e+04"},
+		{1e308, "no pool of public addresses can hold it for egress campus"},
+		{100, ""},
+	} {
+		d := DefaultDemand
+		d.SessionsPerHost = tt.sessions
+		err := p.CheckDemand(d)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%v sessions: %v, want %q", tt.sessions, err, tt.want)
+		}
+	}
+	d := DefaultDemand
+	d.SessionsPerHost = 32000 // just under what 65,536 addresses hold evenly; octet's spread is not even
+	if n := p.Capacity(d)[0].AddressesNeeded; n > MaxPool {
+		t.Errorf("%d addresses recommended, more than a pool may have", n)
 	}
 }

@@ -317,7 +317,7 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	case Persistent:
 		e.Mapping, err = newPersistentMapping(e)
 	case Block:
-		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize)
+		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize, warnings)
 	}
 	if err == nil && e.hosts != nil && e.Active == nil {
 		// The mapping does not depend on the hosts: count them per public

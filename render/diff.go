@@ -3,6 +3,7 @@ package render
 import (
 	"bufio"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"strings"
 )
@@ -32,9 +33,10 @@ func UnifiedDiff(oldName, newName, old, new string) string {
 
 // DiffResult is what StreamDiff found.
 type DiffResult struct {
-	Differ  bool
-	Written int // diff lines written
-	LeftOut int // diff lines left out past the limit
+	Differ         bool
+	Written        int // diff lines written
+	LeftOut        int // diff lines left out past the limit
+	Removed, Added int // lines of the old text the diff removes, of the new it adds
 }
 
 // StreamDiff writes the unified diff of two texts as it reads them, lines
@@ -44,7 +46,8 @@ type DiffResult struct {
 // replacing lines one for one. After maxLines lines of diff (0: no limit)
 // the rest is counted, not written.
 func StreamDiff(w io.Writer, oldName, newName string, old, new io.Reader, maxLines int) (DiffResult, error) {
-	d := &differ{a: newSide(old), b: newSide(new), out: bufio.NewWriter(w), maxLines: maxLines,
+	seed := maphash.MakeSeed()
+	d := &differ{a: newSide(old, seed), b: newSide(new, seed), out: bufio.NewWriter(w), maxLines: maxLines,
 		names: [2]string{oldName, newName}}
 	d.run()
 	if d.err == nil {
@@ -56,16 +59,16 @@ func StreamDiff(w io.Writer, oldName, newName string, old, new io.Reader, maxLin
 // side is one text being read, with the lines read ahead.
 type side struct {
 	r       *bufio.Reader
-	ahead   []string         // lines read, not yet consumed
-	where   map[string][]int // line -> positions of indexed lines ahead, as absolute line numbers
-	base    int              // absolute number of ahead[0], from 0
-	indexed int              // absolute number of the first line not in where
+	ahead   []string // lines read, not yet consumed
+	where   lineIndex
+	base    int // absolute number of ahead[0], from 0
+	indexed int // absolute number of the first line not in where
 	eof     bool
 	err     error
 }
 
-func newSide(r io.Reader) *side {
-	return &side{r: bufio.NewReaderSize(r, 1<<16), where: map[string][]int{}}
+func newSide(r io.Reader, seed maphash.Seed) *side {
+	return &side{r: bufio.NewReaderSize(r, 1<<16), where: newLineIndex(seed)}
 }
 
 // fill reads until n lines are ahead or the text ends.
@@ -88,24 +91,20 @@ func (s *side) fill(n int) {
 // index makes the lines ahead findable. Lines are indexed only where the
 // sides differ: long equal stretches pass through without it.
 func (s *side) index() {
+	if s.where.full() {
+		// Drop the consumed lines: index the lines ahead again.
+		s.where.clear()
+		s.indexed = s.base
+	}
 	for ; s.indexed < s.base+len(s.ahead); s.indexed++ {
-		line := s.ahead[s.indexed-s.base]
-		s.where[line] = append(s.where[line], s.indexed)
+		s.where.add(s.ahead[s.indexed-s.base], s.indexed)
 	}
 }
 
 // pop consumes the first line ahead.
 func (s *side) pop() string {
 	line := s.ahead[0]
-	if s.base < s.indexed {
-		if pos := s.where[line]; len(pos) == 1 {
-			delete(s.where, line)
-		} else {
-			s.where[line] = pos[1:]
-		}
-	} else {
-		s.indexed++
-	}
+	s.indexed = max(s.indexed, s.base+1)
 	s.ahead[0] = ""
 	s.ahead = s.ahead[1:]
 	s.base++
@@ -118,8 +117,60 @@ func (s *side) pop() string {
 // find returns the offset in ahead of the first occurrence of line, -1 if
 // none.
 func (s *side) find(line string) int {
-	if pos, ok := s.where[line]; ok {
-		return pos[0] - s.base
+	return s.where.find(line, s.base, func(pos int) string { return s.ahead[pos-s.base] })
+}
+
+// lineIndex finds lines by their hash: an open-addressing table of the
+// absolute numbers of the lines added, which holds no pointers for the
+// collector to scan and needs no map write to forget a line. Consumed
+// lines stay until the table fills, when it is cleared and the lines ahead
+// are added again: about one extra add per line.
+type lineIndex struct {
+	seed  maphash.Seed
+	slots []indexSlot // a power of two of them
+	used  int
+}
+
+type indexSlot struct {
+	hash uint64
+	pos  int // absolute line number + 1; 0: empty
+}
+
+func newLineIndex(seed maphash.Seed) lineIndex {
+	return lineIndex{seed: seed, slots: make([]indexSlot, 8*lookahead)}
+}
+
+// full reports whether the table is past half full.
+func (x *lineIndex) full() bool { return 2*x.used > len(x.slots) }
+
+func (x *lineIndex) clear() {
+	clear(x.slots)
+	x.used = 0
+}
+
+// add adds line number pos. Lines are added in ascending order, so the
+// first of equal lines on a probe sequence is the first in the text.
+func (x *lineIndex) add(line string, pos int) {
+	h := maphash.String(x.seed, line)
+	mask := uint64(len(x.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if x.slots[i].pos == 0 {
+			x.slots[i] = indexSlot{h, pos + 1}
+			x.used++
+			return
+		}
+	}
+}
+
+// find returns the first line number from base on whose line (as lineAt
+// gives it) is line, -1 if none.
+func (x *lineIndex) find(line string, base int, lineAt func(int) string) int {
+	h := maphash.String(x.seed, line)
+	mask := uint64(len(x.slots) - 1)
+	for i := h & mask; x.slots[i].pos != 0; i = (i + 1) & mask {
+		if sl := x.slots[i]; sl.hash == h && sl.pos-1 >= base && lineAt(sl.pos-1) == line {
+			return sl.pos - 1 - base
+		}
 	}
 	return -1
 }
@@ -175,14 +226,16 @@ func firstErr(a, b error) error {
 }
 
 // meet finds where the sides meet again: the pair of offsets (i, j) with
-// a[i] == b[j], confirmed by the next lines, that skips the fewest lines;
-// without one, one line each is replaced.
+// a[i] == b[j], confirmed by the next lines, that skips the fewest lines.
+// Without one among the lines it scanned, those lines are replaced, one for
+// one: a change of every line of millions is scanned a stretch at a time,
+// not a line at a time.
 func (d *differ) meet() (int, int) {
 	d.a.fill(lookahead)
 	d.b.fill(lookahead)
 	d.a.index()
 	d.b.index()
-	best, bi, bj := -1, 1, 1
+	best, bi, bj := -1, scanned, scanned
 	consider := func(i, j int) {
 		if j < 0 || i < 0 || (best >= 0 && i+j >= best) || !d.confirmed(i, j) {
 			return
@@ -259,6 +312,8 @@ func (d *differ) change(i, j int) {
 		d.hunk = append(d.hunk, hunkLine{'+', d.b.pop()})
 		d.line[1]++
 	}
+	d.result.Removed += i
+	d.result.Added += j
 	if len(d.hunk) >= hunkLines {
 		d.closeHunk() // a long change: the next hunk starts where this ends
 	}

@@ -17,8 +17,11 @@ type DiffReport struct {
 	Identical bool   // the plans' digests are equal: nothing changes
 	Diff      string // the unified diff, for JSON (text streams it)
 	LeftOut   int    // diff lines left out past --max-lines
-	Churn     []EgressChurn
-	Chunks    *pool.ClusterChurn // the chunks that change owner; nil without nodes
+	// Removed and Added count the lines of the rulesets the diff removes
+	// and adds, left out or not.
+	Removed, Added int
+	Churn          []EgressChurn
+	Chunks         *pool.ClusterChurn // the chunks that change owner; nil without nodes
 }
 
 // EgressChurn is the churn of one egress entry; Change is "added" or
@@ -33,7 +36,7 @@ type EgressChurn struct {
 // out, then a churn line per egress entry.
 func DiffText(w io.Writer, d DiffReport) error {
 	if d.LeftOut > 0 {
-		fmt.Fprintf(w, "natpool: %d more lines of diff left out (--max-lines 0 shows them all)\n", d.LeftOut)
+		fmt.Fprintf(w, "natpool: %d more lines of diff left out (--max-lines 0 shows them all); in all it removes %d lines and adds %d\n", d.LeftOut, d.Removed, d.Added)
 	}
 	for _, c := range d.Churn {
 		if c.Change != "" {
@@ -83,6 +86,8 @@ type diffJSON struct {
 	Format    string      `json:"format"`
 	Diff      string      `json:"diff"`
 	LeftOut   int         `json:"diff_lines_left_out"`
+	Removed   int         `json:"lines_removed"`
+	Added     int         `json:"lines_added"`
 	Churn     []churnJSON `json:"churn"`
 	Chunks    *chunksJSON `json:"chunks,omitempty"`
 }
@@ -110,7 +115,7 @@ type churnJSON struct {
 
 // DiffJSON writes the diff report as JSON, for CI bots.
 func DiffJSON(w io.Writer, d DiffReport) error {
-	out := diffJSON{Identical: d.Identical, Format: d.Format, Diff: d.Diff, LeftOut: d.LeftOut, Churn: []churnJSON{}}
+	out := diffJSON{Identical: d.Identical, Format: d.Format, Diff: d.Diff, LeftOut: d.LeftOut, Removed: d.Removed, Added: d.Added, Churn: []churnJSON{}}
 	for _, c := range d.Churn {
 		r := c.Report
 		cj := churnJSON{Egress: c.Egress, Change: c.Change, Hosts: r.Hosts, Moved: r.Moved,

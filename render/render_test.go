@@ -218,3 +218,34 @@ func patch(t *testing.T, lines []string, diff string) []string {
 	}
 	return append(out, lines[at:]...)
 }
+
+// A change of every line of texts longer than the index holds (it is
+// cleared and filled again as they stream) still turns the old text into
+// the new, meets again where they agree, and counts what it removes and
+// adds.
+func TestStreamDiffOfLongChangesCountsAndReconstructs(t *testing.T) {
+	const n = 20 * lookahead
+	var old, newLines []string
+	for i := range n {
+		old = append(old, fmt.Sprintf("host %d : a", i))
+		newLines = append(newLines, fmt.Sprintf("host %d : b", i))
+		if i%(5*lookahead) == 0 { // a stretch both agree on
+			for k := range 10 {
+				old = append(old, fmt.Sprintf("same %d %d", i, k))
+				newLines = append(newLines, fmt.Sprintf("same %d %d", i, k))
+			}
+		}
+	}
+	a, b := strings.Join(old, "\n")+"\n", strings.Join(newLines, "\n")+"\n"
+	var out strings.Builder
+	r, err := StreamDiff(&out, "old", "new", strings.NewReader(a), strings.NewReader(b), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Removed != n || r.Added != n {
+		t.Errorf("removed %d and added %d lines, want %d each", r.Removed, r.Added, n)
+	}
+	if got := patch(t, old, out.String()); strings.Join(got, "\n") != strings.Join(newLines, "\n") {
+		t.Fatal("the diff does not turn the old text into the new")
+	}
+}

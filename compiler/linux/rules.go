@@ -105,6 +105,21 @@ func (r *Routing) SetPolicyRules(want []compiler.PolicyRule, reserved func(compi
 	return nil
 }
 
+// DeletePolicyRules deletes every policy rule natpool made, whatever its
+// cluster, and returns how many: what goes with its table.
+func (r *Routing) DeletePolicyRules() (int, error) {
+	mine, _, err := r.PolicyRules(func(compiler.PolicyRule) bool { return false })
+	if err != nil {
+		return 0, err
+	}
+	for i, pr := range mine {
+		if err := r.handle.RuleDel(rule(pr)); err != nil {
+			return i, Privileged(fmt.Errorf("deleting policy rule %s: %w", pr, err))
+		}
+	}
+	return len(mine), nil
+}
+
 func rule(pr compiler.PolicyRule) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
