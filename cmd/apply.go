@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"fmt"
 	"io"
 
+	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/render"
 	"github.com/spf13/cobra"
 )
 
@@ -59,4 +62,70 @@ bits) unless --encoding per-host.`,
 	outputFlag(cmd, &o.output, "text", "json")
 	journalFlag(cmd, &o.journal, false)
 	return cmd
+}
+
+func runApply(o *applyOptions, stdout, stderr io.Writer) error {
+	if o.delete {
+		return runDelete(o, stdout, stderr)
+	}
+	plan, err := o.spec.plan(stderr)
+	if err != nil {
+		return err
+	}
+	path, err := onePath(o.journal, plan.Spec.Journal)
+	if err != nil {
+		return err
+	}
+	b, err := openBox(o.netns, path, stderr)
+	if err != nil {
+		return err
+	}
+	opts := box.Options{Node: o.node, Encoding: encodings[o.encoding]}
+	if o.dryRun {
+		r, err := b.DryRun(plan, opts)
+		if err != nil {
+			return err
+		}
+		if o.output == "json" {
+			return r.JSON(stdout)
+		}
+		r.Text(stdout)
+		return nil
+	}
+	a, err := b.Apply(plan, opts)
+	if err != nil {
+		return err
+	}
+	for _, w := range a.Warnings {
+		fmt.Fprintf(stderr, "natpool: warning: %s\n", w)
+	}
+	if o.output == "json" {
+		return render.JSON(stdout, a.ApplyReport)
+	}
+	a.Text(stdout)
+	return nil
+}
+
+func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
+	table, fromSpec, err := o.spec.unplanned()
+	if err != nil {
+		return err
+	}
+	path, err := onePath(o.journal, fromSpec)
+	if err != nil {
+		return err
+	}
+	b, err := openBox(o.netns, path, stderr)
+	if err != nil {
+		return err
+	}
+	r, err := b.Delete(table, o.dryRun)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return render.JSON(stdout, r)
+	}
+	r.Text(stdout)
+	return nil
 }

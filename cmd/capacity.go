@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -75,4 +76,18 @@ func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
 		return render.CapacityTable(stdout, caps, nodes, o.demand)
 	}
 	return runLiveCapacity(o, plan, stdout)
+}
+
+// runLiveCapacity reports the port use of the connections natpool's rules
+// translated, counted from a conntrack dump as it is read.
+func runLiveCapacity(o *capacityOptions, plan *pool.Plan, stdout io.Writer) error {
+	counter, err := box.New(o.netns, box.LinuxKernels, nil).CountLive(plan)
+	if err != nil {
+		return err
+	}
+	caps := counter.Capacity()
+	if o.output == "json" {
+		return render.LiveCapacityJSON(stdout, caps)
+	}
+	return render.LiveCapacityTable(stdout, caps)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
@@ -73,7 +74,7 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 	}
 	if o.node != "" {
 		for _, p := range []*pool.Plan{oldPlan, newPlan} {
-			if err := checkNode(p, o.node); err != nil {
+			if err := box.CheckNode(p, o.node); err != nil {
 				return err
 			}
 		}
@@ -85,16 +86,13 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 		}
 		return nil
 	}
-	d.Churn, d.Chunks = churn(oldPlan, newPlan), pool.ChunkChurn(oldPlan, newPlan)
+	d.Churn, d.Chunks = render.Churn(oldPlan, newPlan), pool.ChunkChurn(oldPlan, newPlan)
 	var text bytes.Buffer // the diff, for JSON; text goes straight out
 	out := io.Writer(&text)
 	if o.output == "text" {
 		out = stdout
 	}
-	oldText, newText := renderPipe(o.oldFile, oldPlan, o.format, o.node), renderPipe(o.newFile, newPlan, o.format, o.node)
-	res, err := render.StreamDiff(out, o.oldFile, o.newFile, oldText, newText, o.maxLines)
-	oldText.Close() // stop a renderer the diff did not read to the end
-	newText.Close()
+	res, err := render.DiffRulesets(out, [2]string{o.oldFile, o.newFile}, [2]*pool.Plan{oldPlan, newPlan}, o.format, render.Options{Version: Version, Node: o.node}, o.maxLines)
 	if err != nil {
 		return err
 	}
@@ -108,54 +106,4 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 		return err
 	}
 	return &exitError{code: exitFound}
-}
-
-// renderPipe renders the ruleset of the plan of a file in format, for node
-// when set, as it is read.
-func renderPipe(path string, plan *pool.Plan, format, node string) io.ReadCloser {
-	r, w := io.Pipe()
-	go func() {
-		if err := render.Ruleset(w, io.Discard, plan, format, render.Options{Version: Version, Node: node}); err != nil {
-			w.CloseWithError(fmt.Errorf("%s: %w", path, err))
-		}
-		w.Close()
-	}()
-	return r
-}
-
-// churnCount is how many hosts a change of plan moves, of how many.
-type churnCount struct{ moved, portsMoved, hosts uint64 }
-
-// count counts the hosts that change public address from oldPlan to
-// newPlan (and, in block mode, those that keep it and change port block),
-// of those both map, over the egress entries both have.
-func count(oldPlan, newPlan *pool.Plan) churnCount {
-	var n churnCount
-	for _, c := range churn(oldPlan, newPlan) {
-		n.moved, n.portsMoved, n.hosts = n.moved+c.Report.Moved, n.portsMoved+c.Report.PortsMoved, n.hosts+c.Report.Hosts
-	}
-	return n
-}
-
-// churn compares the plans entry by entry, by name.
-func churn(oldPlan, newPlan *pool.Plan) []render.EgressChurn {
-	var out []render.EgressChurn
-	old := map[string]*pool.Egress{}
-	for _, e := range oldPlan.Egress {
-		old[e.Name] = e
-	}
-	for _, e := range newPlan.Egress {
-		c := render.EgressChurn{Egress: e.Name, Change: "added"}
-		if oe, ok := old[e.Name]; ok {
-			c = render.EgressChurn{Egress: e.Name, Report: pool.Churn(oe, e)}
-			delete(old, e.Name)
-		}
-		out = append(out, c)
-	}
-	for _, e := range oldPlan.Egress {
-		if _, gone := old[e.Name]; gone {
-			out = append(out, render.EgressChurn{Egress: e.Name, Change: "removed"})
-		}
-	}
-	return out
 }

@@ -1,8 +1,12 @@
 package cmd
 
 import (
+	"fmt"
 	"io"
 
+	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/render"
 	"github.com/spf13/cobra"
 )
 
@@ -53,13 +57,25 @@ counts per public address and deletes nothing.`,
 	return cmd
 }
 
-// flushReport is what a flush scanned and deleted.
-type flushReport struct {
-	Scanned  int            `json:"scanned"`
-	SNAT     int            `json:"snat"`
-	Natpool  int            `json:"natpool"`
-	Selected int            `json:"selected"`
-	Deleted  int            `json:"deleted"`
-	DryRun   bool           `json:"dry_run"`
-	ByPublic map[string]int `json:"by_public"`
+func runFlush(o *flushOptions, stdout, stderr io.Writer) error {
+	sel := box.Selection{Stale: o.stale, Egress: o.egress}
+	for _, s := range o.public {
+		a, err := pool.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("--public %w", err)
+		}
+		sel.Public = append(sel.Public, a)
+	}
+	plan, err := o.spec.plan(stderr)
+	if err != nil {
+		return err
+	}
+	r, err := box.New(o.netns, box.LinuxKernels, nil).Flush(plan, sel, o.dryRun)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return render.JSON(stdout, r)
+	}
+	return r.Text(stdout)
 }

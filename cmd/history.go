@@ -3,12 +3,11 @@ package cmd
 import (
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
@@ -63,7 +62,7 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.tz != "" {
-		if _, err := loadZone(o.tz); err != nil {
+		if _, err := journal.LoadZone(o.tz); err != nil {
 			return err
 		}
 	}
@@ -74,7 +73,7 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 		dst         *time.Time
 	}{{"--since", o.since, &since}, {"--until", o.until, &until}} {
 		if f.value != "" {
-			if *f.dst, err = parseTime(f.name, f.value, o.tz, t0); err != nil {
+			if *f.dst, err = journal.ParseTime(f.name, f.value, o.tz, t0); err != nil {
 				return err
 			}
 		}
@@ -94,7 +93,7 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	notes(stderr, c.Notes)
-	out, unread := historyOf(j, c, since, until)
+	out, unread := box.History(j, c, since, until)
 	if o.output == "json" {
 		err = render.HistoryJSON(stdout, out)
 	} else {
@@ -119,92 +118,19 @@ func notes(stderr io.Writer, notes []string) {
 	}
 }
 
-// historyOf describes the entries that took or tried to take effect in
-// [since, until), and the peer events there, newest first: each apply's
-// plan, and the hosts it moved against the plan before it in the same table.
-// A plan that cannot be read leaves its entries without a description, and
-// is returned among the unread.
-func historyOf(j *journal.Journal, c *journal.Contents, since, until time.Time) (out []render.HistoryEntry, unread []error) {
-	plans := map[string]*pool.Plan{}
-	planOf := func(digest string) *pool.Plan {
-		p, ok := plans[digest]
-		if !ok {
-			var err error
-			if p, err = rebuild(j, digest); err != nil {
-				unread = append(unread, err)
-			}
-			plans[digest] = p
-		}
-		return p
-	}
-	moves := map[[2]string]churnCount{}   // by the digests before and after: a plan is often applied again
-	before := map[journal.Target]string{} // the plan in force in each table so far
-	for _, e := range c.Entries {
-		h := render.HistoryEntry{Entry: e}
-		prev := before[e.Target]
-		if e.Outcome == journal.Commit {
-			before[e.Target] = e.Digest // "" after a delete
-		}
-		if !within(h.Time(), since, until) {
-			continue
-		}
-		if e.Op == journal.Apply {
-			p := planOf(e.Digest)
-			if p == nil {
-				h.Unread = true
-				out = append(out, h)
-				continue
-			}
-			for _, eg := range p.Egress {
-				h.Egress = append(h.Egress, render.EgressSummary{Name: eg.Name, Strategy: string(eg.Strategy), Hosts: uint64(eg.InsideHosts()), Public: len(eg.Pool)})
-			}
-			if e.Outcome == journal.Commit && prev != "" {
-				m, ok := moves[[2]string{prev, e.Digest}]
-				if q := planOf(prev); !ok && q != nil {
-					m = count(q, p)
-					moves[[2]string{prev, e.Digest}] = m
-					ok = true
-				}
-				if ok {
-					h.Moved, h.PortsMoved, h.Hosts = &m.moved, &m.portsMoved, &m.hosts
-				}
-			}
-		}
-		out = append(out, h)
-	}
-	for i := range c.Peers {
-		if within(c.Peers[i].Time, since, until) {
-			out = append(out, render.HistoryEntry{Peer: &c.Peers[i]})
-		}
-	}
-	slices.SortStableFunc(out, func(a, b render.HistoryEntry) int { return a.Time().Compare(b.Time()) })
-	slices.Reverse(out)
-	return out, unread
-}
-
-// within reports whether t is in [since, until); a zero bound is none.
-func within(t, since, until time.Time) bool {
-	return (since.IsZero() || !t.Before(since)) && (until.IsZero() || t.Before(until))
-}
-
 func prune(j *journal.Journal, o *historyOptions, t0 time.Time, stdout, stderr io.Writer) error {
-	t, err := parseTime("--prune-before", o.pruneBefore, o.tz, t0)
+	t, err := journal.ParseTime("--prune-before", o.pruneBefore, o.tz, t0)
 	if err != nil {
 		return err
 	}
-	unlock, err := j.Lock(waiting(j.Dir, stderr))
+	r, err := j.PruneLocked(t, waiting(j.Dir, stderr))
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	r, err := j.Prune(t)
-	if err != nil {
-		return err
-	}
+	rep := render.PruneReport{Journal: j.Dir, Before: t, Pruned: r}
 	if o.output == "json" {
-		return render.JSON(stdout, map[string]any{"journal": j.Dir, "pruned_before": t.UTC(), "dropped": r.Entries, "dropped_peer_events": r.PeerEvents})
+		return render.JSON(stdout, rep)
 	}
-	fmt.Fprintf(stdout, "journal %s: dropped %s and %s that stopped mattering before %s\n", j.Dir,
-		render.Plural(uint64(r.Entries), "entry"), render.Plural(uint64(r.PeerEvents), "peer event"), t.UTC().Format(time.RFC3339))
+	rep.Text(stdout)
 	return nil
 }

@@ -332,8 +332,12 @@ func TestForeignStateIsUntouched(t *testing.T) {
 	must(t, 0, "apply", "-f", path, "--netns", ns.Name, "--pool", "192.76.8.0/28")
 	must(t, 0, "flush", "-f", path, "--netns", ns.Name, "--pool", "192.76.8.0/28", "--stale")
 	// 192.0.2.1 is the uplink's address, which the foreign masquerade
-	// rules use: naming it must not reach their entries.
-	must(t, 0, "flush", "-f", path, "--netns", ns.Name, "--public", "192.76.8.1", "--public", "192.0.2.1")
+	// rules use: naming it is refused, and reaches none of their entries.
+	if code, _, stderr := run("flush", "-f", path, "--netns", ns.Name, "--public", "192.76.8.1", "--public", "192.0.2.1"); code != exitTrouble ||
+		!strings.Contains(stderr, "--public 192.0.2.1 is no public address of the plan") {
+		t.Errorf("flush --public of a foreign address: exit %d, %q", code, stderr)
+	}
+	must(t, 0, "flush", "-f", path, "--netns", ns.Name, "--public", "192.76.8.1")
 	must(t, 0, "apply", "--delete", "--netns", ns.Name)
 
 	if after := snapshot(); after != before {

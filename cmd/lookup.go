@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
@@ -74,7 +75,7 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 
 func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
 	if o.tz != "" {
-		if _, err := loadZone(o.tz); err != nil {
+		if _, err := journal.LoadZone(o.tz); err != nil {
 			return err
 		}
 	}
@@ -121,7 +122,7 @@ func unanswered(answers []pool.Answer) error {
 // egress entry it does not have, a plan the journal cannot rebuild) is
 // named on stderr, and the others answer.
 func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
-	t, err := parseTime("--at", o.at, o.tz, now())
+	t, err := journal.ParseTime("--at", o.at, o.tz, now())
 	if err != nil {
 		return err
 	}
@@ -140,92 +141,31 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var plans []render.PlanAnswers
-	var answers []pool.Answer
-	var none []string   // why each journal has no plan in force
-	var failed []string // the plans that could not answer, and why
-	multi := false
-	for _, path := range journalPaths(o.journal, fromSpec) {
-		j, err := journal.Open(path)
-		if err != nil {
-			return err
-		}
-		c, err := j.Read()
-		if err != nil {
-			return err
-		}
-		notes(stderr, c.Notes)
-		spans := journal.Spans(c.Entries)
-		inForce := journal.InForce(spans, t, o.slack)
-		if len(inForce) == 0 {
-			none = append(none, path+" ("+notInForce(spans, t)+")")
-		}
-		for _, s := range inForce {
-			if s.ClockBack {
-				fmt.Fprintf(stderr, "natpool: note: journal %s: the clock went backwards to %s after plan %s took effect (entry %d): it counts as in force from %s until a change with a later time, and a time since then may name it or a plan after the step\n",
-					path, render.TimeText(s.StepTo), s.Digest, s.Seq, render.TimeText(s.From))
-			}
-			plan, err := rebuild(j, s.Digest)
-			if err != nil {
-				failed = append(failed, err.Error())
-				continue
-			}
-			pa := render.PlanAnswers{Journal: path, Span: s}
-			for _, q := range o.queries {
-				a, err := plan.Lookup(q, o.egress)
-				if err != nil {
-					failed = append(failed, fmt.Sprintf("plan %s (%s, in force %s, journal %s) cannot answer %s: %v",
-						s.Digest, render.TargetText(s.Host, s.Target), render.Interval(s.From, s.Until), path, q, err))
-					continue
-				}
-				pa.Answers = append(pa.Answers, a...)
-			}
-			if len(pa.Answers) > 0 {
-				plans, answers = append(plans, pa), append(answers, pa.Answers...)
-				multi = multi || len(plan.Egress) > 1
-			}
-		}
+	a, err := box.LookupAt(journalPaths(o.journal, fromSpec), t, o.slack, o.queries, o.egress)
+	if err != nil {
+		return err
 	}
-	ro := render.LookupOptions{Egress: multi && o.egress == "", All: o.all}
+	notes(stderr, a.Notes)
+	ro := render.LookupOptions{Egress: a.Multi && o.egress == "", All: o.all}
 	if o.output == "json" {
-		err = render.LookupAtJSON(stdout, plans, ro)
+		err = render.LookupAtJSON(stdout, a.Plans, ro)
 	} else {
-		err = render.LookupAtText(stdout, plans, ro)
+		err = render.LookupAtText(stdout, a.Plans, ro)
 	}
 	if err != nil {
 		return err
 	}
-	for _, f := range failed {
+	for _, f := range a.Failed {
 		fmt.Fprintf(stderr, "natpool: %s\n", f)
 	}
+	at := t.UTC().Format(time.RFC3339)
 	switch {
-	case len(plans) == 0 && len(failed) > 0:
-		return fmt.Errorf("no plan in force at %s could answer (%s)", t.UTC().Format(time.RFC3339), render.Plural(uint64(len(failed)), "refusal"))
-	case len(plans) == 0:
-		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", t.UTC().Format(time.RFC3339), strings.Join(none, ", "))}
-	case len(failed) > 0:
-		return &exitError{code: exitFound, msg: fmt.Sprintf("%s of the plans in force at %s could not answer", render.Plural(uint64(len(failed)), "question"), t.UTC().Format(time.RFC3339))}
+	case len(a.Plans) == 0 && len(a.Failed) > 0:
+		return fmt.Errorf("no plan in force at %s could answer (%s)", at, render.Plural(uint64(len(a.Failed)), "refusal"))
+	case len(a.Plans) == 0:
+		return &exitError{code: exitFound, msg: fmt.Sprintf("no plan in force at %s in %s", at, strings.Join(a.None, ", "))}
+	case len(a.Failed) > 0:
+		return &exitError{code: exitFound, msg: fmt.Sprintf("%s of the plans in force at %s could not answer", render.Plural(uint64(len(a.Failed)), "question"), at)}
 	}
-	return unanswered(answers)
-}
-
-// notInForce says why no span holds t: the journal starts later, or the
-// NAT it records had ended.
-func notInForce(spans []journal.Span, t time.Time) string {
-	if len(spans) == 0 {
-		return "it records no plan"
-	}
-	first, ended := spans[0].From, time.Time{}
-	for _, s := range spans {
-		if s.From.Before(first) {
-			first = s.From
-		}
-		if !s.Until.IsZero() && !s.Until.After(t) && s.Until.After(ended) {
-			ended = s.Until
-		}
-	}
-	if t.Before(first) {
-		return "its first plan took effect at " + render.TimeText(first)
-	}
-	return "natpool's NAT ended at " + render.TimeText(ended)
+	return unanswered(a.Answers)
 }

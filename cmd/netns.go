@@ -3,12 +3,10 @@ package cmd
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/compiler"
-	"github.com/natpool/natpool/pool"
 )
 
 // netnsFlag adds --netns, completed from the namespaces ip netns knows.
@@ -49,34 +47,8 @@ func encodingFlag(cmd *cobra.Command, dst *string) {
 	choiceFlag(cmd, dst, "encoding", "", "block strategy: port blocks as compact (per group) or per-host maps", "compact", "per-host")
 }
 
-// where names the namespace for messages.
-func where(netns string) string {
-	if netns == "" {
-		return "this network namespace"
-	}
-	return "network namespace " + netns
-}
-
 // nodeFlag adds --node: which node of the spec's cluster this box is.
 func nodeFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVar(dst, "node", "", "the node of the spec's cluster this box is (needed when the spec lists nodes)")
 	_ = cmd.RegisterFlagCompletionFunc("node", cobra.NoFileCompletions)
-}
-
-// checkNode refuses a node the plan's cluster does not list, and a cluster
-// plan without a node: applied as one box, every node would translate every
-// host and replies would reach the wrong one.
-func checkNode(plan *pool.Plan, node string) error {
-	c := plan.Cluster
-	switch {
-	case c == nil && node != "":
-		return fmt.Errorf("--node %q: the spec lists no nodes", node)
-	case c == nil:
-		return nil
-	case node == "":
-		return fmt.Errorf("the spec lists nodes (%s): say which this box is with --node", strings.Join(c.Names(), ", "))
-	case c.NodeIndex(node) < 0:
-		return fmt.Errorf("--node %q is not a node of the spec (%s)", node, strings.Join(c.Names(), ", "))
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/render"
 )
 
@@ -60,7 +61,7 @@ func runRender(o *renderOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkNode(plan, o.node); err != nil {
+	if err := box.CheckNode(plan, o.node); err != nil {
 		return err
 	}
 	return render.Ruleset(stdout, stderr, plan, o.format, render.Options{Version: Version, NoJump: o.noJump, Node: o.node})

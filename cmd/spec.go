@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -15,36 +16,33 @@ import (
 // specOptions are the flags that describe a plan, shared by every command
 // that takes one. Flags override the spec file, in every egress entry.
 type specOptions struct {
-	file      string
-	tableFlag string
-	ctLabel   string
-	egress    pool.EgressSpec
-	flags     *pflag.FlagSet // the command's
-	own       *pflag.FlagSet // the spec flags alone
+	file    string
+	overlay pool.Overlay
+	own     *pflag.FlagSet // the spec flags alone
 }
 
 // addSpecFlags adds the spec flags to cmd: every command that takes a spec
 // takes them all, with one meaning.
 func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
-	o.flags, o.own = cmd.Flags(), f
+	o.own, o.overlay.Given = f, cmd.Flags().Changed
 	f.StringVarP(&o.file, "file", "f", "", "YAML spec file (flags override it)")
-	f.StringVar(&o.tableFlag, "table", "", "nftables table natpool owns (default natpool)")
-	f.StringVar(&o.ctLabel, "ct-label", "", fmt.Sprintf("conntrack label bit natpool's rules set on the connections they translate, 0-127 (default %d)", pool.DefaultCTLabel))
-	f.StringSliceVar(&o.egress.Private, "private", nil, "inside hosts: PREFIX or A-B (repeatable)")
-	f.StringSliceVar(&o.egress.Pool, "pool", nil, "public addresses: PREFIX, A-B or ADDR, each with an optional =WEIGHT (repeatable)")
-	f.StringSliceVar(&o.egress.Exclude, "exclude", nil, "inside hosts or public addresses never mapped or used: PREFIX or ADDR (repeatable)")
-	f.StringVar(&o.egress.Strategy, "strategy", "", "octet, hash, persistent or block (default hash)")
-	f.StringVar(&o.egress.OIF, "oif", "", "output interface of the egress")
-	f.StringVar(&o.egress.Ports, "ports", "", "source port range LO-HI (default 1024-65535)")
-	f.StringVar(&o.egress.Hosts, "hosts", "", "file of active inside hosts, ADDR, RANGE or ADDR,COUNT per line (octet and hash balance them)")
-	f.StringVar(&o.egress.Bits, "bits", "", "octet: low bits of the inside address that select the public address (default 8)")
-	f.StringVar(&o.egress.Octets, "octets", "", "octet: value range LO-HI to use (default all values)")
-	f.StringVar(&o.egress.Buckets, "buckets", "", fmt.Sprintf("hash: number of jhash buckets (default %d)", pool.DefaultBuckets))
-	f.StringVar(&o.egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
-	f.StringVar(&o.egress.MaxImbalance, "max-imbalance", "", fmt.Sprintf("hash: most hosts per address over the mean, per unit of weight (default %g)", pool.DefaultMaxImbalance))
-	f.StringVar(&o.egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address (default: what spreads the hosts over every address)")
-	f.StringVar(&o.egress.BlockSize, "block-size", "", "block: ports per host, exactly")
+	f.StringVar(&o.overlay.Table, "table", "", "nftables table natpool owns (default natpool)")
+	f.StringVar(&o.overlay.CTLabel, "ct-label", "", fmt.Sprintf("conntrack label bit natpool's rules set on the connections they translate, 0-127 (default %d)", pool.DefaultCTLabel))
+	f.StringSliceVar(&o.overlay.Egress.Private, "private", nil, "inside hosts: PREFIX or A-B (repeatable)")
+	f.StringSliceVar(&o.overlay.Egress.Pool, "pool", nil, "public addresses: PREFIX, A-B or ADDR, each with an optional =WEIGHT (repeatable)")
+	f.StringSliceVar(&o.overlay.Egress.Exclude, "exclude", nil, "inside hosts or public addresses never mapped or used: PREFIX or ADDR (repeatable)")
+	f.StringVar(&o.overlay.Egress.Strategy, "strategy", "", "octet, hash, persistent or block (default hash)")
+	f.StringVar(&o.overlay.Egress.OIF, "oif", "", "output interface of the egress")
+	f.StringVar(&o.overlay.Egress.Ports, "ports", "", "source port range LO-HI (default 1024-65535)")
+	f.StringVar(&o.overlay.Egress.Hosts, "hosts", "", "file of active inside hosts, ADDR, RANGE or ADDR,COUNT per line (octet and hash balance them)")
+	f.StringVar(&o.overlay.Egress.Bits, "bits", "", "octet: low bits of the inside address that select the public address (default 8)")
+	f.StringVar(&o.overlay.Egress.Octets, "octets", "", "octet: value range LO-HI to use (default all values)")
+	f.StringVar(&o.overlay.Egress.Buckets, "buckets", "", fmt.Sprintf("hash: number of jhash buckets (default %d)", pool.DefaultBuckets))
+	f.StringVar(&o.overlay.Egress.Seed, "seed", "", fmt.Sprintf("hash: jhash seed (default %#x)", pool.DefaultSeed))
+	f.StringVar(&o.overlay.Egress.MaxImbalance, "max-imbalance", "", fmt.Sprintf("hash: most hosts per address over the mean, per unit of weight (default %g)", pool.DefaultMaxImbalance))
+	f.StringVar(&o.overlay.Egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address (default: what spreads the hosts over every address)")
+	f.StringVar(&o.overlay.Egress.BlockSize, "block-size", "", "block: ports per host, exactly")
 	cmd.Flags().AddFlagSet(f)
 	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
@@ -73,59 +71,31 @@ func (o *specOptions) build() (*pool.Plan, error) {
 			return nil, err
 		}
 	}
-	overrideWith(o, "table", &spec.Table, o.tableFlag)
-	overrideWith(o, "ct-label", &spec.CTLabel, o.ctLabel)
-	for i := range spec.Egress {
-		e := &spec.Egress[i]
-		overrideWith(o, "private", &e.Private, o.egress.Private)
-		overrideWith(o, "pool", &e.Pool, o.egress.Pool)
-		overrideWith(o, "exclude", &e.Exclude, o.egress.Exclude)
-		overrideWith(o, "strategy", &e.Strategy, o.egress.Strategy)
-		overrideWith(o, "oif", &e.OIF, o.egress.OIF)
-		overrideWith(o, "ports", &e.Ports, o.egress.Ports)
-		flagOpts := o.egress.Options()
-		for j, opt := range e.Options() {
-			overrideWith(o, opt.Name, opt.Value, *flagOpts[j].Value)
-		}
-		overrideWith(o, "hosts", &e.HostsData, nil) // a hosts file given now is read
-	}
-	return pool.NewPlan(spec)
+	return pool.NewPlan(o.overlay.Apply(spec))
 }
 
 // unplanned returns the table and the journal the spec names, without
 // planning: what commands that only need those (apply --delete) read.
 func (o *specOptions) unplanned() (table, journal string, err error) {
-	table = pool.DefaultTable
+	spec := pool.Spec{Table: pool.DefaultTable}
 	if o.file != "" {
-		spec, err := pool.LoadSpec(o.file)
-		if err != nil {
+		if spec, err = pool.LoadSpec(o.file); err != nil {
 			return "", "", err
 		}
-		if spec.Table != "" {
-			table = spec.Table
-		}
-		journal = spec.Journal
 	}
-	overrideWith(o, "table", &table, o.tableFlag)
-	return table, journal, nil
+	spec = o.overlay.Apply(spec)
+	return cmp.Or(spec.Table, pool.DefaultTable), spec.Journal, nil
 }
 
 // setFlags returns the spec flags given, but --file, as --NAME.
 func (o *specOptions) setFlags() []string {
 	var out []string
-	o.flags.Visit(func(f *pflag.Flag) {
-		if f.Name != "file" && o.own.Lookup(f.Name) != nil {
+	o.own.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "file" && o.overlay.Given(f.Name) {
 			out = append(out, "--"+f.Name)
 		}
 	})
 	return out
-}
-
-// overrideWith sets *dst to value when the spec flag name was given.
-func overrideWith[T any](o *specOptions, name string, dst *T, value T) {
-	if o.flags.Changed(name) {
-		*dst = value
-	}
 }
 
 func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

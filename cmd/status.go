@@ -43,3 +43,31 @@ namespace, no permission, no table.`,
 	journalFlag(cmd, &o.journal, false)
 	return cmd
 }
+
+func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
+	plan, err := o.spec.plan(stderr)
+	if err != nil {
+		return err
+	}
+	path, err := onePath(o.journal, plan.Spec.Journal)
+	if err != nil {
+		return err
+	}
+	b, err := openBox(o.netns, path, stderr)
+	if err != nil {
+		return err
+	}
+	r, err := b.Status(plan, o.node)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		err = r.JSON(stdout)
+	} else {
+		r.Text(stdout)
+	}
+	if err != nil || r.InSync() {
+		return err
+	}
+	return &exitError{code: exitFound}
+}

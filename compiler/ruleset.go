@@ -15,6 +15,16 @@ import (
 	"github.com/natpool/natpool/pool"
 )
 
+// Difference is one way two copies of natpool's objects differ (a table as
+// planned and as the kernel holds it, natpool's policy rules): what the
+// first has that the second lacks (Missing) and what the second has that
+// the first lacks (Extra), for one object, each a line of text.
+type Difference struct {
+	Object  string // "chain NAME", "rule N of chain NAME (COMMENT)", "map NAME", "policy rules", ...
+	Missing []string
+	Extra   []string
+}
+
 // Chain is the name of natpool's source-NAT chain.
 const Chain = "postrouting"
 

@@ -50,6 +50,19 @@ func Churn(old, new *Egress) ChurnReport {
 	return r
 }
 
+// PlanChurn sums Churn over the egress entries both plans have, by name:
+// the hosts a change of plan moves, without their ranges.
+func PlanChurn(old, new *Plan) ChurnReport {
+	var r ChurnReport
+	for _, e := range new.Egress {
+		if oe, err := old.EgressNamed(e.Name); err == nil {
+			c := Churn(oe, e)
+			r.Hosts, r.Moved, r.PortsMoved = r.Hosts+c.Hosts, r.Moved+c.Moved, r.PortsMoved+c.PortsMoved
+		}
+	}
+	return r
+}
+
 // intersect returns the addresses in both a and b (each ascending, disjoint).
 func intersect(a, b []span) []span {
 	var out []span

@@ -133,3 +133,46 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 	}
 	return JSON(w, out)
 }
+
+// Churn compares two plans entry by entry, by name: the hosts each moves.
+func Churn(oldPlan, newPlan *pool.Plan) []EgressChurn {
+	var out []EgressChurn
+	old := map[string]*pool.Egress{}
+	for _, e := range oldPlan.Egress {
+		old[e.Name] = e
+	}
+	for _, e := range newPlan.Egress {
+		c := EgressChurn{Egress: e.Name, Change: "added"}
+		if oe, ok := old[e.Name]; ok {
+			c = EgressChurn{Egress: e.Name, Report: pool.Churn(oe, e)}
+			delete(old, e.Name)
+		}
+		out = append(out, c)
+	}
+	for _, e := range oldPlan.Egress {
+		if _, gone := old[e.Name]; gone {
+			out = append(out, EgressChurn{Egress: e.Name, Change: "removed"})
+		}
+	}
+	return out
+}
+
+// DiffRulesets writes the unified diff of the rulesets of two plans, named
+// for their files, in format, as they are rendered: neither is ever held.
+func DiffRulesets(w io.Writer, names [2]string, plans [2]*pool.Plan, format string, o Options, maxLines int) (DiffResult, error) {
+	var texts [2]*io.PipeReader
+	for i, plan := range plans {
+		r, pw := io.Pipe()
+		go func() {
+			if err := Ruleset(pw, io.Discard, plan, format, o); err != nil {
+				pw.CloseWithError(fmt.Errorf("%s: %w", names[i], err))
+			}
+			pw.Close()
+		}()
+		texts[i] = r
+	}
+	res, err := StreamDiff(w, names[0], names[1], texts[0], texts[1], maxLines)
+	texts[0].Close() // stop a renderer the diff did not read to the end
+	texts[1].Close()
+	return res, err
+}

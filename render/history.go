@@ -153,3 +153,16 @@ func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
 	}
 	return JSON(w, out)
 }
+
+// PruneReport is what history --prune-before dropped.
+type PruneReport struct {
+	Journal string    `json:"journal"`
+	Before  time.Time `json:"pruned_before"`
+	journal.Pruned
+}
+
+// Text writes the report as history --prune-before prints it.
+func (r PruneReport) Text(w io.Writer) {
+	fmt.Fprintf(w, "journal %s: dropped %s and %s that stopped mattering before %s\n", r.Journal,
+		Plural(uint64(r.Entries), "entry"), Plural(uint64(r.PeerEvents), "peer event"), r.Before.UTC().Format(time.RFC3339))
+}

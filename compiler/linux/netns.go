@@ -57,15 +57,61 @@ func Within(netns string, fn func() error) error {
 	return <-done
 }
 
-// Interfaces returns the names of the network interfaces of a namespace.
-func Interfaces(netns string) ([]string, error) {
-	var names []string
-	err := Within(netns, func() error {
-		ifs, err := net.Interfaces()
-		for _, i := range ifs {
-			names = append(names, i.Name)
-		}
+// Claim takes name for this process inside the named network namespace
+// (the current one when empty) until release is called or the process
+// ends: an abstract unix socket bound there, which the kernel frees with
+// the process. A name another process holds is refused, naming its pid.
+func Claim(netns, name string) (release func() error, err error) {
+	addr := &net.UnixAddr{Name: "@natpool/" + name, Net: "unix"}
+	var l *net.UnixListener
+	err = Within(netns, func() (err error) {
+		l, err = net.ListenUnix("unix", addr)
 		return err
 	})
-	return names, err
+	if errors.Is(err, unix.EADDRINUSE) {
+		return nil, fmt.Errorf("another natpool (pid %d) holds %s in %s", holder(netns, addr), name, where(netns))
+	}
+	if err != nil {
+		return nil, Privileged(fmt.Errorf("claiming %s: %w", name, err))
+	}
+	go func() { // answer holder's question, and nothing else
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Close, nil
+}
+
+// holder returns the pid of the process listening on addr, 0 if unknown.
+func holder(netns string, addr *net.UnixAddr) int32 {
+	var pid int32
+	Within(netns, func() error {
+		c, err := net.DialUnix("unix", nil, addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		return raw.Control(func(fd uintptr) {
+			if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+				pid = cred.Pid
+			}
+		})
+	})
+	return pid
+}
+
+// where names a namespace for messages.
+func where(netns string) string {
+	if netns == "" {
+		return "this network namespace"
+	}
+	return "network namespace " + netns
 }

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler"
-	"github.com/natpool/natpool/pool"
 )
 
 // RuleProtocol marks the policy rules natpool makes (`ip rule ... protocol
@@ -162,21 +161,4 @@ func (r *Routing) tableRoutes(table int) ([]netlink.Route, error) {
 		return nil, Privileged(fmt.Errorf("listing routing table %d: %w", table, err))
 	}
 	return routes, nil
-}
-
-// ClaimCluster refuses, with a ForeignError, the policy-routing ranges of
-// cluster c when a rule or route natpool did not make sits in them.
-func (r *Routing) ClaimCluster(c *pool.Cluster) error {
-	_, foreign, err := r.PolicyRules(compiler.Reserved(c))
-	if err != nil {
-		return err
-	}
-	routes, err := r.ForeignRoutes(compiler.NodeTables(c))
-	if err != nil {
-		return err
-	}
-	if foreign = append(foreign, routes...); len(foreign) > 0 {
-		return &ForeignError{foreign}
-	}
-	return nil
 }

@@ -86,12 +86,23 @@ func (r *Routing) RouteOut(src, dst netip.Addr) (string, error) {
 	return link.Attrs().Name, nil
 }
 
-// Follow sends a value on changed, without blocking, whenever a link of
-// the namespace comes, goes, or gains or loses its carrier or up state, or
-// an IPv4 route changes, until ctx ends or the subscription fails. Other
-// news (IPv6 routes, statistics, address configuration) is not a change:
-// it would hold off the hold-down.
-func (r *Routing) Follow(ctx context.Context, changed chan<- struct{}) error {
+// Change is what changed in a namespace's links and routes: a link came,
+// went, or gained or lost its carrier or up state (Link, its name); an
+// IPv4 route changed (Route, in Table, to Dst); or, All, changes came
+// faster than they were taken and any of them may have.
+type Change struct {
+	Link  string
+	Route bool
+	Table int
+	Dst   netip.Prefix
+	All   bool
+}
+
+// Follow sends the namespace's changes of links and routes on changed until
+// ctx ends or the subscription fails. It never blocks on changed: when
+// changed is full it sends an All change once there is room. Other news
+// (IPv6 routes, statistics, address configuration) is no change.
+func (r *Routing) Follow(ctx context.Context, changed chan<- Change) error {
 	h := netns.None()
 	if r.ns != nil {
 		h = netns.NsHandle(r.ns.Fd())
@@ -113,6 +124,22 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- struct{}) error {
 		return Privileged(fmt.Errorf("following routes: %w", err))
 	}
 	up := map[int32]bool{} // carrying traffic, by interface index
+	overflowed := false
+	send := func(c Change) {
+		if overflowed {
+			select {
+			case changed <- Change{All: true}:
+				overflowed = false
+			default:
+				return
+			}
+		}
+		select {
+		case changed <- c:
+		default:
+			overflowed = true
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -128,17 +155,22 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- struct{}) error {
 				continue
 			}
 			up[l.Index] = now
-		case r, ok := <-routes:
+			send(Change{Link: l.Attrs().Name})
+		case rt, ok := <-routes:
 			if !ok {
 				return fmt.Errorf("following routes: the subscription ended")
 			}
-			if r.Family != unix.AF_INET {
+			if rt.Family != unix.AF_INET {
 				continue
 			}
-		}
-		select {
-		case changed <- struct{}{}:
-		default:
+			c := Change{Route: true, Table: rt.Table, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+			if rt.Dst != nil {
+				if a, ok := netip.AddrFromSlice(rt.Dst.IP.To4()); ok {
+					ones, _ := rt.Dst.Mask.Size()
+					c.Dst = netip.PrefixFrom(a, ones)
+				}
+			}
+			send(c)
 		}
 	}
 }

@@ -338,23 +338,14 @@ func boolOrder(a, b bool) int {
 	return -1
 }
 
-// Difference is one way two table states differ: what the first has that
-// the second lacks (Missing) and what the second has that the first lacks
-// (Extra), for one object.
-type Difference struct {
-	Object  string // "chain NAME", "rule N of chain NAME (COMMENT)", "map NAME" or "objects"
-	Missing []string
-	Extra   []string
-}
-
 // Compare lists how have differs from want, object by object, in a stable
 // order: each chain and its rules by position, the maps by name, then
 // stateful objects.
-func Compare(want, have *TableState) []Difference {
-	var out []Difference
+func Compare(want, have *TableState) []compiler.Difference {
+	var out []compiler.Difference
 	add := func(object string, w, h []string) {
 		if missing, extra := setDiff(w, h), setDiff(h, w); len(missing)+len(extra) > 0 {
-			out = append(out, Difference{object, missing, extra})
+			out = append(out, compiler.Difference{Object: object, Missing: missing, Extra: extra})
 		}
 	}
 	for _, name := range names(want.Chains, have.Chains, func(c ChainState) string { return c.Name }) {

@@ -45,16 +45,16 @@ func (v *Verification) add(m Mismatch) {
 
 // Difference is the verification as drift: the plan's fate and the
 // table's of each example packet; nothing when every packet agreed.
-func (v *Verification) Difference() []Difference {
+func (v *Verification) Difference() []compiler.Difference {
 	if v.Wrong == 0 {
 		return nil
 	}
-	d := Difference{Object: fmt.Sprintf("translations (%d of %d packets leave otherwise than the plan says; the first %d shown)", v.Wrong, v.Packets, len(v.Examples))}
+	d := compiler.Difference{Object: fmt.Sprintf("translations (%d of %d packets leave otherwise than the plan says; the first %d shown)", v.Wrong, v.Packets, len(v.Examples))}
 	for _, m := range v.Examples {
 		d.Missing = append(d.Missing, fmt.Sprintf("%s: %s (egress %s)", m.Packet, m.Want, m.Egress))
 		d.Extra = append(d.Extra, fmt.Sprintf("%s: %s (egress %s)", m.Packet, m.Have, m.Egress))
 	}
-	return []Difference{d}
+	return []compiler.Difference{d}
 }
 
 // probeDst is the destination of the packets Verify sends: natpool's rules

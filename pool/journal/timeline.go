@@ -149,7 +149,20 @@ func (j *Journal) Recover(machine string, now time.Time, stamp func(Target) (dig
 }
 
 // Pruned is what Prune dropped.
-type Pruned struct{ Entries, PeerEvents int }
+type Pruned struct {
+	Entries    int `json:"dropped"`
+	PeerEvents int `json:"dropped_peer_events"`
+}
+
+// PruneLocked takes the journal's lock (waiting, as Lock does) and prunes.
+func (j *Journal) PruneLocked(t time.Time, waiting func()) (Pruned, error) {
+	unlock, err := j.Lock(waiting)
+	if err != nil {
+		return Pruned{}, err
+	}
+	defer unlock()
+	return j.Prune(t)
+}
 
 // Prune drops the entries that stopped mattering before t: every change of
 // a target that another had replaced by t. The plan each target had at t,

@@ -1,10 +1,11 @@
-package cmd
+package daemon
 
 import (
 	"math"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/natpool/natpool/pool"
 )
@@ -12,18 +13,29 @@ import (
 // blockUseBuckets are the upper bounds of the block-utilisation histogram.
 var blockUseBuckets = []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1}
 
-// watchMetrics are what natpool watch exports. The port-use figures are
-// bounded by the pool, never per inside host: a campus has a million hosts
-// and 64 addresses.
-type watchMetrics struct {
-	registry *prometheus.Registry
+// Flush reasons, a label of the flush counters.
+const (
+	reasonUplink = "uplink"
+	reasonStale  = "stale"
+	reasonPeer   = "peer"
+)
+
+// Metrics are what watch exports. The port-use figures are bounded by the
+// pool, never per inside host: a campus has a million hosts and 64
+// addresses.
+type Metrics struct {
+	// Registry holds natpool's series, Go's and the process's.
+	Registry *prometheus.Registry
+	version  string
 	plan     atomic.Pointer[planInfo]
-	usage    atomic.Pointer[[]pool.LiveCapacity]
-	// guardDrops are the guard chain's counters, by egress entry.
+	// usage counts the port use now: it is asked at each scrape.
+	usage      atomic.Pointer[func() []pool.LiveCapacity]
 	guardDrops atomic.Pointer[map[string]uint64]
 
 	uplink         *prometheus.GaugeVec
 	peer           *prometheus.GaugeVec
+	tableInSync    prometheus.Gauge
+	tableRestores  prometheus.Counter
 	flushes        *prometheus.CounterVec
 	flushed        *prometheus.CounterVec
 	readErrors     prometheus.Counter
@@ -42,8 +54,9 @@ type watchMetrics struct {
 // planInfo names the plan in force.
 type planInfo struct{ table, digest string }
 
-func newWatchMetrics() *watchMetrics {
-	m := &watchMetrics{registry: prometheus.NewRegistry()}
+// NewMetrics returns the metrics of a watch of natpool version.
+func NewMetrics(version string) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), version: version}
 	pe := []string{"egress", "public"}
 	m.planDesc = prometheus.NewDesc("natpool_plan_info", "The plan natpool put in force: its table and digest, and natpool's version.", []string{"table", "digest", "version"}, nil)
 	m.connections = prometheus.NewDesc("natpool_public_connections", "Connections natpool's rules translated to the public address.", pe, nil)
@@ -56,8 +69,12 @@ func newWatchMetrics() *watchMetrics {
 		Help: "1 when the egress entry's interface is up with carrier and its inside hosts are routed through it, else 0."}, []string{"egress", "oif"})
 	m.peer = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_peer_up",
 		Help: "With --node: 1 while the peer's routing table holds its routes (its BGP session is up) and this node steers the peer's hosts to it, else 0: this node translates them."}, []string{"node"})
+	m.tableInSync = prometheus.NewGauge(prometheus.GaugeOpts{Name: "natpool_table_in_sync",
+		Help: "1 while natpool's table is in the kernel with the plan watch put in force, else 0: watch restores it within a second."})
+	m.tableRestores = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_table_restores_total",
+		Help: "Times watch found natpool's table gone or holding another plan, and put its plan back."})
 	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushes_total",
-		Help: "Flushes of natpool's conntrack entries, by egress entry and reason (uplink, stale)."}, []string{"egress", "reason"})
+		Help: "Flushes of natpool's conntrack entries, by egress entry and reason (uplink, stale, peer)."}, []string{"egress", "reason"})
 	m.flushed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_flushed_entries_total",
 		Help: "Conntrack entries the flushes deleted, by egress entry and reason."}, []string{"egress", "reason"})
 	m.readErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_read_errors_total",
@@ -67,35 +84,52 @@ func newWatchMetrics() *watchMetrics {
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_resyncs_total",
 		Help: "Full conntrack dumps the counts were rebuilt from."})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_reloads_total",
-		Help: "Reloads of the spec (SIGHUP), by result (applied, failed)."}, []string{"result"})
-	m.registry.MustRegister(m, m.uplink, m.peer, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads)
+		Help: "Reloads of the spec (SIGHUP), by result (applied, unchanged, failed)."}, []string{"result"})
+	for _, r := range []string{"applied", "unchanged", "failed"} {
+		m.reloads.WithLabelValues(r) // every result from the start: a rate needs its zero
+	}
+	m.Registry.MustRegister(m, m.uplink, m.peer, m.tableInSync, m.tableRestores, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// Describe implements prometheus.Collector for the figures read from the
-// last count.
-func (m *watchMetrics) Describe(ch chan<- *prometheus.Desc) {
+// forPlan makes the series of plan's egress entries exist from the start,
+// at zero, and drops those of entries it no longer has.
+func (m *Metrics) forPlan(plan *pool.Plan) {
+	m.flushes.Reset()
+	m.flushed.Reset()
+	for _, e := range plan.Egress {
+		for _, r := range []string{reasonUplink, reasonStale, reasonPeer} {
+			m.flushes.WithLabelValues(e.Name, r)
+			m.flushed.WithLabelValues(e.Name, r)
+		}
+	}
+}
+
+// Describe implements prometheus.Collector for the figures read as they
+// are scraped.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.planDesc, m.connections, m.hosts, m.portUse, m.blockUse, m.fullBlockHosts, m.guardDropped} {
 		ch <- d
 	}
 }
 
-// Collect implements prometheus.Collector: the plan in force and the port
-// use as last counted. It never waits for a count.
-func (m *watchMetrics) Collect(ch chan<- prometheus.Metric) {
+// Collect implements prometheus.Collector: the plan in force, the guard's
+// counters as last read, and the port use counted now.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if p := m.plan.Load(); p != nil {
-		ch <- prometheus.MustNewConstMetric(m.planDesc, prometheus.GaugeValue, 1, p.table, p.digest, Version)
+		ch <- prometheus.MustNewConstMetric(m.planDesc, prometheus.GaugeValue, 1, p.table, p.digest, m.version)
 	}
 	if drops := m.guardDrops.Load(); drops != nil {
 		for egress, n := range *drops {
 			ch <- prometheus.MustNewConstMetric(m.guardDropped, prometheus.CounterValue, float64(n), egress)
 		}
 	}
-	caps := m.usage.Load()
-	if caps == nil {
+	usage := m.usage.Load()
+	if usage == nil {
 		return
 	}
-	for _, c := range *caps {
+	for _, c := range (*usage)() {
 		for _, p := range c.Public {
 			addr := p.Addr.String()
 			ch <- prometheus.MustNewConstMetric(m.connections, prometheus.GaugeValue, float64(p.Entries), c.Egress, addr)

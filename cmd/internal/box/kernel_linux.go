@@ -1,0 +1,90 @@
+//go:build linux
+
+package box
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/compiler/conntrack"
+	"github.com/natpool/natpool/compiler/linux"
+	"github.com/natpool/natpool/compiler/nft"
+)
+
+// Kernel opens the parts of one network namespace's kernel natpool works
+// with. Each part is closed by its user.
+type Kernel interface {
+	Tables() (Tables, error)
+	Routing() (Routing, error)
+	Conntrack() (Conntrack, error)
+	// Events subscribes to conntrack's new and destroy events of the
+	// connections that carry conntrack label bit label.
+	Events(label int) (Events, error)
+	// Claim takes name for this process in the namespace until release,
+	// refusing a name another holds.
+	Claim(name string) (release func() error, err error)
+}
+
+// Events is a subscription to conntrack's events.
+type Events interface {
+	// Run calls fn with each change until ctx ends (nil) or the
+	// subscription fails: an error wrapping conntrack.ErrEventsLost when
+	// the kernel dropped events.
+	Run(ctx context.Context, fn func(conntrack.Change)) error
+	Close() error
+}
+
+// Tables is nf_tables, where natpool's table lives.
+type Tables interface {
+	Stamp(table string) (nft.TableStamp, error)
+	Apply(rs *compiler.Ruleset) error
+	Delete(table string) (bool, error)
+	Read(table string) (*nft.TableState, error)
+	GuardDrops(table string) (map[string]uint64, error)
+	Close() error
+}
+
+// Routing is the namespace's policy routing, routes and links.
+type Routing interface {
+	PolicyRules(reserved func(compiler.PolicyRule) bool) (mine []compiler.PolicyRule, foreign []string, err error)
+	SetPolicyRules(want []compiler.PolicyRule, reserved func(compiler.PolicyRule) bool) error
+	DeletePolicyRules() (int, error)
+	HasBIRDRoutes(table int) (bool, error)
+	ForeignRoutes(tables []int) ([]string, error)
+	LinksUp() (map[string]bool, error)
+	RouteOut(src, dst netip.Addr) (string, error)
+	// Follow sends the changes of links and routes until ctx ends or the
+	// subscription fails.
+	Follow(ctx context.Context, changed chan<- linux.Change) error
+	Close() error
+}
+
+// Conntrack is the namespace's connection tracking table.
+type Conntrack interface {
+	Scan(label int, fn func(*conntrack.Entry) error) (int, error)
+	Delete(e *conntrack.Entry) error
+	Close() error
+}
+
+// Linux is the kernel of the named network namespace, or of the current
+// one when netns is empty.
+type Linux string
+
+// Tables connects to nf_tables.
+func (ns Linux) Tables() (Tables, error) { return nft.Dial(string(ns)) }
+
+// Routing connects to rtnetlink.
+func (ns Linux) Routing() (Routing, error) { return linux.OpenRouting(string(ns)) }
+
+// Conntrack connects to conntrack.
+func (ns Linux) Conntrack() (Conntrack, error) { return conntrack.Dial(string(ns)) }
+
+// Events subscribes to conntrack's events.
+func (ns Linux) Events(label int) (Events, error) { return conntrack.Subscribe(string(ns), label) }
+
+// LinuxKernels opens the kernel of a namespace as Linux does.
+func LinuxKernels(netns string) Kernel { return Linux(netns) }
+
+// Claim takes name in the namespace: an abstract unix socket.
+func (ns Linux) Claim(name string) (func() error, error) { return linux.Claim(string(ns), name) }
