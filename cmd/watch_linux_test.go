@@ -451,3 +451,30 @@ func TestGuardDropsFlowsThatBeganUntranslated(t *testing.T) {
 		return false
 	})
 }
+
+// A second watch of the same table in the same namespace is refused,
+// naming the first; natpool's table removed by nft flush ruleset is back
+// within two seconds, and watch says so.
+func TestWatchKeepsItsTableAndIsAlone(t *testing.T) {
+	keepHostState(t)
+	ns := netnstest.New(t)
+	ns.AddUplinks(1)
+	spec := filepath.Join(t.TempDir(), "site.yaml")
+	writeFile(t, spec, "egress:\n  - name: isp\n    oif: uplink0\n    private: [10.16.0.0/24]\n    pool: [203.0.113.8/30]\n")
+	w := startWatch(t, "-f", spec, "--netns", ns.Name)
+	second := exec.Command(natpoolBinary, "watch", "-f", spec, "--netns", ns.Name, "--journal", filepath.Join(t.TempDir(), "journal"))
+	out, err := second.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("another natpool (pid %d) holds watch/natpool in network namespace %s", w.cmd.Process.Pid, ns.Name)) {
+		t.Errorf("a second watch: %v\n%s", err, out)
+	}
+	ns.MustRun("", "nft", "flush", "ruleset")
+	start := time.Now()
+	w.waitLog(t, 3*time.Second, "table ip natpool in network namespace "+ns.Name+" is gone: restored plan")
+	t.Logf("the table was back %v after nft flush ruleset", time.Since(start).Round(10*time.Millisecond))
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("restored after %v, want within 2 s", time.Since(start))
+	}
+	if out := ns.MustRun("", "nft", "list", "tables"); !strings.Contains(out, "table ip natpool") {
+		t.Errorf("no table after the restore:\n%s", out)
+	}
+}
