@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/natpool/natpool/pool"
@@ -206,6 +207,7 @@ func Create(dir string, now time.Time, waiting func()) (*Journal, func(), error)
 
 // mayHoldJournal refuses a directory that holds anything but a journal or
 // what Create makes first; one that does not exist may become a journal.
+// The temporary file of a Create racing this one (writeFile's) is its own.
 func mayHoldJournal(dir string) error {
 	entries, err := os.ReadDir(dir)
 	switch {
@@ -220,7 +222,7 @@ func mayHoldJournal(dir string) error {
 		}
 	}
 	for _, e := range entries {
-		if e.Name() != lockFile && e.Name() != plansDir {
+		if e.Name() != lockFile && e.Name() != plansDir && !strings.HasPrefix(e.Name(), tmpPrefix) {
 			return fmt.Errorf("journal %s: not a natpool journal, and not empty (it holds %s)", dir, e.Name())
 		}
 	}
@@ -504,10 +506,13 @@ func (j *Journal) Plan(digest string) (pool.Record, error) {
 	return rec, nil
 }
 
+// tmpPrefix begins the names of writeFile's temporary files.
+const tmpPrefix = ".tmp-"
+
 // writeFile writes data to path through a temporary file, synced and
 // renamed into place, then syncs the directory: the file is whole or absent.
 func writeFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*")
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,6 +193,34 @@ func TestOpenRefusesWhatIsNotAJournal(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(etc); len(entries) != 1 {
 		t.Errorf("Create refused the directory, but left %d entries in it", len(entries))
+	}
+}
+
+// Two applies that start together on a new journal both get it: neither
+// takes the other's half-written events file for something foreign.
+func TestConcurrentCreatesMakeOneJournal(t *testing.T) {
+	for range 20 {
+		dir := filepath.Join(t.TempDir(), "journal")
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Go(func() {
+				_, unlock, err := Create(dir, t0, func() {})
+				if err == nil {
+					unlock()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := Open(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
