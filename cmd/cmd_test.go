@@ -170,7 +170,7 @@ func TestCapacityGolden(t *testing.T) {
 // Every command that takes a spec takes every spec flag, with one meaning:
 // the flags of apply work for flush, status and capacity alike.
 func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
-	root := newRootCmd(nil, nil)
+	root := Root(nil, nil)
 	plan, _, err := root.Find([]string{"plan"})
 	if err != nil {
 		t.Fatal(err)

@@ -6,12 +6,39 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
-// Version is natpool's version, printed by --version and stamped on output.
-var Version = "0.1.0-dev"
+// Version is natpool's version, printed by --version and stamped on
+// output; a release build sets it (-ldflags -X), as it may Commit.
+var (
+	Version = "0.2.0-dev"
+	Commit  = ""
+)
+
+// commit is the commit natpool was built from: Commit, else what the Go
+// toolchain recorded of the checkout ("+dirty" when it had changes).
+func commit() string {
+	if Commit != "" {
+		return Commit
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "unknown", ""
+	for _, s := range info.Settings {
+		switch {
+		case s.Key == "vcs.revision" && len(s.Value) >= 12:
+			rev = s.Value[:12]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "+dirty"
+		}
+	}
+	return rev + dirty
+}
 
 // Exit statuses scripts can rely on.
 const (
@@ -31,7 +58,7 @@ func (e *exitError) Error() string { return e.msg }
 
 // Execute runs natpool with args and returns the exit status.
 func Execute(args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
+	root := Root(stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -48,7 +75,10 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+// Root returns natpool's command tree, writing to stdout and stderr: what
+// Execute runs, and what natpool-docs writes manual pages and shell
+// completions of.
+func Root(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "natpool",
 		Short: "Deterministic source NAT pools for Linux NAT boxes",
@@ -66,7 +96,7 @@ a port no host owns); 2 trouble (bad input, no namespace, no table).`,
 
   # review a change in CI
   natpool diff main/campus.yaml campus.yaml`,
-		Version:       Version,
+		Version:       Version + " (commit " + commit() + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
