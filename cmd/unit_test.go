@@ -25,6 +25,10 @@ func TestUnitFileIsOneSystemdAccepts(t *testing.T) {
 		"AmbientCapabilities=CAP_NET_ADMIN\n",
 		"ProtectSystem=strict",
 		"StateDirectory=natpool",
+		"ProtectKernelTunables=yes",
+		"RestrictNamespaces=yes",
+		"SystemCallFilter=@system-service",
+		"SystemCallErrorNumber=EPERM",
 	} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("natpool.service lacks %q", want)
