@@ -305,6 +305,7 @@ func TestWatchMetricsAgreeWithConntrack(t *testing.T) {
 	// Port 0: the kernel picks a free one, and watch says which.
 	w := startWatch(t, "-f", spec, "--netns", ns.Name, "--metrics", "127.0.0.1:0", "--refresh", "100ms")
 	addr := w.metricsAddr(t)
+	t.Cleanup(func() { promtoolCheck(t, addr) })
 	// The first count, from a dump, is in: from here on the events keep it.
 	waitFor(t, 5*time.Second, "the first count", func() bool { _, ok := scrape(t, addr)["natpool_public_connections"]; return ok })
 
@@ -393,6 +394,30 @@ func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 		t.Fatalf("the metrics do not parse: %v\n%s", err, body)
 	}
 	return families
+}
+
+// promtoolCheck has Prometheus's promtool check a scrape of the metrics:
+// names, help, types, units.
+func promtoolCheck(t *testing.T, addr string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool is missing: CI must check the metrics with it")
+		}
+		t.Log("promtool is missing: the metrics go unchecked")
+		return
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = resp.Body
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
 
 func label(m *dto.Metric, name string) string {
