@@ -81,7 +81,11 @@ func runCapacity(o *capacityOptions, stdout, stderr io.Writer) error {
 // runLiveCapacity reports the port use of the connections natpool's rules
 // translated, counted from a conntrack dump as it is read.
 func runLiveCapacity(o *capacityOptions, plan *pool.Plan, stdout io.Writer) error {
-	counter, err := box.New(o.netns, box.LinuxKernels, nil).CountLive(plan)
+	b := box.New(o.netns, box.LinuxKernels, nil)
+	if err := b.TableLoaded(plan.Table); err != nil {
+		return err
+	}
+	counter, err := b.CountLive(plan)
 	if err != nil {
 		return err
 	}

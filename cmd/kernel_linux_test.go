@@ -449,6 +449,11 @@ func TestLiveCapacityCountsConnections(t *testing.T) {
 	path, _ := specFile(t, pool.EgressSpec{Strategy: "block", HostsPerIP: "256", Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.1"}})
 	ns := netnstest.New(t)
 	ns.AddUplink()
+	// Without natpool's table there is nothing of natpool's to count: an
+	// idle pool would be a lie.
+	if code, _, stderr := run("capacity", "-f", path, "--live", "--netns", ns.Name); code != exitTrouble || !strings.Contains(stderr, "no table ip natpool in network namespace") {
+		t.Errorf("capacity --live without the table: exit %d, %q", code, stderr)
+	}
 	must(t, 0, "apply", "-f", path, "--netns", ns.Name)
 	// 252-port blocks: 230 connections are 91% of one, 50 are 20%.
 	flows := map[string]int{"10.16.0.7": 230, "10.16.0.8": 50, "10.16.0.9": 10}

@@ -291,6 +291,21 @@ func (c *Cluster) ChunkIndex(a netip.Addr) int {
 	return i
 }
 
+// Idle returns the names of the nodes that own no chunk, in spec order.
+func (c *Cluster) Idle() []string {
+	owns := make([]bool, len(c.Nodes))
+	for _, ch := range c.Chunks {
+		owns[ch.Order[0]] = true
+	}
+	var idle []string
+	for i, n := range c.Nodes {
+		if !owns[i] {
+			idle = append(idle, n.Name)
+		}
+	}
+	return idle
+}
+
 // Order returns the nodes serving public address a, owner first; nil for
 // an address outside the pool.
 func (c *Cluster) Order(a netip.Addr) []int {

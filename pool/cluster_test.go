@@ -18,6 +18,34 @@ func clusterSpec(pool string, nodes ...string) Spec {
 	return s
 }
 
+// A node that owns no chunk serves only as a backup: the plan says so.
+func TestNodesThatOwnNoChunkAreNamedInAWarning(t *testing.T) {
+	for _, c := range []struct {
+		pool, want string
+	}{
+		{"198.51.100.0/29", "(1 chunk of /29 for 3 nodes): "},
+		{"198.51.100.0/24", ""},
+	} {
+		p, err := NewPlan(clusterSpec(c.pool, "a", "b", "c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle := p.Cluster.Idle()
+		var got string
+		for _, w := range p.Warnings {
+			if strings.HasPrefix(w, "nodes that own no chunk") {
+				got = w
+			}
+		}
+		switch {
+		case c.want == "" && (got != "" || len(idle) > 0):
+			t.Errorf("%s: every node owns a chunk, yet %q (idle %v)", c.pool, got, idle)
+		case c.want != "" && (len(idle) != 2 || !strings.Contains(got, c.want+strings.Join(idle, ", ")+";")):
+			t.Errorf("%s: warning %q, idle %v", c.pool, got, idle)
+		}
+	}
+}
+
 func TestClusterChunksAreAlignedAndCoverExactlyThePool(t *testing.T) {
 	p, err := NewPlan(clusterSpec("198.51.100.5-198.51.100.21", "a", "b"))
 	if err != nil {

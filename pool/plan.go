@@ -157,6 +157,14 @@ func NewPlan(spec Spec) (*Plan, error) {
 			return nil, err
 		}
 		p.Cluster = c
+		if idle := c.Idle(); len(idle) > 0 {
+			chunks := fmt.Sprintf("%d chunks", len(c.Chunks))
+			if len(c.Chunks) == 1 {
+				chunks = "1 chunk"
+			}
+			p.Warnings = append(p.Warnings, fmt.Sprintf("nodes that own no chunk of the pool (%s of /%d for %d nodes): %s; each translates only while an owner is down: use a longer cluster chunk",
+				chunks, c.ChunkBits, len(c.Nodes), strings.Join(idle, ", ")))
+		}
 	} else if spec.Cluster != (ClusterSpec{}) {
 		return nil, fmt.Errorf("cluster settings without nodes: list the nodes that share the pool")
 	}

@@ -47,5 +47,8 @@ func (b *Box) Flush(*pool.Plan, Selection, bool) (render.FlushReport, error) {
 	return render.FlushReport{}, errLinux
 }
 
+// TableLoaded needs Linux.
+func (b *Box) TableLoaded(string) error { return errLinux }
+
 // CountLive needs Linux.
 func (b *Box) CountLive(*pool.Plan) (*pool.LiveCounter, error) { return nil, errLinux }

@@ -76,6 +76,27 @@ func (b *Box) CountLive(plan *pool.Plan) (*pool.LiveCounter, error) {
 	return counter, err
 }
 
+// TableLoaded refuses a namespace without natpool's table: nothing there
+// is translated by natpool, so a count of its connections would report an
+// idle pool rather than a missing one.
+func (b *Box) TableLoaded(table string) error {
+	t, err := b.Kernels(b.Netns).Tables()
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	stamp, err := t.Stamp(table)
+	switch {
+	case err != nil:
+		return err
+	case !stamp.Exists:
+		return fmt.Errorf("no table ip %s in %s: natpool translates nothing there (apply the plan, or give --netns or --table)", table, render.Where(b.Netns))
+	case !stamp.Natpool:
+		return fmt.Errorf("table ip %s in %s is not natpool's", table, render.Where(b.Netns))
+	}
+	return nil
+}
+
 // GuardDrops returns, per egress entry, the packets natpool's guard has
 // dropped since table was loaded.
 func (b *Box) GuardDrops(table string) (map[string]uint64, error) {
