@@ -645,7 +645,7 @@ func testNodeFailure(t *testing.T, c *cluster) {
 	flows.flowing("node "+cl.Nodes[dead].Name+" back", time.Now(), 10*time.Second)
 	// Both failovers are in the journal of the node that saw them.
 	history := must(t, 0, "history", "--journal", w.journal)
-	for _, want := range []string{"peer " + cl.Nodes[dead].Name + " went down: " + cl.Nodes[0].Name + " translates", "peer " + cl.Nodes[dead].Name + " came up: " + cl.Nodes[0].Name + " steers"} {
+	for _, want := range []string{"peer " + cl.Nodes[dead].Name + " went down (silent since ", " at the earliest): " + cl.Nodes[0].Name + " translates", "peer " + cl.Nodes[dead].Name + " came up: " + cl.Nodes[0].Name + " steers"} {
 		if !strings.Contains(history, want) {
 			t.Errorf("history of %s does not say %q:\n%s", cl.Nodes[0].Name, want, history)
 		}

@@ -3,6 +3,8 @@ package cmd
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,4 +211,31 @@ func setClock(t *testing.T, at *time.Time) {
 	t.Helper()
 	now = func() time.Time { return *at }
 	t.Cleanup(func() { now = time.Now })
+}
+
+// Flags whose values are names complete them: nodes and egress entries
+// from the spec given so far, time zones from the tz database.
+func TestFlagsCompleteTheNamesTheyTake(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"render", "-f", "../testdata/cluster.yaml", "--node", ""}, []string{"nat1", "nat2", "nat3"}},
+		{[]string{"diff", "../testdata/campus.yaml", "../testdata/cluster.yaml", "--node", ""}, []string{"nat1", "nat2", "nat3"}},
+		{[]string{"flush", "-f", "../testdata/two-isp.yaml", "--egress", ""}, []string{"isp-a", "isp-b"}},
+		{[]string{"lookup", "--egress", ""}, nil}, // no spec, nothing to offer
+		{[]string{"lookup", "--at", "now", "--tz", "Lo"}, []string{"Local"}},
+	} {
+		_, stdout, _ := run(append([]string{"__complete"}, c.args...)...)
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		got := lines[:len(lines)-1] // the last line is cobra's directive
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%v: %q, want %q", c.args, got, c.want)
+		}
+	}
+	if _, stdout, _ := run("__complete", "lookup", "--tz", "Europe/Be"); !strings.Contains(stdout, "Europe/Berlin\n") {
+		if _, err := os.Stat("/usr/share/zoneinfo/Europe/Berlin"); err == nil {
+			t.Errorf("--tz Europe/Be: %q", stdout)
+		}
+	}
 }

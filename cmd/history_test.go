@@ -61,6 +61,35 @@ func writeJournalOf(t *testing.T, specs ...pool.EgressSpec) string {
 	return dir
 }
 
+// A plan of several NAT boxes, in the journal, names the nodes of an
+// address as the plan itself does.
+func TestLookupAtNamesTheNodesOfACluster(t *testing.T) {
+	later := day.Add(time.Hour)
+	setClock(t, &later)
+	dir := filepath.Join(t.TempDir(), "journal")
+	j, unlock, err := journal.Create(dir, day, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := loadPlan(t, "../testdata/cluster.yaml")
+	rec := plan.Record()
+	seq, err := j.Begin(journal.Event{Op: journal.Apply, Time: day, Host: "nat1", Table: "natpool", Digest: compiler.Digest(plan)}, &rec)
+	if err == nil {
+		err = j.End(seq, journal.Commit, day, nil, false)
+	}
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"198.51.100.1", "100.64.0.1"} {
+		want := must(t, 0, "lookup", "-f", "../testdata/cluster.yaml", addr)
+		want = want[strings.Index(want, " on nodes "):strings.IndexByte(want, '\n')]
+		if got := must(t, 0, "lookup", "--journal", dir, "--at", "2026-11-17T14:00:30Z", addr); !strings.Contains(got, want) {
+			t.Errorf("lookup --at %s:\n%s\nwant %q", addr, got, want)
+		}
+	}
+}
+
 func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 	setClock(t, &day)
 	good := writeJournal(t, "192.76.8.0/28")

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // netnsFlag adds --netns, completed from the namespaces ip netns knows.
@@ -50,5 +51,10 @@ func encodingFlag(cmd *cobra.Command, dst *string) {
 // nodeFlag adds --node: which node of the spec's cluster this box is.
 func nodeFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVar(dst, "node", "", "the node of the spec's cluster this box is (needed when the spec lists nodes)")
-	_ = cmd.RegisterFlagCompletionFunc("node", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("node", specCompletion(func(s pool.Spec) (names []string) {
+		for _, n := range s.Nodes {
+			names = append(names, n.Name)
+		}
+		return names
+	}))
 }

@@ -138,4 +138,28 @@ func (c *choice) Set(s string) error {
 // egressFlag adds --egress NAME, which picks one egress entry of the spec.
 func egressFlag(cmd *cobra.Command, dst *string, usage string) {
 	cmd.Flags().StringVar(dst, "egress", "", usage)
+	_ = cmd.RegisterFlagCompletionFunc("egress", specCompletion(func(s pool.Spec) (names []string) {
+		for _, e := range s.Egress {
+			names = append(names, e.Name)
+		}
+		return names
+	}))
+}
+
+// specCompletion completes a flag with names from the spec the command
+// line gives so far: --file's, else the last argument that is a spec
+// (diff's NEW). Without one it offers nothing, files neither.
+func specCompletion(names func(pool.Spec) []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		paths := args
+		if f := cmd.Flags().Lookup("file"); f != nil && f.Value.String() != "" {
+			paths = []string{f.Value.String()}
+		}
+		for i := len(paths) - 1; i >= 0; i-- {
+			if spec, err := pool.LoadSpec(paths[i]); err == nil {
+				return slices.DeleteFunc(names(spec), func(n string) bool { return n == "" }), cobra.ShellCompDirectiveNoFileComp
+			}
+		}
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
 }

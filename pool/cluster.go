@@ -291,6 +291,13 @@ func (c *Cluster) ChunkIndex(a netip.Addr) int {
 	return i
 }
 
+// SessionHold returns the hold time, in seconds, of the BGP session
+// between nodes a and b: the shorter of theirs, as BGP negotiates it. A
+// node learns that its peer died at most this long after it went silent.
+func (c *Cluster) SessionHold(a, b int) int {
+	return min(c.Nodes[a].BGP.Hold, c.Nodes[b].BGP.Hold)
+}
+
 // Idle returns the names of the nodes that own no chunk, in spec order.
 func (c *Cluster) Idle() []string {
 	owns := make([]bool, len(c.Nodes))

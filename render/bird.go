@@ -95,7 +95,7 @@ func BIRD(w io.Writer, p *pool.Plan, node, version string) error {
 		b.WriteString("}\n\n")
 		fmt.Fprintf(&b, "protocol bgp natpool_peer_%s {\n", peer.Name)
 		fmt.Fprintf(&b, "\tlocal %s as %d;\n\tneighbor %s as %d;\n\tdirect;\n", n.Address, n.BGP.AS, peer.Address, n.BGP.AS)
-		timers(&b, min(n.BGP.Hold, peer.BGP.Hold))
+		timers(&b, c.SessionHold(self, i))
 		fmt.Fprintf(&b, "\tipv4 {\n\t\ttable %s;\n\t\timport all;\n\t\texport where proto = \"natpool_steer_%s\";\n\t\tnext hop self;\n\t};\n}\n\n", table, peer.Name)
 		fmt.Fprintf(&b, "protocol kernel natpool_kernel_%s {\n\tkernel table %d;\n", peer.Name, compiler.NodeTable(c, i))
 		fmt.Fprintf(&b, "\tipv4 {\n\t\ttable %s;\n\t\timport none;\n\t\texport where proto = \"natpool_peer_%s\";\n\t};\n}\n", table, peer.Name)

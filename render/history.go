@@ -39,7 +39,11 @@ func peerText(p *journal.PeerEvent) (op, what string) {
 	if p.Up {
 		return journal.PeerUp, fmt.Sprintf("peer %s came up: %s steers its hosts to it again", p.Peer, p.Node)
 	}
-	return journal.PeerDown, fmt.Sprintf("peer %s went down: %s translates the hosts it steered to it", p.Peer, p.Node)
+	silent := ""
+	if !p.Since.IsZero() {
+		silent = fmt.Sprintf(" (silent since %s at the earliest)", TimeText(p.Since))
+	}
+	return journal.PeerDown, fmt.Sprintf("peer %s went down%s: %s translates the hosts it steered to it", p.Peer, silent, p.Node)
 }
 
 // EgressSummary says briefly what an egress entry of a plan did.
@@ -125,6 +129,7 @@ type peerJSON struct {
 	Netns   string    `json:"netns"`
 	Table   string    `json:"table"`
 	Time    time.Time `json:"from"`
+	Since   time.Time `json:"silent_since,omitzero"` // a peer-down's earliest
 	Node    string    `json:"node"`
 	Peer    string    `json:"peer"`
 	What    string    `json:"outcome"`
@@ -136,7 +141,7 @@ func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
 	for _, e := range entries {
 		if p := e.Peer; p != nil {
 			op, what := peerText(p)
-			out = append(out, peerJSON{Op: op, Host: p.Host, Machine: p.Target.Machine, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Node: p.Node, Peer: p.Peer, What: what})
+			out = append(out, peerJSON{Op: op, Host: p.Host, Machine: p.Target.Machine, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Since: p.Since.UTC(), Node: p.Node, Peer: p.Peer, What: what})
 			continue
 		}
 		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Host, Machine: e.Target.Machine, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,

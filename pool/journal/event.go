@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 )
 
 // parseEvent reads one line of the events file into ev, as json.Unmarshal
@@ -69,7 +70,7 @@ func parseFlat(line []byte, ev *Event, names map[string]string) bool {
 			p = rest
 			if dst := ev.text(key); dst != nil {
 				*dst = name(v)
-			} else if string(key) != "time" || ev.Time.UnmarshalText(v) != nil {
+			} else if t := ev.when(key); t == nil || t.UnmarshalText(v) != nil {
 				return false
 			}
 		}
@@ -108,6 +109,17 @@ func (ev *Event) text(key []byte) *string {
 		return &ev.Peer
 	case "machine":
 		return &ev.Machine
+	}
+	return nil
+}
+
+// when is the time field of ev that key names, nil for none.
+func (ev *Event) when(key []byte) *time.Time {
+	switch string(key) {
+	case "time":
+		return &ev.Time
+	case "since":
+		return &ev.Since
 	}
 	return nil
 }

@@ -80,6 +80,9 @@ type Event struct {
 	// before format 2 have none, and are the machine's whose later events
 	// carry their host name.
 	Machine string `json:"machine,omitempty"`
+	// Since, on a peer-down event, is the earliest the peer may have gone
+	// silent: a BGP hold time before Node saw it down, at Time.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // The kinds of event and of operation.
@@ -101,7 +104,10 @@ type PeerEvent struct {
 	Host       string // its host name then
 	Node, Peer string
 	Up         bool
-	Line       int // in the events file
+	// Since is the earliest a peer seen down may have gone silent; zero
+	// for a peer that came up, and in events before natpool 0.2.0.
+	Since time.Time
+	Line  int // in the events file
 }
 
 // Target is the table a plan is put in force in: on a machine, in a network
@@ -316,7 +322,7 @@ func (j *Journal) Read() (*Contents, error) {
 		}
 		switch {
 		case (ev.Kind == PeerDown || ev.Kind == PeerUp) && ev.Seq == 0 && ev.Node != "" && ev.Peer != "":
-			c.Peers = append(c.Peers, PeerEvent{Time: ev.Time, Target: target, Host: ev.Host, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Line: n})
+			c.Peers = append(c.Peers, PeerEvent{Time: ev.Time, Target: target, Host: ev.Host, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Since: ev.Since, Line: n})
 		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
 			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: target, Host: ev.Host,
 				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})

@@ -130,14 +130,15 @@ func (w *Writer) Change(op, netns, table, digest string, rec *pool.Record, do fu
 }
 
 // Peer records that node saw its peer go down or come up (kind PeerDown or
-// PeerUp), on this machine's table in netns.
-func (w *Writer) Peer(kind, netns, table, node, peer string, at time.Time) error {
+// PeerUp) at at, on this machine's table in netns; since is the earliest a
+// peer seen down may have gone silent (zero for one that came up).
+func (w *Writer) Peer(kind, netns, table, node, peer string, at, since time.Time) error {
 	j, unlock, err := w.open(true)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return j.Peer(Event{Kind: kind, Time: at, Host: w.Machine.Host, Machine: w.Machine.ID, Netns: netns, Table: table, Node: node, Peer: peer})
+	return j.Peer(Event{Kind: kind, Time: at, Host: w.Machine.Host, Machine: w.Machine.ID, Netns: netns, Table: table, Node: node, Peer: peer, Since: since})
 }
 
 // InForce settles the journal and returns what it holds, with the span of

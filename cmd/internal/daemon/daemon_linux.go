@@ -407,14 +407,15 @@ func (d *daemon) peers() {
 			continue // status said how it was
 		}
 		changed = true
-		kind := journal.PeerDown
+		kind, now, since := journal.PeerUp, d.c.Clock.Now(), time.Time{}
 		if p.Up {
-			kind = journal.PeerUp
 			fmt.Fprintf(d.c.Log, "peer %s came up: routing table %d has its routes again; its hosts are steered to it\n", p.Node, p.Table)
 		} else {
-			fmt.Fprintf(d.c.Log, "peer %s went down: routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", p.Node, p.Table)
+			// BGP told its death a hold time after the peer's last word.
+			kind, since = journal.PeerDown, now.Add(-time.Duration(c.SessionHold(self, c.NodeIndex(p.Node)))*time.Second)
+			fmt.Fprintf(d.c.Log, "peer %s went down (silent since %s at the earliest): routing table %d is empty; this node translates the hosts it steered to it, to the same public addresses\n", p.Node, render.TimeText(since), p.Table)
 		}
-		if err := d.c.Box.Journal.Peer(kind, d.c.Box.Netns, d.plan.Table, node, p.Node, d.c.Clock.Now()); err != nil {
+		if err := d.c.Box.Journal.Peer(kind, d.c.Box.Netns, d.plan.Table, node, p.Node, now, since); err != nil {
 			fmt.Fprintf(d.c.Log, "peer %s: the journal did not take the failover: %v\n", p.Node, err)
 		}
 	}
