@@ -117,6 +117,7 @@ func TestLookup(t *testing.T) {
 		want string // golden file
 	}{
 		{"forward and reverse", []string{"-f", "../testdata/two-isp.yaml", "192.168.1.9", "198.51.100.33"}, 0, "lookup-two-isp.txt"},
+		{"unmapped of several egress entries", []string{"-f", "../testdata/two-isp.yaml", "8.8.8.8", "192.168.1.9"}, 1, "lookup-two-isp-unmapped.txt"},
 		{"one egress", []string{"-f", "../testdata/two-isp.yaml", "--egress", "isp-a", "192.168.1.9", "-o", "json"}, 0, "lookup-isp-a.json"},
 		{"unmapped among mapped", []string{"-f", "../testdata/campus.yaml", "8.8.8.8", "10.16.0.1", "192.76.8.0", "10.16.0.2"}, 1, "lookup-unmapped.txt"},
 		{"unmapped as json", []string{"-f", "../testdata/campus.yaml", "8.8.8.8", "-o", "json"}, 1, "lookup-unmapped.json"},

@@ -104,7 +104,7 @@ a port no host owns); 2 trouble (bad input, no namespace, no table).`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout, stderr), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
-		newApplyCmd(stdout, stderr), newStatusCmd(stdout, stderr), newHistoryCmd(stdout, stderr), newFlushCmd(stdout, stderr), newCapacityCmd(stdout, stderr), newWatchCmd(stdout, stderr))
+		newApplyCmd(stdout, stderr), newStatusCmd(stdout, stderr), newHistoryCmd(stdout, stderr), newFlushCmd(stdout, stderr), newCapacityCmd(stdout, stderr), newWatchCmd(stdout, stderr), newReloadCmd(stdout))
 	// cobra's completion command prints its help, exit 0, for a shell it
 	// does not know: name the shells and fail instead.
 	root.InitDefaultCompletionCmd()

@@ -20,7 +20,7 @@ func TestUnitFileIsOneSystemdAccepts(t *testing.T) {
 		"Type=notify",
 		"Before=network-pre.target",
 		"ExecStart=/usr/local/bin/natpool watch -f /etc/natpool/natpool.yaml",
-		"ExecReload=/bin/kill -HUP $MAINPID",
+		"ExecReload=/usr/local/bin/natpool reload -f /etc/natpool/natpool.yaml",
 		"CapabilityBoundingSet=CAP_NET_ADMIN\n",
 		"AmbientCapabilities=CAP_NET_ADMIN\n",
 		"ProtectSystem=strict",

@@ -38,8 +38,10 @@ func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
 to look after it. It is out of the data path: killed, NAT goes on exactly as
 applied.
 
-  SIGHUP          re-read the spec file, apply it, then flush the stale
-                  entries (as apply and flush --stale) and log what moved
+  SIGHUP, natpool reload
+                  re-read the spec file, apply it, then flush the stale
+                  entries (as apply and flush --stale) and log what moved;
+                  natpool reload waits for the outcome and exits 2 on failure
   links, routes   after --hold-down without further change, an egress entry
                   whose interface is down or has no carrier, or whose inside
                   hosts the kernel now routes through another interface, has
@@ -66,7 +68,7 @@ command.`,
 		Example: `  natpool watch -f /etc/natpool/site.yaml --metrics 127.0.0.1:9733
   natpool watch -f site.yaml --netns nat0 --hold-down 5s
   natpool watch -f cluster.yaml --node nat1 --metrics 127.0.0.1:9733
-  systemctl reload natpool     # SIGHUP: apply the edited spec, flush what moved`,
+  systemctl reload natpool     # natpool reload: apply the edited spec, flush what moved`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if err := o.check(); err != nil {
@@ -125,11 +127,11 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, unix.SIGHUP)
 	defer signal.Stop(hup)
-	reloads := make(chan struct{}, 1)
+	reloads := make(chan daemon.Reload, 1)
 	go func() {
 		for range hup {
 			select {
-			case reloads <- struct{}{}:
+			case reloads <- daemon.Reload{}:
 			default:
 			}
 		}

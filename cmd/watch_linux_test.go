@@ -229,8 +229,9 @@ func TestWatchFlushesOnlyTheEgressAnUplinkChangeStrands(t *testing.T) {
 	}
 }
 
-// SIGHUP applies the edited spec and cuts only the entries of the hosts it
-// moved; kill -9 then leaves the table and the translations as they were.
+// A reload (natpool reload, waiting for the outcome, or SIGHUP) applies
+// the edited spec and cuts only the entries of the hosts it moved; kill -9
+// then leaves the table and the translations as they were.
 func TestWatchReloadCutsOnlyTheMovedHostsAndKillLeavesNATInForce(t *testing.T) {
 	keepHostState(t)
 	netnstest.Require(t, "conntrack")
@@ -247,10 +248,14 @@ func TestWatchReloadCutsOnlyTheMovedHostsAndKillLeavesNATInForce(t *testing.T) {
 	hosts := hostRange("10.16.0.0", 256)
 	ns.SendUDP(hosts, 40000)
 
-	// A spec that does not plan is logged, and the plan in force stays.
+	// A spec that does not plan is logged, the plan in force stays, and
+	// natpool reload (systemctl reload) says so and fails.
 	writeFile(t, spec, "egress:\n  - pool: [203.0.113.8/33]\n")
-	w.cmd.Process.Signal(syscall.SIGHUP)
-	w.waitLog(t, 10*time.Second, "reload failed, plan "+compiler.Digest(old)+" stays in force")
+	failed := "reload failed, plan " + compiler.Digest(old) + " stays in force"
+	if code, stdout, stderr := run("reload", "--netns", ns.Name); code != exitTrouble || !strings.Contains(stdout, failed) {
+		t.Errorf("natpool reload of a spec that does not plan: exit %d\n%s%s", code, stdout, stderr)
+	}
+	w.waitLog(t, time.Second, failed)
 	if got := len(ns.Flows()); got != len(hosts) {
 		t.Fatalf("a failed reload left %d of %d entries", got, len(hosts))
 	}

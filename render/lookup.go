@@ -35,7 +35,7 @@ const shownRanges = 8
 // (or, with All, its hosts) indented below.
 func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 	for _, a := range answers {
-		if o.Egress {
+		if o.Egress && a.Egress != "" { // an address no entry has names none
 			fmt.Fprintf(w, "[%s] ", a.Egress)
 		}
 		switch a.Kind {

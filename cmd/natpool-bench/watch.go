@@ -109,6 +109,32 @@ func benchWatch(b *bench) error {
 		return err
 	}
 
+	// Lag: how long after conntrack holds a burst of new connections the
+	// metrics count them all, once the load has been counted.
+	var lags series
+	settled := -1.0
+	if err := waitFor(func() bool { n, _ := scrapeTotal(addr); was := settled; settled = n; return n == was }, time.Minute); err != nil {
+		return fmt.Errorf("natpool watch did not settle after the load: %w", err)
+	}
+	for burst := range 5 {
+		const size = 1000
+		if err := pace(ns, 42001+uint16(burst), 100*size, 10*time.Millisecond); err != nil { // one tick of size
+			return err
+		}
+		// Scraped back to back: each scrape is part of the lag.
+		sent := time.Now()
+		for n := 0.0; n < settled+size; {
+			if n, err = scrapeTotal(addr); err != nil {
+				return err
+			}
+			if time.Since(sent) > 10*time.Second {
+				return fmt.Errorf("natpool watch did not count a burst of %d connections in 10 s", size)
+			}
+		}
+		lags = append(lags, sample{seconds: time.Since(sent).Seconds()})
+		settled += size
+	}
+
 	// After the next resync, the counts against conntrack's own.
 	if err := waitFor(func() bool { n, _ := scrape(addr, "natpool_conntrack_resyncs_total"); return n >= 2 }, 2*resync); err != nil {
 		return fmt.Errorf("natpool watch did not resync: %w", err)
@@ -152,8 +178,8 @@ func benchWatch(b *bench) error {
 	s := scrapes.median()
 	s.rssKB = peak
 	b.row(fmt.Sprintf("watch, %d entries + %d new/s: a scrape (natpool: watch's peak RSS)", entries, rate), series{s}, nil,
-		fmt.Sprintf("target: 100 ms, 200 MB; watch used %.1f%% of a core (conntrack -E, printing the same events: %.1f%%); after a resync it counts %.0f, conntrack -C %d (%+.2f%%)",
-			100*busy, 100*floor, counted, held, off))
+		fmt.Sprintf("target: 100 ms, 200 MB; watch used %.1f%% of a core (conntrack -E, printing the same events: %.1f%%); a burst of 1000 new connections is in the metrics %.0f ms after conntrack holds it (median of 5; target 100 ms); after a resync it counts %.0f, conntrack -C %d (%+.2f%%)",
+			100*busy, 100*floor, 1000*lags.median().seconds, counted, held, off))
 	return nil
 }
 

@@ -61,51 +61,81 @@ func Within(netns string, fn func() error) error {
 // (the current one when empty) until release is called or the process
 // ends: an abstract unix socket bound there, which the kernel frees with
 // the process. A name another process holds is refused, naming its pid.
-func Claim(netns, name string) (release func() error, err error) {
-	addr := &net.UnixAddr{Name: "@natpool/" + name, Net: "unix"}
+// serve, when not nil, is handed each connection Dial makes to name from
+// a process of root or of this process's user; any other is closed.
+func Claim(netns, name string, serve func(net.Conn)) (release func() error, err error) {
+	addr := claimAddr(name)
 	var l *net.UnixListener
 	err = Within(netns, func() (err error) {
 		l, err = net.ListenUnix("unix", addr)
 		return err
 	})
 	if errors.Is(err, unix.EADDRINUSE) {
-		return nil, fmt.Errorf("another natpool (pid %d) holds %s in %s", holder(netns, addr), name, where(netns))
+		return nil, fmt.Errorf("another natpool (pid %d) holds %s in %s", holder(netns, name), name, where(netns))
 	}
 	if err != nil {
 		return nil, Privileged(fmt.Errorf("claiming %s: %w", name, err))
 	}
-	go func() { // answer holder's question, and nothing else
+	go func() {
 		for {
 			c, err := l.AcceptUnix()
 			if err != nil {
 				return
 			}
-			c.Close()
+			// Anyone in the namespace may connect to an abstract socket.
+			if cred, err := peerCred(c); serve == nil || err != nil || cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+				c.Close()
+				continue
+			}
+			go serve(c)
 		}
 	}()
 	return l.Close, nil
 }
 
-// holder returns the pid of the process listening on addr, 0 if unknown.
-func holder(netns string, addr *net.UnixAddr) int32 {
-	var pid int32
-	Within(netns, func() error {
-		c, err := net.DialUnix("unix", nil, addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		return raw.Control(func(fd uintptr) {
-			if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-				pid = cred.Pid
-			}
-		})
+// Dial connects to the process that claimed name in the named network
+// namespace (the current one when empty).
+func Dial(netns, name string) (*net.UnixConn, error) {
+	var c *net.UnixConn
+	err := Within(netns, func() (err error) {
+		c, err = net.DialUnix("unix", nil, claimAddr(name))
+		return err
 	})
-	return pid
+	if errors.Is(err, unix.ECONNREFUSED) {
+		return nil, fmt.Errorf("nothing holds %s in %s", name, where(netns))
+	}
+	return c, err
+}
+
+// claimAddr is the abstract socket of name.
+func claimAddr(name string) *net.UnixAddr {
+	return &net.UnixAddr{Name: "@natpool/" + name, Net: "unix"}
+}
+
+// holder returns the pid of the process that claimed name, 0 if unknown.
+func holder(netns, name string) int32 {
+	c, err := Dial(netns, name)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	cred, err := peerCred(c)
+	if err != nil {
+		return 0
+	}
+	return cred.Pid
+}
+
+// peerCred returns the credentials of the process at the other end of c.
+func peerCred(c *net.UnixConn) (cred *unix.Ucred, err error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	if cerr := raw.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); cerr != nil {
+		return nil, cerr
+	}
+	return cred, err
 }
 
 // where names a namespace for messages.

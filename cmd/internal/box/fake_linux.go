@@ -5,6 +5,7 @@ package box
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -57,7 +58,7 @@ type FakeNamespace struct {
 	Events  chan conntrack.Change
 	// Lost makes the running event subscription fail with lost events.
 	Lost   chan struct{}
-	claims map[string]bool
+	claims map[string]func(net.Conn) // what serves each name claimed
 }
 
 // NewFake returns a Fake without namespaces; each is made when first used.
@@ -82,7 +83,7 @@ func (f *Fake) namespace(netns string) *FakeNamespace {
 	if n == nil {
 		n = &FakeNamespace{Tables: map[string]*compiler.Ruleset{}, Foreign: map[string]bool{}, Routes: map[int][]string{},
 			Links: map[string]bool{}, Out: map[string]string{}, GuardCounters: map[string]uint64{},
-			Changes: make(chan linux.Change, 64), Events: make(chan conntrack.Change, 1024), Lost: make(chan struct{}, 1), claims: map[string]bool{}}
+			Changes: make(chan linux.Change, 64), Events: make(chan conntrack.Change, 1024), Lost: make(chan struct{}, 1), claims: map[string]func(net.Conn){}}
 		f.ns[netns] = n
 	}
 	return n
@@ -110,19 +111,32 @@ func (k *fakeKernel) Conntrack() (Conntrack, error) { return fakeConntrack{k}, n
 func (k *fakeKernel) Events(int) (Events, error)    { return fakeEvents{k}, nil }
 func (k *fakeKernel) Close() error                  { return nil }
 
-func (k *fakeKernel) Claim(name string) (func() error, error) {
+func (k *fakeKernel) Claim(name string, serve func(net.Conn)) (func() error, error) {
 	var err error
 	k.f.Do(k.netns, func(n *FakeNamespace) {
-		if n.claims[name] {
+		if _, held := n.claims[name]; held {
 			err = fmt.Errorf("another natpool holds %s", name)
 			return
 		}
-		n.claims[name] = true
+		n.claims[name] = serve
 	})
 	return func() error {
 		k.f.Do(k.netns, func(n *FakeNamespace) { delete(n.claims, name) })
 		return nil
 	}, err
+}
+
+// Dial connects to what serves name, over a pipe.
+func (k *fakeKernel) Dial(name string) (net.Conn, error) {
+	var serve func(net.Conn)
+	held := false
+	k.f.Do(k.netns, func(n *FakeNamespace) { serve, held = n.claims[name] })
+	if !held || serve == nil {
+		return nil, fmt.Errorf("nothing holds %s", name)
+	}
+	client, server := net.Pipe()
+	go serve(server)
+	return client, nil
 }
 
 // do runs fn with the kernel's namespace, under the Fake's lock.

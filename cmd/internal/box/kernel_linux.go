@@ -4,6 +4,7 @@ package box
 
 import (
 	"context"
+	"net"
 	"net/netip"
 
 	"github.com/natpool/natpool/compiler"
@@ -22,8 +23,11 @@ type Kernel interface {
 	// connections that carry conntrack label bit label.
 	Events(label int) (Events, error)
 	// Claim takes name for this process in the namespace until release,
-	// refusing a name another holds.
-	Claim(name string) (release func() error, err error)
+	// refusing a name another holds; serve, if not nil, answers Dial's
+	// connections to it (from root or this user only).
+	Claim(name string, serve func(net.Conn)) (release func() error, err error)
+	// Dial connects to the process that claimed name in the namespace.
+	Dial(name string) (net.Conn, error)
 }
 
 // Events is a subscription to conntrack's events.
@@ -87,4 +91,8 @@ func (ns Linux) Events(label int) (Events, error) { return conntrack.Subscribe(s
 func LinuxKernels(netns string) Kernel { return Linux(netns) }
 
 // Claim takes name in the namespace: an abstract unix socket.
-func (ns Linux) Claim(name string) (func() error, error) { return linux.Claim(string(ns), name) }
+func (ns Linux) Claim(name string, serve func(net.Conn)) (func() error, error) {
+	return linux.Claim(string(ns), name, serve)
+}
+
+func (ns Linux) Dial(name string) (net.Conn, error) { return linux.Dial(string(ns), name) }

@@ -38,6 +38,24 @@ type Config struct {
 	Moved func(old, new *pool.Plan) uint64
 }
 
+// A Reload asks a daemon to plan its spec again and put the plan in
+// force. Done, when not nil, is told what became of it once it is over.
+type Reload struct {
+	Done chan<- Outcome
+}
+
+// Outcome is what became of a reload: the line the daemon logged of it,
+// and whether it failed (the plan before stays in force, or the entries
+// the new plan made stale could not all be flushed).
+type Outcome struct {
+	Line   string
+	Failed bool
+}
+
+// claimName is what a daemon claims in its namespace for its table: a
+// second daemon of the table is refused, and reloads are asked for there.
+func claimName(table string) string { return "watch/" + table }
+
 // MaxHold bounds the hold-down of an uplink that keeps changing: after
 // MaxHold times HoldDown it is looked at anyway.
 const MaxHold = 5

@@ -3,10 +3,14 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/natpool/natpool/cmd/internal/box"
@@ -45,13 +49,14 @@ type daemon struct {
 }
 
 // Run puts plan in force and looks after it until ctx ends, planning the
-// spec again whenever reloads receives. A second daemon on the same table
-// of the same namespace is refused.
-func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan struct{}) error {
+// spec again whenever reloads receives or RequestReload asks. A second
+// daemon on the same table of the same namespace is refused.
+func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) error {
 	d := &daemon{c: c, active: map[string]bool{}, peerUp: map[string]bool{}, holds: map[string]Timer{},
 		unstable: map[string]time.Time{}, due: make(chan string, 16), tally: &tally{}, ctx: ctx}
 	c.Metrics.usage.Store(ptr(d.tally.usage))
-	release, err := c.Box.Kernels(c.Box.Netns).Claim("watch/" + plan.Table)
+	requests := make(chan Reload)
+	release, err := c.Box.Kernels(c.Box.Netns).Claim(claimName(plan.Table), func(conn net.Conn) { serveReload(ctx, conn, requests) })
 	if err != nil {
 		return fmt.Errorf("natpool watch keeps table ip %s in %s already: %w", plan.Table, render.Where(c.Box.Netns), err)
 	}
@@ -96,17 +101,10 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan struct{}
 			if err != nil {
 				return err
 			}
-		case <-reloads:
-			c.Notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
-			if p := d.reload(); p != nil {
-				select { // the counting loop wants only the latest plan
-				case <-plans:
-				default:
-				}
-				plans <- p
-				d.lookAtAll()
-			}
-			c.Notify("READY=1")
+		case r := <-reloads:
+			d.reloadFor(r, plans)
+		case r := <-requests:
+			d.reloadFor(r, plans)
 		case ch := <-changes:
 			d.changed(ch)
 		case key := <-d.due:
@@ -154,16 +152,35 @@ func (d *daemon) put(plan *pool.Plan) error {
 	return nil
 }
 
+// reloadFor reloads as r asks, telling systemd and r how it went, and
+// hands a new plan to the counting loop.
+func (d *daemon) reloadFor(r Reload, plans chan *pool.Plan) {
+	d.c.Notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
+	p, out := d.reload()
+	fmt.Fprintln(d.c.Log, out.Line)
+	if p != nil {
+		select { // the counting loop wants only the latest plan
+		case <-plans:
+		default:
+		}
+		plans <- p
+		d.lookAtAll()
+	}
+	d.c.Notify("READY=1")
+	if r.Done != nil {
+		r.Done <- out
+	}
+}
+
 // reload re-reads the spec and, if its plan differs from the one in force,
 // applies it and flushes the entries it made stale; it returns the new
-// plan, or nil when the plan in force stays.
-func (d *daemon) reload() *pool.Plan {
-	fmt.Fprintf(d.c.Log, "SIGHUP: reloading the spec\n")
+// plan (nil when the plan in force stays) and what became of the reload.
+func (d *daemon) reload() (*pool.Plan, Outcome) {
+	fmt.Fprintf(d.c.Log, "reloading the spec\n")
 	plan, err := d.c.Plan()
 	if err == nil && compiler.Digest(plan) == d.digest && d.tableHolds() {
 		d.c.Metrics.reloads.WithLabelValues("unchanged").Inc()
-		fmt.Fprintf(d.c.Log, "reload: plan %s unchanged and in force; nothing applied\n", d.digest)
-		return nil
+		return nil, Outcome{Line: fmt.Sprintf("reload: plan %s unchanged and in force; nothing applied", d.digest)}
 	}
 	before, old := d.digest, d.plan
 	if err == nil {
@@ -171,8 +188,7 @@ func (d *daemon) reload() *pool.Plan {
 	}
 	if err != nil {
 		d.c.Metrics.reloads.WithLabelValues("failed").Inc()
-		fmt.Fprintf(d.c.Log, "reload failed, plan %s stays in force: %v\n", before, err)
-		return nil
+		return nil, Outcome{Line: fmt.Sprintf("reload failed, plan %s stays in force: %v", before, err), Failed: true}
 	}
 	d.c.Metrics.reloads.WithLabelValues("applied").Inc()
 	change := fmt.Sprintf("reload: plan %s -> %s", before, d.digest)
@@ -180,11 +196,68 @@ func (d *daemon) reload() *pool.Plan {
 	d.counted(reasonStale, r, err)
 	moved := d.c.Moved(old, plan)
 	if err != nil {
-		fmt.Fprintf(d.c.Log, "%s: %d hosts moved; flushing the stale entries failed after %d: %v\n", change, moved, r.Deleted, err)
-		return plan
+		return plan, Outcome{Line: fmt.Sprintf("%s: %d hosts moved; flushing the stale entries failed after %d: %v", change, moved, r.Deleted, err), Failed: true}
 	}
-	fmt.Fprintf(d.c.Log, "%s: %d hosts moved; flushed %d stale conntrack entries of %d natpool's\n", change, moved, r.Deleted, r.Natpool)
-	return plan
+	return plan, Outcome{Line: fmt.Sprintf("%s: %d hosts moved; flushed %d stale conntrack entries of %d natpool's", change, moved, r.Deleted, r.Natpool)}
+}
+
+// The reload protocol on the daemon's claimed socket: a request line, then
+// one line of outcome, prefixed by whether it failed.
+const (
+	reloadRequest = "reload"
+	reloadOK      = "ok "
+	reloadFailed  = "failed "
+)
+
+// serveReload answers one connection to the daemon's socket: a reload
+// request is passed to the daemon and its outcome written back.
+func serveReload(ctx context.Context, conn net.Conn, requests chan<- Reload) {
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(io.LimitReader(conn, 64)).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != reloadRequest {
+		return // a peek at who holds the socket, or nonsense
+	}
+	done := make(chan Outcome, 1)
+	select {
+	case requests <- Reload{Done: done}:
+	case <-ctx.Done():
+		return
+	}
+	var out Outcome
+	select {
+	case out = <-done:
+	case <-ctx.Done():
+		return
+	}
+	prefix := reloadOK
+	if out.Failed {
+		prefix = reloadFailed
+	}
+	fmt.Fprintf(conn, "%s%s\n", prefix, out.Line)
+}
+
+// RequestReload asks the daemon that keeps table in the box's namespace to
+// reload its spec, and returns its outcome once the reload is over.
+func RequestReload(b *box.Box, table string) (Outcome, error) {
+	k := b.Kernels(b.Netns)
+	conn, err := k.Dial(claimName(table))
+	if err != nil {
+		return Outcome{}, fmt.Errorf("no natpool watch keeps table ip %s in %s: %w", table, render.Where(b.Netns), err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "%s\n", reloadRequest); err != nil {
+		return Outcome{}, fmt.Errorf("asking natpool watch of table ip %s to reload: %w", table, err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return Outcome{}, fmt.Errorf("natpool watch of table ip %s ended without saying how its reload went", table)
+	}
+	line = strings.TrimSuffix(line, "\n")
+	if rest, failed := strings.CutPrefix(line, reloadFailed); failed {
+		return Outcome{Line: rest, Failed: true}, nil
+	}
+	return Outcome{Line: strings.TrimPrefix(line, reloadOK)}, nil
 }
 
 // tableHolds reports whether natpool's table holds the plan in force.

@@ -136,7 +136,7 @@ type running struct {
 	metrics *Metrics
 	box     *box.Box
 	spec    string
-	reloads chan struct{}
+	reloads chan Reload
 	done    chan error
 }
 
@@ -155,7 +155,7 @@ func start(t *testing.T, spec, node string, setup func(*box.FakeNamespace, *pool
 	t.Helper()
 	dir := t.TempDir()
 	r := &running{t: t, fake: box.NewFake(), clock: &fakeClock{now: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}, log: &syncBuffer{},
-		metrics: NewMetrics("test"), spec: filepath.Join(dir, "spec.yaml"), reloads: make(chan struct{}), done: make(chan error, 1)}
+		metrics: NewMetrics("test"), spec: filepath.Join(dir, "spec.yaml"), reloads: make(chan Reload), done: make(chan error, 1)}
 	writeFile(t, r.spec, spec)
 	p := plan(t, r.spec)
 	r.fake.Do("ns", func(n *box.FakeNamespace) { setup(n, p) })
@@ -288,7 +288,7 @@ func TestReloadOfAnUnchangedSpecIsANoOp(t *testing.T) {
 		}
 		return n
 	}
-	r.reloads <- struct{}{}
+	r.reloads <- Reload{}
 	eventually(t, "the reload to be done", func() bool { return strings.Contains(r.log.String(), "unchanged and in force; nothing applied") })
 	if n := applies(); n != 1 {
 		t.Errorf("%d applies after an unchanged reload, want 1", n)
@@ -297,10 +297,35 @@ func TestReloadOfAnUnchangedSpecIsANoOp(t *testing.T) {
 		t.Errorf("natpool_reloads_total{result=unchanged} %v", got)
 	}
 	writeFile(t, r.spec, strings.Replace(site, "203.0.113.8/30", "203.0.113.12/30", 1))
-	r.reloads <- struct{}{}
+	r.reloads <- Reload{}
 	eventually(t, "the new plan to be applied and its stale entries flushed", func() bool {
 		return applies() == 2 && slices.Contains(r.flushed(), "10.16.0.0")
 	})
+}
+
+// natpool reload is answered once the reload is over, with its outcome:
+// an unchanged spec, a spec that does not plan (the plan before stays in
+// force), an edited one. A table no watch keeps has no one to answer.
+func TestReloadRequestsAreAnsweredWithTheirOutcome(t *testing.T) {
+	r := start(t, site, "", twoUplinks)
+	for _, c := range []struct {
+		spec   string
+		failed bool
+		says   string
+	}{
+		{site, false, "unchanged and in force; nothing applied"},
+		{strings.Replace(site, "203.0.113.8/30", "203.0.113.300/30", 1), true, "reload failed, plan "},
+		{strings.Replace(site, "203.0.113.8/30", "203.0.113.12/30", 1), false, "hosts moved; flushed "},
+	} {
+		writeFile(t, r.spec, c.spec)
+		out, err := RequestReload(r.box, "natpool")
+		if err != nil || out.Failed != c.failed || !strings.Contains(out.Line, c.says) {
+			t.Errorf("reload: %+v, %v; want failed %v, saying %q", out, err, c.failed, c.says)
+		}
+	}
+	if _, err := RequestReload(r.box, "other"); err == nil || !strings.Contains(err.Error(), "no natpool watch keeps table ip other") {
+		t.Errorf("a reload of a table no watch keeps: %v", err)
+	}
 }
 
 // natpool's table removed (nft flush ruleset) is put back within a second,

@@ -84,7 +84,7 @@ func NewMetrics(version string) *Metrics {
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_conntrack_resyncs_total",
 		Help: "Full conntrack dumps the counts were rebuilt from."})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "natpool_reloads_total",
-		Help: "Reloads of the spec (SIGHUP), by result (applied, unchanged, failed)."}, []string{"result"})
+		Help: "Reloads of the spec (SIGHUP or natpool reload), by result (applied, unchanged, failed)."}, []string{"result"})
 	for _, r := range []string{"applied", "unchanged", "failed"} {
 		m.reloads.WithLabelValues(r) // every result from the start: a rate needs its zero
 	}
