@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/render"
 	"github.com/spf13/cobra"
 )
@@ -54,12 +55,12 @@ bits) unless --encoding per-host.`,
 		RunE: func(*cobra.Command, []string) error { return runApply(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	netnsFlag(cmd, &o.netns)
-	nodeFlag(cmd, &o.node)
-	encodingFlag(cmd, &o.encoding)
+	flags.Netns(cmd, &o.netns)
+	flags.Node(cmd, &o.node)
+	flags.Encoding(cmd, &o.encoding)
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would change and change nothing")
 	cmd.Flags().BoolVar(&o.delete, "delete", false, "remove natpool's table")
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Output(cmd, &o.output, "text", "json")
 	journalFlag(cmd, &o.journal, false)
 	return cmd
 }
@@ -80,7 +81,7 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := box.Options{Node: o.node, Encoding: encodings[o.encoding]}
+	opts := box.Options{Node: o.node, Encoding: flags.Encodings[o.encoding]}
 	if o.dryRun {
 		r, err := b.DryRun(plan, opts)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 )
@@ -51,8 +52,8 @@ of their block.`,
 	f.Float64Var(&o.demand.SameDestinationShare, "same-destination-share", o.demand.SameDestinationShare, "share of a host's connections to its busiest destination")
 	f.Float64Var(&o.demand.Target, "target", o.demand.Target, "utilisation to plan for, at most 1")
 	f.BoolVar(&o.live, "live", false, "report the port use of conntrack's connections instead")
-	netnsFlag(cmd, &o.netns)
-	outputFlag(cmd, &o.output, "table", "json")
+	flags.Netns(cmd, &o.netns)
+	flags.Output(cmd, &o.output, "table", "json")
 	return cmd
 }
 

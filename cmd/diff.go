@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
@@ -53,10 +54,10 @@ Exit status as diff(1): 0 identical, 1 different, 2 trouble.`,
 			return runDiff(o, stdout)
 		},
 	}
-	choiceFlag(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
-	nodeFlag(cmd, &o.node)
+	flags.Choice(cmd, &o.format, "format", "", "ruleset format to diff", render.Formats...)
+	flags.Node(cmd, &o.node)
 	cmd.Flags().IntVar(&o.maxLines, "max-lines", 10000, "print at most this many lines of the ruleset diff, then only how many lines it removes and adds (0: all)")
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Output(cmd, &o.output, "text", "json")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
 	"github.com/spf13/cobra"
@@ -48,12 +49,12 @@ counts per public address and deletes nothing.`,
 		RunE: func(*cobra.Command, []string) error { return runFlush(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	netnsFlag(cmd, &o.netns)
+	flags.Netns(cmd, &o.netns)
 	cmd.Flags().BoolVar(&o.stale, "stale", false, "delete entries the plan no longer gives")
 	cmd.Flags().StringSliceVar(&o.public, "public", nil, "delete entries translated to this public address (repeatable)")
-	egressFlag(cmd, &o.egress, "only entries of this egress entry")
+	flags.Egress(cmd, &o.egress, "only entries of this egress entry")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "count what would be deleted, per public address")
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Output(cmd, &o.output, "text", "json")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
 )
@@ -50,9 +51,9 @@ never prunes on its own.`,
 	journalFlag(cmd, &o.journal, false)
 	cmd.Flags().StringVar(&o.since, "since", "", "only entries from this time on")
 	cmd.Flags().StringVar(&o.until, "until", "", "only entries before this time")
-	timeZoneFlag(cmd, &o.tz)
+	flags.TimeZone(cmd, &o.tz)
 	cmd.Flags().StringVar(&o.pruneBefore, "prune-before", "", "drop the entries that stopped mattering before this time")
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Output(cmd, &o.output, "text", "json")
 	return cmd
 }
 

@@ -3,10 +3,6 @@ package cmd
 import (
 	"fmt"
 	"io"
-	"io/fs"
-	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,42 +50,6 @@ func onePath(given []string, fromSpec string) (string, error) {
 		return "", fmt.Errorf("--journal given %d times: this command writes one journal", len(paths))
 	}
 	return paths[0], nil
-}
-
-// timeZoneFlag adds --tz, the zone of times given without a UTC offset.
-func timeZoneFlag(cmd *cobra.Command, dst *string) {
-	cmd.Flags().StringVar(dst, "tz", "", "time zone of times given without a UTC offset (Europe/Berlin, UTC, Local)")
-	_ = cmd.RegisterFlagCompletionFunc("tz", func(_ *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
-		return zoneNames(prefix), cobra.ShellCompDirectiveNoFileComp
-	})
-}
-
-// zoneNames returns the time zones that begin with prefix: Local, UTC and
-// the system's tz database (Europe/Berlin, ...), without its posix/ and
-// right/ copies.
-func zoneNames(prefix string) []string {
-	const tzdata = "/usr/share/zoneinfo"
-	names := []string{"Local", "UTC"}
-	_ = filepath.WalkDir(tzdata, func(path string, d fs.DirEntry, err error) error {
-		name, _ := filepath.Rel(tzdata, path)
-		switch {
-		case err != nil || name == ".":
-			return nil
-		case d.IsDir() && (name == "posix" || name == "right"):
-			return filepath.SkipDir
-		case !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0:
-			return nil
-		}
-		// Zones are capitalised (Europe/Berlin, EST5EDT); the database's
-		// own files (zone.tab, leapseconds) are not.
-		if first := filepath.Base(name)[0]; 'A' <= first && first <= 'Z' && !strings.Contains(name, ".") {
-			names = append(names, name)
-		}
-		return nil
-	})
-	names = slices.DeleteFunc(names, func(n string) bool { return !strings.HasPrefix(n, prefix) })
-	slices.Sort(names)
-	return slices.Compact(names) // the database has a UTC of its own
 }
 
 // waiting tells the user why natpool pauses: another holds the journal.

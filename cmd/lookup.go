@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render"
@@ -63,11 +64,11 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 		},
 	}
 	addSpecFlags(cmd, &o.spec)
-	egressFlag(cmd, &o.egress, "answer from this egress entry only")
+	flags.Egress(cmd, &o.egress, "answer from this egress entry only")
 	cmd.Flags().BoolVar(&o.all, "all", false, "list every host of a public address, not ranges")
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Output(cmd, &o.output, "text", "json")
 	cmd.Flags().StringVar(&o.at, "at", "", "answer from the plan in force at this time, from the journal")
-	timeZoneFlag(cmd, &o.tz)
+	flags.TimeZone(cmd, &o.tz)
 	cmd.Flags().DurationVar(&o.slack, "slack", 5*time.Second, "with --at: plans that began or ended this close to TIME answer too")
 	journalFlag(cmd, &o.journal, true)
 	return cmd

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/render"
 )
 
@@ -41,7 +42,7 @@ Strategies:
 		RunE: func(*cobra.Command, []string) error { return runPlan(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	outputFlag(cmd, &o.output, "table", "json")
+	flags.Output(cmd, &o.output, "table", "json")
 	return cmd
 }
 

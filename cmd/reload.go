@@ -9,6 +9,7 @@ import (
 
 	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/cmd/internal/daemon"
+	"github.com/natpool/natpool/cmd/internal/flags"
 )
 
 type reloadOptions struct {
@@ -39,8 +40,8 @@ be flushed), or no watch keeps the table.`,
 		RunE: func(*cobra.Command, []string) error { return runReload(o, stdout) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	netnsFlag(cmd, &o.netns)
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Netns(cmd, &o.netns)
+	flags.Output(cmd, &o.output, "text", "json")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/natpool/natpool/cmd/internal/box"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/render"
 )
 
@@ -50,8 +51,8 @@ then adds the steering apply --node installs.`,
 		RunE: func(*cobra.Command, []string) error { return runRender(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	choiceFlag(cmd, &o.format, "format", "", "ruleset format", render.Formats...)
-	nodeFlag(cmd, &o.node)
+	flags.Choice(cmd, &o.format, "format", "", "ruleset format", render.Formats...)
+	flags.Node(cmd, &o.node)
 	cmd.Flags().BoolVar(&o.noJump, "no-jump", false, "iptables: leave out the POSTROUTING jump (for reloads, when it is in place)")
 	return cmd
 }

@@ -4,12 +4,11 @@ import (
 	"cmp"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 )
 
@@ -44,7 +43,7 @@ func addSpecFlags(cmd *cobra.Command, o *specOptions) {
 	f.StringVar(&o.overlay.Egress.HostsPerIP, "hosts-per-ip", "", "block: inside hosts per public address (default: what spreads the hosts over every address)")
 	f.StringVar(&o.overlay.Egress.BlockSize, "block-size", "", "block: ports per host, exactly")
 	cmd.Flags().AddFlagSet(f)
-	_ = cmd.RegisterFlagCompletionFunc("strategy", fixedCompletion("octet", "hash", "persistent", "block"))
+	_ = cmd.RegisterFlagCompletionFunc("strategy", flags.Fixed("octet", "hash", "persistent", "block"))
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
 	_ = cmd.MarkFlagFilename("hosts")
 }
@@ -96,70 +95,4 @@ func (o *specOptions) setFlags() []string {
 		}
 	})
 	return out
-}
-
-func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return values, cobra.ShellCompDirectiveNoFileComp
-	}
-}
-
-// outputFlag adds -o/--output with the formats given, the first the default.
-func outputFlag(cmd *cobra.Command, dst *string, formats ...string) {
-	choiceFlag(cmd, dst, "output", "o", "output format", formats...)
-}
-
-// choiceFlag adds a flag that takes one of choices, the first the default,
-// refusing any other value as it is parsed, and completes them.
-func choiceFlag(cmd *cobra.Command, dst *string, name, shorthand, usage string, choices ...string) {
-	*dst = choices[0]
-	cmd.Flags().VarP(&choice{dst, choices}, name, shorthand, fmt.Sprintf("%s: %s", usage, strings.Join(choices, ", ")))
-	_ = cmd.RegisterFlagCompletionFunc(name, fixedCompletion(choices...))
-}
-
-// choice is the value of a flag that takes one of a few words.
-type choice struct {
-	value   *string
-	choices []string
-}
-
-func (c *choice) String() string { return *c.value }
-
-func (c *choice) Type() string { return "string" }
-
-func (c *choice) Set(s string) error {
-	if !slices.Contains(c.choices, s) {
-		return fmt.Errorf("want one of %s", strings.Join(c.choices, ", "))
-	}
-	*c.value = s
-	return nil
-}
-
-// egressFlag adds --egress NAME, which picks one egress entry of the spec.
-func egressFlag(cmd *cobra.Command, dst *string, usage string) {
-	cmd.Flags().StringVar(dst, "egress", "", usage)
-	_ = cmd.RegisterFlagCompletionFunc("egress", specCompletion(func(s pool.Spec) (names []string) {
-		for _, e := range s.Egress {
-			names = append(names, e.Name)
-		}
-		return names
-	}))
-}
-
-// specCompletion completes a flag with names from the spec the command
-// line gives so far: --file's, else the last argument that is a spec
-// (diff's NEW). Without one it offers nothing, files neither.
-func specCompletion(names func(pool.Spec) []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-		paths := args
-		if f := cmd.Flags().Lookup("file"); f != nil && f.Value.String() != "" {
-			paths = []string{f.Value.String()}
-		}
-		for i := len(paths) - 1; i >= 0; i-- {
-			if spec, err := pool.LoadSpec(paths[i]); err == nil {
-				return slices.DeleteFunc(names(spec), func(n string) bool { return n == "" }), cobra.ShellCompDirectiveNoFileComp
-			}
-		}
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
 }

@@ -3,6 +3,7 @@ package cmd
 import (
 	"io"
 
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/spf13/cobra"
 )
 
@@ -37,9 +38,9 @@ namespace, no permission, no table.`,
 		RunE: func(*cobra.Command, []string) error { return runStatus(o, stdout, stderr) },
 	}
 	addSpecFlags(cmd, &o.spec)
-	netnsFlag(cmd, &o.netns)
-	nodeFlag(cmd, &o.node)
-	outputFlag(cmd, &o.output, "text", "json")
+	flags.Netns(cmd, &o.netns)
+	flags.Node(cmd, &o.node)
+	flags.Output(cmd, &o.output, "text", "json")
 	journalFlag(cmd, &o.journal, false)
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/cmd/internal/daemon"
+	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -78,9 +79,9 @@ command.`,
 		},
 	}
 	addSpecFlags(cmd, &o.apply.spec)
-	netnsFlag(cmd, &o.apply.netns)
-	nodeFlag(cmd, &o.apply.node)
-	encodingFlag(cmd, &o.apply.encoding)
+	flags.Netns(cmd, &o.apply.netns)
+	flags.Node(cmd, &o.apply.node)
+	flags.Encoding(cmd, &o.apply.encoding)
 	journalFlag(cmd, &o.apply.journal, false)
 	f := cmd.Flags()
 	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on this ADDR:PORT (default: none)")
@@ -161,7 +162,7 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	return daemon.Run(ctx, daemon.Config{
-		Box: b, Options: box.Options{Node: o.apply.node, Encoding: encodings[o.apply.encoding]},
+		Box: b, Options: box.Options{Node: o.apply.node, Encoding: flags.Encodings[o.apply.encoding]},
 		Plan: plan, Metrics: metrics, HoldDown: o.holdDown, Resync: o.resync, Refresh: o.refresh, Probe: o.probeTo,
 		Log: stderr, Clock: daemon.RealClock{}, Notify: daemon.Notify,
 		Moved: func(old, new *pool.Plan) uint64 { return pool.PlanChurn(old, new).Moved },

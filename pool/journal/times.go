@@ -2,6 +2,8 @@ package journal
 
 import (
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,4 +107,32 @@ func localTime(what, s string, loc *time.Location) (time.Time, error) {
 		return wall, fmt.Errorf("%s %q does not exist in %s: the clocks skipped it; give an offset: %s", what, s, loc, readings(all))
 	}
 	return wall, fmt.Errorf("%s %q happened twice in %s: the clocks went back over it; give an offset: %s", what, s, loc, readings(means))
+}
+
+// Zones returns the time zones that begin with prefix: Local, UTC and
+// the system's tz database (Europe/Berlin, ...), without its posix/ and
+// right/ copies.
+func Zones(prefix string) []string {
+	const tzdata = "/usr/share/zoneinfo"
+	names := []string{"Local", "UTC"}
+	_ = filepath.WalkDir(tzdata, func(path string, d fs.DirEntry, err error) error {
+		name, _ := filepath.Rel(tzdata, path)
+		switch {
+		case err != nil || name == ".":
+			return nil
+		case d.IsDir() && (name == "posix" || name == "right"):
+			return filepath.SkipDir
+		case !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0:
+			return nil
+		}
+		// Zones are capitalised (Europe/Berlin, EST5EDT); the database's
+		// own files (zone.tab, leapseconds) are not.
+		if first := filepath.Base(name)[0]; 'A' <= first && first <= 'Z' && !strings.Contains(name, ".") {
+			names = append(names, name)
+		}
+		return nil
+	})
+	names = slices.DeleteFunc(names, func(n string) bool { return !strings.HasPrefix(n, prefix) })
+	slices.Sort(names)
+	return slices.Compact(names) // the database has a UTC of its own
 }
