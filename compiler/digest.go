@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/netip"
 	"strconv"
 
 	"github.com/natpool/natpool/pool"
@@ -50,77 +49,27 @@ func Digest(p *pool.Plan) string {
 // canonical writes the text Digest hashes, a line at a time: a hash plan
 // has tens of thousands of runs.
 func canonical(w io.Writer, p *pool.Plan) {
-	var b []byte
-	line := func(parts ...any) {
-		b = b[:0]
-		for i, part := range parts {
-			if i > 0 {
-				b = append(b, ' ')
-			}
-			switch v := part.(type) {
-			case string:
-				b = append(b, v...)
-			case int:
-				b = strconv.AppendInt(b, int64(v), 10)
-			case uint64:
-				b = strconv.AppendUint(b, v, 10)
-			case netip.Addr:
-				b = v.AppendTo(b)
-			case fmt.Stringer:
-				b = append(b, v.String()...)
-			}
-		}
-		w.Write(append(b, '\n'))
-	}
+	c := pool.NewCanonical(w)
 	span := func(lo, hi fmt.Stringer) string { return lo.String() + "-" + hi.String() }
-	line(DigestVersion)
-	line("table", p.Table)
-	line("ct-label", p.CTLabel)
+	c.Line(DigestVersion)
+	c.Line("table", p.Table)
+	c.Line("ct-label", p.CTLabel)
 	for _, e := range p.Egress {
-		line("egress", e.Name)
-		line("oif", strconv.Quote(e.OIF))
+		c.Line("egress", e.Name)
+		c.Line("oif", strconv.Quote(e.OIF))
 		for _, r := range e.Inside.Ranges() {
-			line("inside", span(r.From(), r.To()))
+			c.Line("inside", span(r.From(), r.To()))
 		}
-		line("ports", e.Ports)
-		switch m := e.Mapping.(type) {
-		case *pool.OctetMapping:
-			line("octet", m.Bits)
-			for i, v := range m.Values {
-				line("values", v, e.Pool[i].Addr)
-			}
-		case *pool.HashMapping:
-			line("hash", fmt.Sprintf("%#x", m.Seed), len(m.Owners))
-			for _, run := range m.Runs() { // up to a million: the line written in place
-				b = strconv.AppendUint(append(b[:0], "buckets "...), uint64(run.Lo), 10)
-				b = strconv.AppendUint(append(b, '-'), uint64(run.Hi), 10)
-				b = e.Pool[run.Owner].Addr.AppendTo(append(b, ' '))
-				w.Write(append(b, '\n'))
-			}
-		case *pool.PersistentMapping:
-			line("persistent", span(m.First, m.Last))
-		case *pool.BlockMapping:
-			line("block", m.Window, m.Split)
-			for p, cut := range m.Patterns {
-				for _, g := range cut {
-					line("cut", p, g.Offset, g.Size, g.BlockSize)
-				}
-			}
-			for _, r := range e.Private {
-				line("hosts", span(r.From(), r.To()))
-			}
-			for _, a := range e.Pool {
-				line("public", a.Addr)
-			}
-		}
+		c.Line("ports", e.Ports)
+		e.Canonical(c)
 	}
 	// The nodes decide who serves which chunk, and how: they are part of
 	// what the kernels and routers of a cluster do.
-	if c := p.Cluster; c != nil {
-		line("cluster", c.ChunkBits, c.Table, c.Priority, fmt.Sprintf("%#x", c.Mark))
-		for _, n := range c.Nodes {
+	if cl := p.Cluster; cl != nil {
+		c.Line("cluster", cl.ChunkBits, cl.Table, cl.Priority, fmt.Sprintf("%#x", cl.Mark))
+		for _, n := range cl.Nodes {
 			b := n.BGP
-			line("node", n.Name, n.Weight, n.Address, uint64(b.AS), b.Neighbor, uint64(b.NeighborAS), b.Source, b.Hold)
+			c.Line("node", n.Name, n.Weight, n.Address, uint64(b.AS), b.Neighbor, uint64(b.NeighborAS), b.Source, b.Hold)
 		}
 	}
 }

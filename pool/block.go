@@ -514,3 +514,84 @@ func (m *BlockMapping) fairShare(ideal float64) float64 {
 		fairIn(m.pattern(last), m.space-last*m.Window)
 	return float64(fair) / float64(m.space)
 }
+
+var blockKind = StrategyKind{
+	Name:    Block,
+	Options: []string{"hosts", "hosts-per-ip", "block-size"},
+	plan: func(e *Egress, es EgressSpec, warnings *[]string) (Mapping, error) {
+		return newBlockMapping(e, es.HostsPerIP, es.BlockSize, warnings)
+	},
+	restore: func(e *Egress, er EgressRecord) (Mapping, error) {
+		if er.Block == nil {
+			return nil, fmt.Errorf("strategy block without its pins")
+		}
+		return er.Block.mapping(e)
+	},
+}
+
+func (m *BlockMapping) settings() []Setting {
+	hlo, hhi := m.HostsPerAddress()
+	blo, bhi := m.BlockSizes()
+	return []Setting{{"hosts-per-ip", between(hlo, hhi)}, {"block-size", between(blo, bhi)}, {"window", fmt.Sprint(m.Window)}}
+}
+
+func (m *BlockMapping) pin(er *EgressRecord) {
+	er.Block = &BlockPins{Window: m.Window, Split: m.Split}
+	for i, p := range m.Patterns {
+		for _, g := range p {
+			er.Block.Patterns[i] = append(er.Block.Patterns[i], [3]uint64{g.Offset, g.Size, uint64(g.BlockSize)})
+		}
+	}
+}
+
+// canonical includes the inside ranges as given and the pool: hosts are
+// numbered over the former, and the groups take the latter in order.
+func (m *BlockMapping) canonical(e *Egress, c *Canonical) {
+	c.Line("block", m.Window, m.Split)
+	for p, cut := range m.Patterns {
+		for _, g := range cut {
+			c.Line("cut", p, g.Offset, g.Size, g.BlockSize)
+		}
+	}
+	for _, r := range e.Private {
+		c.Line("hosts", r.From().String()+"-"+r.To().String())
+	}
+	for _, a := range e.Pool {
+		c.Line("public", a.Addr)
+	}
+}
+
+// BlockPins are the window and its cuts of a block mapping: each group is
+// [offset, size, block size].
+type BlockPins struct {
+	Window   uint64         `json:"window"`
+	Split    uint64         `json:"split"`
+	Patterns [2][][3]uint64 `json:"patterns"`
+}
+
+func (bp *BlockPins) mapping(e *Egress) (*BlockMapping, error) {
+	m := &BlockMapping{Ports: e.Ports}
+	m.setPrivate(e.Private)
+	var p [2]Pattern
+	for i, groups := range bp.Patterns {
+		next := uint64(0)
+		for _, g := range groups {
+			if g[0] != next || g[1] == 0 || g[2] == 0 || g[1]*g[2] > uint64(e.Ports.Len()) {
+				return nil, fmt.Errorf("block: group %v of pattern %d", g, i)
+			}
+			p[i] = append(p[i], Group{Offset: g[0], Size: g[1], BlockSize: int(g[2])})
+			next = g[0] + g[1]
+		}
+		if next != bp.Window {
+			return nil, fmt.Errorf("block: pattern %d covers %d of a window of %d", i, next, bp.Window)
+		}
+	}
+	if bp.Window == 0 || bp.Window > maxWindow {
+		return nil, fmt.Errorf("block: window %d", bp.Window)
+	}
+	m.setWindow(bp.Window, bp.Split, p[0], p[1])
+	if need := m.GroupCount(); need > len(e.Pool) {
+		return nil, fmt.Errorf("block: %d groups for %d addresses", need, len(e.Pool))
+	}
+	return m, nil
+}

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"encoding/binary"
 	"fmt"
 	"iter"
 	"math"
@@ -458,4 +459,82 @@ func mix64(z uint64) uint64 {
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb
 	return z ^ z>>31
+}
+
+var hashKind = StrategyKind{
+	Name:    Hash,
+	Options: []string{"hosts", "buckets", "seed", "max-imbalance"},
+	plan: func(e *Egress, es EgressSpec, warnings *[]string) (Mapping, error) {
+		return newHashMapping(e, es.Buckets, es.Seed, es.MaxImbalance, warnings)
+	},
+	restore: func(e *Egress, er EgressRecord) (Mapping, error) {
+		if er.Hash == nil {
+			return nil, fmt.Errorf("strategy hash without its pins")
+		}
+		return er.Hash.mapping(len(e.Pool))
+	},
+}
+
+func (m *HashMapping) settings() []Setting {
+	return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}, {"max-imbalance", fmt.Sprint(m.MaxImbalance)}}
+}
+
+func (m *HashMapping) pin(er *EgressRecord) {
+	er.Hash = &HashPins{Seed: m.Seed, Buckets: len(m.Owners)}
+	runs := m.Runs()
+	for i, run := range runs {
+		end := uint32(len(m.Owners))
+		if i+1 < len(runs) {
+			end = runs[i+1].Lo
+		}
+		er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(end-run.Lo))
+		er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(run.Owner))
+	}
+}
+
+func (m *HashMapping) canonical(e *Egress, c *Canonical) {
+	c.Line("hash", fmt.Sprintf("%#x", m.Seed), len(m.Owners))
+	for _, run := range m.Runs() { // up to a million: the line written in place
+		b := strconv.AppendUint(append(c.b[:0], "buckets "...), uint64(run.Lo), 10)
+		b = strconv.AppendUint(append(b, '-'), uint64(run.Hi), 10)
+		c.b = e.Pool[run.Owner].Addr.AppendTo(append(b, ' '))
+		c.w.Write(append(c.b, '\n'))
+	}
+}
+
+// HashPins are the bucket owners of a hash mapping, a run at a time from
+// bucket 0 on. Runs holds two unsigned varints a run, its length in buckets
+// and its owner's pool index: a ring of 2^20 buckets is some 100,000 runs,
+// which this keeps to 2-3 bytes each (base64 in JSON), quick to read back.
+type HashPins struct {
+	Seed    uint32 `json:"seed"`
+	Buckets int    `json:"buckets"`
+	Runs    []byte `json:"runs"`
+}
+
+func (h *HashPins) mapping(n int) (*HashMapping, error) {
+	if h.Buckets < 1 || h.Buckets > MaxBuckets {
+		return nil, fmt.Errorf("hash: %d buckets", h.Buckets)
+	}
+	m := &HashMapping{Seed: h.Seed, Owners: make([]uint16, h.Buckets)}
+	next, buf := 0, h.Runs
+	for i := 0; next < h.Buckets; i++ {
+		size, k := binary.Uvarint(buf)
+		if k <= 0 {
+			return nil, fmt.Errorf("hash: run %d is cut short at bucket %d of %d", i, next, h.Buckets)
+		}
+		owner, l := binary.Uvarint(buf[k:])
+		if l <= 0 || size == 0 || size > uint64(h.Buckets-next) || owner >= uint64(n) {
+			return nil, fmt.Errorf("hash: run %d (from bucket %d) does not fit %d buckets and %d addresses", i, next, h.Buckets, n)
+		}
+		buf = buf[k+l:]
+		for b := range int(size) {
+			m.Owners[next+b] = uint16(owner)
+		}
+		next += int(size)
+	}
+	if len(buf) > 0 {
+		return nil, fmt.Errorf("hash: %d bytes after the last run", len(buf))
+	}
+	return m, nil
 }

@@ -251,3 +251,57 @@ func cutAt(loads, weights []uint64, limit float64) []uint64 {
 	}
 	return sizes
 }
+
+var octetKind = StrategyKind{
+	Name:    Octet,
+	Options: []string{"hosts", "bits", "octets"},
+	plan: func(e *Egress, es EgressSpec, warnings *[]string) (Mapping, error) {
+		return newOctetMapping(e, es.Bits, es.Octets, warnings)
+	},
+	restore: func(e *Egress, er EgressRecord) (Mapping, error) {
+		if er.Octet == nil {
+			return nil, fmt.Errorf("strategy octet without its pins")
+		}
+		return er.Octet.mapping(len(e.Pool))
+	},
+}
+
+func (m *OctetMapping) settings() []Setting {
+	return []Setting{{"bits", fmt.Sprint(m.Bits)}, {"octets", m.Span().String()}}
+}
+
+func (m *OctetMapping) pin(er *EgressRecord) {
+	er.Octet = &OctetPins{Bits: m.Bits}
+	for _, v := range m.Values {
+		er.Octet.Values = append(er.Octet.Values, v.String())
+	}
+}
+
+func (m *OctetMapping) canonical(e *Egress, c *Canonical) {
+	c.Line("octet", m.Bits)
+	for i, v := range m.Values {
+		c.Line("values", v, e.Pool[i].Addr)
+	}
+}
+
+// OctetPins are the value ranges of an octet mapping, one per pool address.
+type OctetPins struct {
+	Bits   int      `json:"bits"`
+	Values []string `json:"values"`
+}
+
+func (o *OctetPins) mapping(n int) (*OctetMapping, error) {
+	if o.Bits < 1 || o.Bits > 16 || len(o.Values) != n {
+		return nil, fmt.Errorf("octet: %d bits and %d value ranges for %d addresses", o.Bits, len(o.Values), n)
+	}
+	m := &OctetMapping{Bits: o.Bits}
+	for _, s := range o.Values {
+		v, ok := parseValueRange(s, m.Mask())
+		if !ok {
+			return nil, fmt.Errorf("octet: value range %q", s)
+		}
+		m.Values = append(m.Values, v)
+	}
+	m.setOwners()
+	return m, nil
+}

@@ -29,3 +29,22 @@ func newPersistentMapping(e *Egress) (*PersistentMapping, error) {
 	}
 	return &PersistentMapping{First: e.Pool[0].Addr, Last: e.Pool[len(e.Pool)-1].Addr}, nil
 }
+
+var persistentKind = StrategyKind{
+	Name:    Persistent,
+	Options: []string{"hosts"},
+	plan: func(e *Egress, _ EgressSpec, _ *[]string) (Mapping, error) {
+		return newPersistentMapping(e)
+	},
+	// The kernel spreads the hosts over the pool, First to Last: nothing
+	// more to pin.
+	restore: func(e *Egress, _ EgressRecord) (Mapping, error) { return newPersistentMapping(e) },
+}
+
+func (m *PersistentMapping) settings() []Setting { return nil }
+
+func (m *PersistentMapping) pin(*EgressRecord) {}
+
+func (m *PersistentMapping) canonical(_ *Egress, c *Canonical) {
+	c.Line("persistent", m.First.String()+"-"+m.Last.String())
+}

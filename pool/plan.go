@@ -27,16 +27,28 @@ const (
 // the pool changes.
 const DefaultStrategy = Hash
 
-// Strategies lists the strategies with the options each accepts ("hosts",
-// the active-hosts file, applies to all of them).
-var Strategies = []struct {
+// StrategyKind is what natpool knows of one strategy beyond its Mapping:
+// the options a spec may give it ("hosts", the active-hosts file, applies
+// to all), how it plans a mapping, and how a record brings one back. Each
+// strategy's file declares its own.
+type StrategyKind struct {
 	Name    Strategy
 	Options []string
-}{
-	{Octet, []string{"hosts", "bits", "octets"}},
-	{Hash, []string{"hosts", "buckets", "seed", "max-imbalance"}},
-	{Persistent, []string{"hosts"}},
-	{Block, []string{"hosts", "hosts-per-ip", "block-size"}},
+	plan    func(e *Egress, es EgressSpec, warnings *[]string) (Mapping, error)
+	restore func(e *Egress, er EgressRecord) (Mapping, error)
+}
+
+// Strategies lists the strategies.
+var Strategies = []StrategyKind{octetKind, hashKind, persistentKind, blockKind}
+
+// kindOf returns strategy s, nil for none.
+func kindOf(s Strategy) *StrategyKind {
+	for i := range Strategies {
+		if Strategies[i].Name == s {
+			return &Strategies[i]
+		}
+	}
+	return nil
 }
 
 // MaxPool bounds the public addresses of one egress entry (a /16).
@@ -91,13 +103,22 @@ type Egress struct {
 	hosts  activeHosts    // the active hosts of a hosts file, if given
 }
 
-// Mapping decides the public address of every inside host.
+// Mapping decides the public address of every inside host. Each strategy
+// makes its own, which knows too what to report of it, what pins it in a
+// record and in the plan's digest.
 type Mapping interface {
 	// owner returns the Pool index of inside host x, or -1 if x is not mapped.
 	owner(x uint32) int
 	// describe says briefly what each address of a pool of n carries, for
 	// the load report, in one pass.
 	describe(n int) []string
+	// settings are the options the mapping was planned with, as decided.
+	settings() []Setting
+	// pin records what rebuilds the mapping, in its entry's record.
+	pin(er *EgressRecord)
+	// canonical writes the lines that decide the mapping of entry e, for
+	// the plan's digest.
+	canonical(e *Egress, c *Canonical)
 }
 
 // NewPlan checks a spec and computes its mapping. Errors name the offending
@@ -293,12 +314,12 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 	if e.Strategy == "" {
 		e.Strategy = DefaultStrategy
 	}
-	allowed := strategyOptions(e.Strategy)
-	if allowed == nil {
+	kind := kindOf(e.Strategy)
+	if kind == nil {
 		return nil, fmt.Errorf("unknown strategy %q (want octet, hash, persistent or block)", es.Strategy)
 	}
 	for _, o := range es.Options() {
-		if *o.Value != "" && !slices.Contains(allowed, o.Name) {
+		if *o.Value != "" && !slices.Contains(kind.Options, o.Name) {
 			return nil, fmt.Errorf("option %s does not apply to strategy %s", o.Name, e.Strategy)
 		}
 	}
@@ -317,16 +338,7 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 			return nil, err
 		}
 	}
-	switch e.Strategy {
-	case Octet:
-		e.Mapping, err = newOctetMapping(e, es.Bits, es.Octets, warnings)
-	case Hash:
-		e.Mapping, err = newHashMapping(e, es.Buckets, es.Seed, es.MaxImbalance, warnings)
-	case Persistent:
-		e.Mapping, err = newPersistentMapping(e)
-	case Block:
-		e.Mapping, err = newBlockMapping(e, es.HostsPerIP, es.BlockSize, warnings)
-	}
+	e.Mapping, err = kind.plan(e, es, warnings)
 	if err == nil && e.hosts != nil && e.Active == nil {
 		// The mapping does not depend on the hosts: count them per public
 		// address.
@@ -362,15 +374,6 @@ func MatchesInterface(oif, name string) bool {
 		return strings.HasPrefix(name, prefix)
 	}
 	return oif == name
-}
-
-func strategyOptions(s Strategy) []string {
-	for _, st := range Strategies {
-		if st.Name == s {
-			return st.Options
-		}
-	}
-	return nil
 }
 
 // setAddresses parses the inside ranges, the pool and the exclusions.

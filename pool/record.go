@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"go4.org/netipx"
@@ -58,30 +57,6 @@ type EgressRecord struct {
 	// pool, First to Last.
 }
 
-// OctetPins are the value ranges of an octet mapping, one per pool address.
-type OctetPins struct {
-	Bits   int      `json:"bits"`
-	Values []string `json:"values"`
-}
-
-// HashPins are the bucket owners of a hash mapping, a run at a time from
-// bucket 0 on. Runs holds two unsigned varints a run, its length in buckets
-// and its owner's pool index: a ring of 2^20 buckets is some 100,000 runs,
-// which this keeps to 2-3 bytes each (base64 in JSON), quick to read back.
-type HashPins struct {
-	Seed    uint32 `json:"seed"`
-	Buckets int    `json:"buckets"`
-	Runs    []byte `json:"runs"`
-}
-
-// BlockPins are the window and its cuts of a block mapping: each group is
-// [offset, size, block size].
-type BlockPins struct {
-	Window   uint64         `json:"window"`
-	Split    uint64         `json:"split"`
-	Patterns [2][][3]uint64 `json:"patterns"`
-}
-
 // Record returns what the plan decided, for the journal.
 func (p *Plan) Record() Record {
 	r := Record{Table: p.Table, CTLabel: p.CTLabel}
@@ -96,31 +71,7 @@ func (p *Plan) Record() Record {
 		for _, a := range e.Pool {
 			er.Pool = append(er.Pool, fmt.Sprintf("%s=%d", a.Addr, a.Weight))
 		}
-		switch m := e.Mapping.(type) {
-		case *OctetMapping:
-			er.Octet = &OctetPins{Bits: m.Bits}
-			for _, v := range m.Values {
-				er.Octet.Values = append(er.Octet.Values, v.String())
-			}
-		case *HashMapping:
-			er.Hash = &HashPins{Seed: m.Seed, Buckets: len(m.Owners)}
-			runs := m.Runs()
-			for i, run := range runs {
-				end := uint32(len(m.Owners))
-				if i+1 < len(runs) {
-					end = runs[i+1].Lo
-				}
-				er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(end-run.Lo))
-				er.Hash.Runs = binary.AppendUvarint(er.Hash.Runs, uint64(run.Owner))
-			}
-		case *BlockMapping:
-			er.Block = &BlockPins{Window: m.Window, Split: m.Split}
-			for i, p := range m.Patterns {
-				for _, g := range p {
-					er.Block.Patterns[i] = append(er.Block.Patterns[i], [3]uint64{g.Offset, g.Size, uint64(g.BlockSize)})
-				}
-			}
-		}
+		e.Mapping.pin(&er)
 		r.Egress = append(r.Egress, er)
 	}
 	if c := p.Cluster; c != nil {
@@ -234,87 +185,10 @@ func (er EgressRecord) egress() (*Egress, error) {
 		return nil, fmt.Errorf("%d inside ranges and %d public addresses", len(e.inside), len(e.Pool))
 	}
 	e.indexPool()
-	switch {
-	case e.Strategy == Octet && er.Octet != nil:
-		e.Mapping, err = er.Octet.mapping(len(e.Pool))
-	case e.Strategy == Hash && er.Hash != nil:
-		e.Mapping, err = er.Hash.mapping(len(e.Pool))
-	case e.Strategy == Persistent:
-		e.Mapping, err = newPersistentMapping(e)
-	case e.Strategy == Block && er.Block != nil:
-		e.Mapping, err = er.Block.mapping(e)
-	default:
-		err = fmt.Errorf("strategy %q without its pins", e.Strategy)
+	kind := kindOf(e.Strategy)
+	if kind == nil {
+		return nil, fmt.Errorf("unknown strategy %q", e.Strategy)
 	}
+	e.Mapping, err = kind.restore(e, er)
 	return e, err
-}
-
-func (o *OctetPins) mapping(n int) (*OctetMapping, error) {
-	if o.Bits < 1 || o.Bits > 16 || len(o.Values) != n {
-		return nil, fmt.Errorf("octet: %d bits and %d value ranges for %d addresses", o.Bits, len(o.Values), n)
-	}
-	m := &OctetMapping{Bits: o.Bits}
-	for _, s := range o.Values {
-		v, ok := parseValueRange(s, m.Mask())
-		if !ok {
-			return nil, fmt.Errorf("octet: value range %q", s)
-		}
-		m.Values = append(m.Values, v)
-	}
-	m.setOwners()
-	return m, nil
-}
-
-func (h *HashPins) mapping(n int) (*HashMapping, error) {
-	if h.Buckets < 1 || h.Buckets > MaxBuckets {
-		return nil, fmt.Errorf("hash: %d buckets", h.Buckets)
-	}
-	m := &HashMapping{Seed: h.Seed, Owners: make([]uint16, h.Buckets)}
-	next, buf := 0, h.Runs
-	for i := 0; next < h.Buckets; i++ {
-		size, k := binary.Uvarint(buf)
-		if k <= 0 {
-			return nil, fmt.Errorf("hash: run %d is cut short at bucket %d of %d", i, next, h.Buckets)
-		}
-		owner, l := binary.Uvarint(buf[k:])
-		if l <= 0 || size == 0 || size > uint64(h.Buckets-next) || owner >= uint64(n) {
-			return nil, fmt.Errorf("hash: run %d (from bucket %d) does not fit %d buckets and %d addresses", i, next, h.Buckets, n)
-		}
-		buf = buf[k+l:]
-		for b := range int(size) {
-			m.Owners[next+b] = uint16(owner)
-		}
-		next += int(size)
-	}
-	if len(buf) > 0 {
-		return nil, fmt.Errorf("hash: %d bytes after the last run", len(buf))
-	}
-	return m, nil
-}
-
-func (bp *BlockPins) mapping(e *Egress) (*BlockMapping, error) {
-	m := &BlockMapping{Ports: e.Ports}
-	m.setPrivate(e.Private)
-	var p [2]Pattern
-	for i, groups := range bp.Patterns {
-		next := uint64(0)
-		for _, g := range groups {
-			if g[0] != next || g[1] == 0 || g[2] == 0 || g[1]*g[2] > uint64(e.Ports.Len()) {
-				return nil, fmt.Errorf("block: group %v of pattern %d", g, i)
-			}
-			p[i] = append(p[i], Group{Offset: g[0], Size: g[1], BlockSize: int(g[2])})
-			next = g[0] + g[1]
-		}
-		if next != bp.Window {
-			return nil, fmt.Errorf("block: pattern %d covers %d of a window of %d", i, next, bp.Window)
-		}
-	}
-	if bp.Window == 0 || bp.Window > maxWindow {
-		return nil, fmt.Errorf("block: window %d", bp.Window)
-	}
-	m.setWindow(bp.Window, bp.Split, p[0], p[1])
-	if need := m.GroupCount(); need > len(e.Pool) {
-		return nil, fmt.Errorf("block: %d groups for %d addresses", need, len(e.Pool))
-	}
-	return m, nil
 }

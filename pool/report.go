@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"fmt"
 	"net/netip"
 )
 
@@ -82,7 +81,7 @@ func (p *Plan) Report() *Report {
 
 func (e *Egress) report() EgressReport {
 	r := EgressReport{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports,
-		Settings: e.settings(), HasActive: e.Active != nil}
+		Settings: e.Mapping.settings(), HasActive: e.Active != nil}
 	hosts := make([]uint64, len(e.Pool))
 	e.eachMapped(func(_ uint32, i int) { hosts[i]++ })
 	active := e.Active
@@ -135,18 +134,4 @@ func ratio(a, b uint64) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
-}
-
-func (e *Egress) settings() []Setting {
-	switch m := e.Mapping.(type) {
-	case *OctetMapping:
-		return []Setting{{"bits", fmt.Sprint(m.Bits)}, {"octets", m.Span().String()}}
-	case *HashMapping:
-		return []Setting{{"buckets", fmt.Sprint(len(m.Owners))}, {"seed", fmt.Sprintf("%#08x", m.Seed)}, {"max-imbalance", fmt.Sprint(m.MaxImbalance)}}
-	case *BlockMapping:
-		hlo, hhi := m.HostsPerAddress()
-		blo, bhi := m.BlockSizes()
-		return []Setting{{"hosts-per-ip", between(hlo, hhi)}, {"block-size", between(blo, bhi)}, {"window", fmt.Sprint(m.Window)}}
-	}
-	return nil
 }
