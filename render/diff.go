@@ -93,7 +93,7 @@ func (s *side) fill(n int) {
 func (s *side) index() {
 	if s.where.full() {
 		// Drop the consumed lines: index the lines ahead again.
-		s.where.clear()
+		s.where.clear(s.base)
 		s.indexed = s.base
 	}
 	for ; s.indexed < s.base+len(s.ahead); s.indexed++ {
@@ -121,31 +121,41 @@ func (s *side) find(line string) int {
 }
 
 // lineIndex finds lines by their hash: an open-addressing table of the
-// absolute numbers of the lines added, which holds no pointers for the
-// collector to scan and needs no map write to forget a line. Consumed
-// lines stay until the table fills, when it is cleared and the lines ahead
-// are added again: about one extra add per line.
+// numbers of the lines added, which holds no pointers for the collector to
+// scan and needs no map write to forget a line. Consumed lines stay until
+// the table fills, when it is cleared and the lines ahead are added again:
+// about one extra add per line. The table is made at the first difference:
+// texts that are the same never need it.
 type lineIndex struct {
-	seed  maphash.Seed
-	slots []indexSlot // a power of two of them
-	used  int
+	seed   maphash.Seed
+	slots  []indexSlot // a power of two of them
+	used   int
+	origin int // the absolute line number slots count from
 }
 
+// indexSlot is 8 bytes: a line's number counts from origin (natpool's
+// texts are far shorter than 2^32 lines), and a hash's low 32 bits tell
+// most lines apart (the line itself decides).
 type indexSlot struct {
-	hash uint64
-	pos  int // absolute line number + 1; 0: empty
+	hash uint32
+	pos  uint32 // line number - origin + 1; 0: empty
 }
 
-func newLineIndex(seed maphash.Seed) lineIndex {
-	return lineIndex{seed: seed, slots: make([]indexSlot, 8*lookahead)}
+func newLineIndex(seed maphash.Seed) lineIndex { return lineIndex{seed: seed} }
+
+// full reports whether the table is past half full, or not yet made.
+func (x *lineIndex) full() bool {
+	if x.slots == nil {
+		x.slots = make([]indexSlot, 8*lookahead)
+		return true
+	}
+	return 2*x.used > len(x.slots)
 }
 
-// full reports whether the table is past half full.
-func (x *lineIndex) full() bool { return 2*x.used > len(x.slots) }
-
-func (x *lineIndex) clear() {
+// clear empties the table, whose lines will number from origin on.
+func (x *lineIndex) clear(origin int) {
 	clear(x.slots)
-	x.used = 0
+	x.used, x.origin = 0, origin
 }
 
 // add adds line number pos. Lines are added in ascending order, so the
@@ -155,7 +165,7 @@ func (x *lineIndex) add(line string, pos int) {
 	mask := uint64(len(x.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		if x.slots[i].pos == 0 {
-			x.slots[i] = indexSlot{h, pos + 1}
+			x.slots[i] = indexSlot{uint32(h), uint32(pos - x.origin + 1)}
 			x.used++
 			return
 		}
@@ -168,8 +178,10 @@ func (x *lineIndex) find(line string, base int, lineAt func(int) string) int {
 	h := maphash.String(x.seed, line)
 	mask := uint64(len(x.slots) - 1)
 	for i := h & mask; x.slots[i].pos != 0; i = (i + 1) & mask {
-		if sl := x.slots[i]; sl.hash == h && sl.pos-1 >= base && lineAt(sl.pos-1) == line {
-			return sl.pos - 1 - base
+		if sl := x.slots[i]; sl.hash == uint32(h) {
+			if pos := x.origin + int(sl.pos) - 1; pos >= base && lineAt(pos) == line {
+				return pos - base
+			}
 		}
 	}
 	return -1
