@@ -11,6 +11,7 @@ import (
 )
 
 type applyOptions struct {
+	world    *world
 	spec     specOptions
 	netns    string
 	node     string
@@ -21,8 +22,8 @@ type applyOptions struct {
 	journal  []string
 }
 
-func newApplyCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &applyOptions{}
+func newApplyCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
+	o := &applyOptions{world: w}
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Load the plan into the kernel, replacing natpool's table atomically",
@@ -73,11 +74,11 @@ func runApply(o *applyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	path, err := onePath(o.journal, plan.Spec.Journal)
+	path, err := o.world.onePath(o.journal, plan.Spec.Journal)
 	if err != nil {
 		return err
 	}
-	b, err := openBox(o.netns, path, stderr)
+	b, err := o.world.openBox(o.netns, path, stderr)
 	if err != nil {
 		return err
 	}
@@ -112,11 +113,11 @@ func runDelete(o *applyOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	path, err := onePath(o.journal, fromSpec)
+	path, err := o.world.onePath(o.journal, fromSpec)
 	if err != nil {
 		return err
 	}
-	b, err := openBox(o.netns, path, stderr)
+	b, err := o.world.openBox(o.netns, path, stderr)
 	if err != nil {
 		return err
 	}

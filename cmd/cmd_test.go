@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,13 +13,30 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/journal"
 	"github.com/natpool/natpool/render/golden"
 )
 
-// run runs natpool with args and returns its exit status and output.
-func run(args ...string) (code int, stdout, stderr string) {
+// testWorld is the world the tests run natpool in: this machine and its
+// clock, and a default journal of the tests' own (TestMain's), never the
+// NAT box's.
+var testWorld = &world{now: time.Now, machine: journal.ThisMachine, journal: filepath.Join(os.TempDir(), "natpool-test-journal")}
+
+// worldAt is the tests' world with a clock that reads at.
+func worldAt(at *time.Time) *world {
+	w := *testWorld
+	w.now = func() time.Time { return *at }
+	return &w
+}
+
+// run runs natpool with args in the tests' world and returns its exit
+// status and output.
+func run(args ...string) (code int, stdout, stderr string) { return testWorld.run(args...) }
+
+// run runs natpool with args in w.
+func (w *world) run(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
-	code = Execute(args, &out, &errOut)
+	code = execute(w, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -33,6 +51,7 @@ func loadPlan(t *testing.T, path string) *pool.Plan {
 }
 
 func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		args []string
 		want string
@@ -72,6 +91,7 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 }
 
 func TestPlanGolden(t *testing.T) {
+	t.Parallel()
 	for _, spec := range []string{"campus", "two-isp", "cgnat", "cluster"} {
 		for _, output := range []string{"table", "json"} {
 			t.Run(spec+"."+output, func(t *testing.T) {
@@ -86,6 +106,7 @@ func TestPlanGolden(t *testing.T) {
 }
 
 func TestPlanJSONHasTheDocumentedFields(t *testing.T) {
+	t.Parallel()
 	_, stdout, _ := run("plan", "-f", "../testdata/campus.yaml", "-o", "json")
 	var got struct {
 		Egress []struct {
@@ -110,6 +131,7 @@ func TestPlanJSONHasTheDocumentedFields(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		args []string
@@ -136,6 +158,7 @@ func TestLookup(t *testing.T) {
 }
 
 func TestFlagsOverrideTheSpecFile(t *testing.T) {
+	t.Parallel()
 	_, stdout, stderr := run("plan", "-f", "../testdata/campus.yaml", "--strategy", "octet", "--buckets", "", "--table", "nat2", "-o", "json")
 	var got struct {
 		Table  string
@@ -150,6 +173,7 @@ func TestFlagsOverrideTheSpecFile(t *testing.T) {
 }
 
 func TestCapacityGolden(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, spec, output string }{
 		{"two-isp.table", "two-isp", "table"},
 		{"two-isp.json", "two-isp", "json"},
@@ -173,6 +197,7 @@ func TestCapacityGolden(t *testing.T) {
 // Every command that takes a spec takes every spec flag, with one meaning:
 // the flags of apply work for flush, status and capacity alike.
 func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
+	t.Parallel()
 	root := Root(nil, nil)
 	plan, _, err := root.Find([]string{"plan"})
 	if err != nil {
@@ -197,26 +222,27 @@ func TestEverySpecCommandTakesEverySpecFlag(t *testing.T) {
 	}
 }
 
-// must runs natpool and fails the test unless it exits with status code.
+// must runs natpool in the tests' world and fails the test unless it exits
+// with status code.
 func must(t *testing.T, code int, args ...string) string {
 	t.Helper()
-	got, stdout, stderr := run(args...)
+	return testWorld.must(t, code, args...)
+}
+
+// must runs natpool in w, as must.
+func (w *world) must(t *testing.T, code int, args ...string) string {
+	t.Helper()
+	got, stdout, stderr := w.run(args...)
 	if got != code {
 		t.Fatalf("natpool %s: exit %d, want %d\n%s%s", strings.Join(args, " "), got, code, stdout, stderr)
 	}
 	return stdout
 }
 
-// setClock makes natpool's clock read t until the test ends.
-func setClock(t *testing.T, at *time.Time) {
-	t.Helper()
-	now = func() time.Time { return *at }
-	t.Cleanup(func() { now = time.Now })
-}
-
 // Flags whose values are names complete them: nodes and egress entries
 // from the spec given so far, time zones from the tz database.
 func TestFlagsCompleteTheNamesTheyTake(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want []string

@@ -14,6 +14,7 @@ import (
 )
 
 type historyOptions struct {
+	world        *world
 	journal      []string
 	since, until string
 	tz           string
@@ -22,8 +23,8 @@ type historyOptions struct {
 	output       string
 }
 
-func newHistoryCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &historyOptions{}
+func newHistoryCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
+	o := &historyOptions{world: w}
 	cmd := &cobra.Command{
 		Use:   "history",
 		Short: "List the plans the journal says were in force, newest first",
@@ -58,7 +59,7 @@ never prunes on its own.`,
 }
 
 func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
-	path, err := onePath(o.journal, "")
+	path, err := o.world.onePath(o.journal, "")
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func runHistory(o *historyOptions, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	t0 := now()
+	t0 := o.world.now()
 	var since, until time.Time
 	for _, f := range []struct {
 		name, value string

@@ -64,8 +64,9 @@ func writeJournalOf(t *testing.T, specs ...pool.EgressSpec) string {
 // A plan of several NAT boxes, in the journal, names the nodes of an
 // address as the plan itself does.
 func TestLookupAtNamesTheNodesOfACluster(t *testing.T) {
+	t.Parallel()
 	later := day.Add(time.Hour)
-	setClock(t, &later)
+	w := worldAt(&later)
 	dir := filepath.Join(t.TempDir(), "journal")
 	j, unlock, err := journal.Create(dir, day, func() {})
 	if err != nil {
@@ -82,16 +83,17 @@ func TestLookupAtNamesTheNodesOfACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, addr := range []string{"198.51.100.1", "100.64.0.1"} {
-		want := must(t, 0, "lookup", "-f", "../testdata/cluster.yaml", addr)
+		want := w.must(t, 0, "lookup", "-f", "../testdata/cluster.yaml", addr)
 		want = want[strings.Index(want, " on nodes "):strings.IndexByte(want, '\n')]
-		if got := must(t, 0, "lookup", "--journal", dir, "--at", "2026-11-17T14:00:30Z", addr); !strings.Contains(got, want) {
+		if got := w.must(t, 0, "lookup", "--journal", dir, "--at", "2026-11-17T14:00:30Z", addr); !strings.Contains(got, want) {
 			t.Errorf("lookup --at %s:\n%s\nwant %q", addr, got, want)
 		}
 	}
 }
 
 func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
-	setClock(t, &day)
+	t.Parallel()
+	w := worldAt(&day)
 	good := writeJournal(t, "192.76.8.0/28")
 	dir := t.TempDir()
 	other := filepath.Join(dir, "other")
@@ -127,7 +129,7 @@ func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			code, _, stderr := run(tt.args...)
+			code, _, stderr := w.run(tt.args...)
 			if code != exitTrouble || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
 				t.Errorf("exit %d, stderr %q: want 2 and one line naming %s", code, stderr, tt.want)
 			}
@@ -136,8 +138,9 @@ func TestJournalBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 }
 
 func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
+	t.Parallel()
 	clock := day.Add(time.Hour)
-	setClock(t, &clock)
+	w := worldAt(&clock)
 	path := writeJournal(t, "192.76.8.0/28", "192.76.8.0-192.76.8.16")
 	var got []struct {
 		Entry  int     `json:"entry"`
@@ -148,7 +151,7 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 			Public int `json:"public_addrs"`
 		} `json:"egress"`
 	}
-	out := must(t, 0, "history", "--journal", path, "-o", "json")
+	out := w.must(t, 0, "history", "--journal", path, "-o", "json")
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -159,20 +162,20 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 	if m := got[1].Moved; m == nil || *got[1].Hosts != 65536 || *m < 3000 || *m > 4500 || got[2].Moved != nil || got[1].Egress[0].Public != 17 {
 		t.Errorf("moved: %s", out)
 	}
-	out = must(t, 0, "history", "--journal", path, "--since", "2026-11-17T14:01:00Z", "--until", "2026-11-17 14:02", "--tz", "UTC")
+	out = w.must(t, 0, "history", "--journal", path, "--since", "2026-11-17T14:01:00Z", "--until", "2026-11-17 14:02", "--tz", "UTC")
 	if !strings.Contains(out, "2026-11-17T14:01:00.000Z") || strings.Contains(out, "14:00:00") || strings.Contains(out, "14:02:00") {
 		t.Errorf("--since/--until:\n%s", out)
 	}
 	// Pruning before the second apply drops the first, and every lookup
 	// from then on answers as before.
-	before := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
-	if out := must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry and 0 peer events that") {
+	before := w.must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
+	if out := w.must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry and 0 peer events that") {
 		t.Errorf("prune: %s", out)
 	}
-	if after := must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {
+	if after := w.must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {
 		t.Errorf("after the prune:\n%s\nbefore:\n%s", after, before)
 	}
-	_, _, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:00:30Z", "10.16.3.7")
+	_, _, stderr := w.run("lookup", "--journal", path, "--at", "2026-11-17T14:00:30Z", "10.16.3.7")
 	if !strings.Contains(stderr, "no plan in force at 2026-11-17T14:00:30Z in "+path+" (its first plan took effect at 2026-11-17T14:01:00.000Z)") {
 		t.Errorf("before the pruned journal starts: %q", stderr)
 	}
@@ -181,12 +184,13 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 // A plan the journal cannot read leaves its entry listed without it, named
 // on stderr, with exit status 1: the rest of the history is all there.
 func TestHistoryListsTheRestWhenAPlanIsUnreadable(t *testing.T) {
+	t.Parallel()
 	clock := day.Add(time.Hour)
-	setClock(t, &clock)
+	w := worldAt(&clock)
 	path := writeJournal(t, "192.76.8.0/28", "192.76.8.0-192.76.8.16")
 	plans, _ := filepath.Glob(filepath.Join(path, "plans", "*.json.gz"))
 	os.WriteFile(plans[0], []byte("not gzip"), 0o644)
-	code, stdout, stderr := run("history", "--journal", path)
+	code, stdout, stderr := w.run("history", "--journal", path)
 	if code != exitFound || strings.Count(stdout, "apply") != 2 || !strings.Contains(stdout, "plan unreadable") ||
 		!strings.Contains(stderr, "plans/"+filepath.Base(plans[0])) && !strings.Contains(stderr, strings.TrimSuffix(filepath.Base(plans[0]), ".json.gz")) {
 		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
@@ -197,22 +201,23 @@ func TestHistoryListsTheRestWhenAPlanIsUnreadable(t *testing.T) {
 // block plan and the octet plan is named as one that cannot answer; an
 // egress entry of one plan only is answered by that plan.
 func TestLookupAtAnswersFromEachPlanThatCan(t *testing.T) {
+	t.Parallel()
 	clock := day.Add(time.Hour)
-	setClock(t, &clock)
+	w := worldAt(&clock)
 	octet := pool.EgressSpec{Name: "campus", Private: []string{"10.16.0.0/22"}, Pool: []string{"198.18.0.0/29"}, Strategy: "octet"}
 	block := pool.EgressSpec{Name: "cgnat", Private: []string{"10.16.0.0/22"}, Pool: []string{"198.18.0.0/29"}, Strategy: "block"}
 	path := writeJournalOf(t, octet, block)
-	code, stdout, stderr := run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "198.18.0.0:1030")
+	code, stdout, stderr := w.run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "198.18.0.0:1030")
 	if code != exitFound || !strings.Contains(stdout, "198.18.0.0:1030 <- 10.16.0.0") || !strings.Contains(stderr, "cannot answer 198.18.0.0:1030: 198.18.0.0:1030: port lookups need the block strategy (egress campus uses octet)") {
 		t.Errorf("port lookup across the change: exit %d\n%s%s", code, stdout, stderr)
 	}
-	code, stdout, stderr = run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "--egress", "cgnat", "10.16.0.9")
+	code, stdout, stderr = w.run("lookup", "--journal", path, "--at", "2026-11-17T14:01:00Z", "--slack", "2m", "--egress", "cgnat", "10.16.0.9")
 	if code != exitFound || !strings.Contains(stdout, "10.16.0.9 -> 198.18.0.") || !strings.Contains(stderr, `no egress entry is named "cgnat"`) {
 		t.Errorf("--egress of one plan: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// RFC 3339 in lower case, and seconds since the epoch, are times too.
 	for _, at := range []string{"2026-11-17t14:01:30z", "@1794924090"} {
-		if code, stdout, stderr := run("lookup", "--journal", path, "--at", at, "10.16.0.9"); code != 0 || !strings.Contains(stdout, "plan ") {
+		if code, stdout, stderr := w.run("lookup", "--journal", path, "--at", at, "10.16.0.9"); code != 0 || !strings.Contains(stdout, "plan ") {
 			t.Errorf("--at %s: exit %d\n%s%s", at, code, stdout, stderr)
 		}
 	}

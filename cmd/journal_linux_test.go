@@ -38,7 +38,7 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 	dir := t.TempDir()
 	jpath := filepath.Join(dir, "journal")
 	clock := time.Date(2026, 11, 17, 13, 0, 0, 0, time.UTC)
-	setClock(t, &clock)
+	w := worldAt(&clock)
 
 	write := func(name, text string) string {
 		path := filepath.Join(dir, name)
@@ -76,12 +76,12 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 	var plans []applied
 	for i, leases := range []string{"10.16.0.1\n10.16.0.2,5\n", "10.16.0.1\n10.16.0.2\n10.16.0.3,9\n", "10.16.7.0/24\n"} {
 		path := spec(i, leases)
-		must(t, 0, "apply", "-f", path, "--journal", jpath, "--netns", ns.Name)
+		w.must(t, 0, "apply", "-f", path, "--journal", jpath, "--netns", ns.Name)
 		plans = append(plans, applied{clock, loadPlan(t, path)})
 		clock = clock.Add(time.Minute)
 	}
 	end := clock
-	must(t, 0, "apply", "--delete", "--journal", jpath, "--netns", ns.Name)
+	w.must(t, 0, "apply", "--delete", "--journal", jpath, "--netns", ns.Name)
 	clock = clock.Add(time.Hour)
 	os.Remove(filepath.Join(dir, "spec.yaml"))
 	os.Remove(filepath.Join(dir, "leases"))
@@ -91,7 +91,7 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 	queries := []string{"10.16.0.2", "10.17.3.4", "10.18.5.6", "10.19.1.2", "192.76.11.1:40000", "192.76.8.1"}
 	lookupAt := func(at time.Time, slack string) (int, []planAt) {
 		args := append([]string{"lookup", "--journal", jpath, "--at", at.Format(time.RFC3339Nano), "--slack", slack, "-o", "json"}, queries...)
-		code, stdout, stderr := run(args...)
+		code, stdout, stderr := w.run(args...)
 		var got []planAt
 		if code != exitTrouble && json.Unmarshal([]byte(stdout), &got) != nil {
 			t.Fatalf("lookup --at %s: %s %s", at, stdout, stderr)
@@ -126,7 +126,7 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 			code, got := lookupAt(tt.at, tt.slack)
 			if code == exitFound {
 				// No plan answers, and stderr says why.
-				_, _, stderr := run("lookup", "--journal", jpath, "--at", tt.at.Format(time.RFC3339Nano), "--slack", tt.slack, queries[0])
+				_, _, stderr := w.run("lookup", "--journal", jpath, "--at", tt.at.Format(time.RFC3339Nano), "--slack", tt.slack, queries[0])
 				if len(got) > 0 || !strings.Contains(stderr, tt.want) {
 					t.Fatalf("exit %d, plans %s, %q; want no plan and %q", code, digests(got), stderr, tt.want)
 				}
@@ -143,7 +143,7 @@ func TestLookupAtAnswersFromThePlanInForce(t *testing.T) {
 					}
 				}
 				// The journal's plan answers as the spec's plan did.
-				code, text, _ := run(append([]string{"lookup", "--journal", jpath, "--at", tt.at.Format(time.RFC3339Nano), "--slack", tt.slack}, queries...)...)
+				code, text, _ := w.run(append([]string{"lookup", "--journal", jpath, "--at", tt.at.Format(time.RFC3339Nano), "--slack", tt.slack}, queries...)...)
 				if code != tt.code || !strings.Contains(text, "plan "+g.Digest) {
 					t.Errorf("text answer: exit %d\n%s", code, text)
 				}
@@ -237,7 +237,7 @@ func settleIn(t *testing.T, jpath string, ns *netnstest.NS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := thisMachine()
+	m, _ := journal.ThisMachine()
 	_, err = j.Recover(m.ID, time.Now(), func(journal.Target) (string, bool, error) {
 		k := kernelNow(t, ns)
 		return k, k != "", nil

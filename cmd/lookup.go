@@ -16,6 +16,7 @@ import (
 )
 
 type lookupOptions struct {
+	world   *world
 	spec    specOptions
 	queries []string
 	egress  string
@@ -26,8 +27,8 @@ type lookupOptions struct {
 	journal []string
 }
 
-func newLookupCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &lookupOptions{}
+func newLookupCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
+	o := &lookupOptions{world: w}
 	cmd := &cobra.Command{
 		Use:   "lookup ADDR[:PORT]...",
 		Short: "Tell which public address an inside host uses, or who used a public address",
@@ -123,7 +124,7 @@ func unanswered(answers []pool.Answer) error {
 // egress entry it does not have, a plan the journal cannot rebuild) is
 // named on stderr, and the others answer.
 func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
-	t, err := journal.ParseTime("--at", o.at, o.tz, now())
+	t, err := journal.ParseTime("--at", o.at, o.tz, o.world.now())
 	if err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := box.LookupAt(journalPaths(o.journal, fromSpec), t, o.slack, o.queries, o.egress)
+	a, err := box.LookupAt(o.world.journalPaths(o.journal, fromSpec), t, o.slack, o.queries, o.egress)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	natpoolBinary = filepath.Join(dir, "natpool")
-	defaultJournal = filepath.Join(dir, "journal") // never the NAT box's own
+	testWorld.journal = filepath.Join(dir, "journal") // never the NAT box's own
 	if out, err := exec.Command("go", "build", "-o", natpoolBinary, "./natpool").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building natpool: %v\n%s", err, out)
 		os.Exit(2)

@@ -14,6 +14,7 @@ import (
 )
 
 func TestRenderStampsVersionAndDigest(t *testing.T) {
+	t.Parallel()
 	for _, format := range render.Formats {
 		args := []string{"render", "-f", "../testdata/campus.yaml", "--format", format}
 		if format == "bird" { // one node's configuration
@@ -48,6 +49,7 @@ func writeFile(t *testing.T, path, text string) {
 }
 
 func TestDiffOfIdenticalSpecsSaysNothing(t *testing.T) {
+	t.Parallel()
 	a := writeSpec(t, "a.yaml", "hash", "192.76.8.0/26", "")
 	b := filepath.Join(t.TempDir(), "b.json")
 	_, planJSON, _ := run("plan", "-f", a, "-o", "json")
@@ -84,6 +86,7 @@ func diffJSON(t *testing.T, a, b string) diffResult {
 }
 
 func TestDiffReportsChurn(t *testing.T) {
+	t.Parallel()
 	// One more address in a hash pool of 64 moves about 1/65 of the hosts,
 	// and the figure is the one counted host by host.
 	hashA := writeSpec(t, "a", "hash", "192.76.8.0/26", "")
@@ -125,6 +128,7 @@ func movedHostByHost(t *testing.T, a, b string) uint64 {
 // from anywhere, with its hosts file gone, and a diff against the spec sees
 // the moves a changed hosts file makes.
 func TestSavedPlanCarriesItsHosts(t *testing.T) {
+	t.Parallel()
 	for _, strategy := range []string{"octet", "hash"} {
 		t.Run(strategy, func(t *testing.T) {
 			dir := t.TempDir()
@@ -152,6 +156,7 @@ func TestSavedPlanCarriesItsHosts(t *testing.T) {
 // the digest covers the nodes, and diff names the chunks that change
 // owner; --node diffs one node's steering or BIRD configuration.
 func TestDiffOfClusterSpecsReportsChunkMoves(t *testing.T) {
+	t.Parallel()
 	spec, err := os.ReadFile("../testdata/cluster.yaml")
 	if err != nil {
 		t.Fatal(err)

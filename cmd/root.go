@@ -58,7 +58,12 @@ func (e *exitError) Error() string { return e.msg }
 
 // Execute runs natpool with args and returns the exit status.
 func Execute(args []string, stdout, stderr io.Writer) int {
-	root := Root(stdout, stderr)
+	return execute(realWorld(), args, stdout, stderr)
+}
+
+// execute runs natpool with args in world w.
+func execute(w *world, args []string, stdout, stderr io.Writer) int {
+	root := commands(w, stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -78,7 +83,10 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 // Root returns natpool's command tree, writing to stdout and stderr: what
 // Execute runs, and what natpool-docs writes manual pages and shell
 // completions of.
-func Root(stdout, stderr io.Writer) *cobra.Command {
+func Root(stdout, stderr io.Writer) *cobra.Command { return commands(realWorld(), stdout, stderr) }
+
+// commands returns natpool's command tree in world w.
+func commands(w *world, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "natpool",
 		Short: "Deterministic source NAT pools for Linux NAT boxes",
@@ -103,8 +111,9 @@ a port no host owns); 2 trouble (bad input, no namespace, no table).`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(stdout, stderr), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
-		newApplyCmd(stdout, stderr), newStatusCmd(stdout, stderr), newHistoryCmd(stdout, stderr), newFlushCmd(stdout, stderr), newCapacityCmd(stdout, stderr), newWatchCmd(stdout, stderr), newReloadCmd(stdout))
+	root.AddCommand(newPlanCmd(stdout, stderr), newLookupCmd(w, stdout, stderr), newRenderCmd(stdout, stderr), newDiffCmd(stdout),
+		newApplyCmd(w, stdout, stderr), newStatusCmd(w, stdout, stderr), newHistoryCmd(w, stdout, stderr), newFlushCmd(stdout, stderr),
+		newCapacityCmd(stdout, stderr), newWatchCmd(w, stdout, stderr), newReloadCmd(stdout))
 	// cobra's completion command prints its help, exit 0, for a shell it
 	// does not know: name the shells and fail instead.
 	root.InitDefaultCompletionCmd()

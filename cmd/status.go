@@ -8,6 +8,7 @@ import (
 )
 
 type statusOptions struct {
+	world   *world
 	spec    specOptions
 	netns   string
 	node    string
@@ -15,8 +16,8 @@ type statusOptions struct {
 	journal []string
 }
 
-func newStatusCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &statusOptions{}
+func newStatusCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
+	o := &statusOptions{world: w}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Compare natpool's table in the kernel with the plan",
@@ -50,11 +51,11 @@ func runStatus(o *statusOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	path, err := onePath(o.journal, plan.Spec.Journal)
+	path, err := o.world.onePath(o.journal, plan.Spec.Journal)
 	if err != nil {
 		return err
 	}
-	b, err := openBox(o.netns, path, stderr)
+	b, err := o.world.openBox(o.netns, path, stderr)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 // what the NAT box needs: rules before the network, reload as SIGHUP,
 // CAP_NET_ADMIN only, a read-only system and a state directory.
 func TestUnitFileIsOneSystemdAccepts(t *testing.T) {
+	t.Parallel()
 	unit, err := os.ReadFile("natpool/natpool.service")
 	if err != nil {
 		t.Fatal(err)

@@ -30,8 +30,8 @@ type watchOptions struct {
 	probeTo  netip.Addr // --probe, parsed by check
 }
 
-func newWatchCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &watchOptions{}
+func newWatchCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
+	o := &watchOptions{apply: applyOptions{world: w}}
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Keep the plan in force: follow the uplinks, flush what they strand, export port use",
@@ -153,11 +153,11 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	path, err := onePath(o.apply.journal, first.Spec.Journal)
+	path, err := o.apply.world.onePath(o.apply.journal, first.Spec.Journal)
 	if err != nil {
 		return err
 	}
-	b, err := openBox(o.apply.netns, path, stderr)
+	b, err := o.apply.world.openBox(o.apply.netns, path, stderr)
 	if err != nil {
 		return err
 	}
