@@ -35,9 +35,16 @@ const DigestVersion = "natpool-digest-v1"
 //	                               of each pattern P (0, 1) of the window,
 //	                               "hosts FIRST-LAST" per range numbered, and
 //	                               "public ADDR" per public address
+//	then, for an uplink (natpool 0.2.0 on; an entry without is as before):
+//	gateway ADDR                   when the spec gives it
+//	probe RELIABILITY INTERVAL TIMEOUT DOWN UP LATENCY LOSS   and "target KIND:ADDR[:PORT]" per target
 //	then, for a plan with nodes (natpool 0.2.0 on; a plan without is as before):
 //	cluster CHUNK TABLE PRIORITY MARK
 //	node NAME WEIGHT ADDRESS AS NEIGHBOR NEIGHBOR-AS SOURCE HOLD   for each node, in spec order
+//	then, for a plan with uplinks (natpool 0.2.0 on):
+//	uplinks POLICY STICKY TABLE PRIORITY MARK SEED BUCKETS
+//	member NAME WEIGHT LABEL       for each member, in order, and for balance
+//	                               "uplink-buckets LO-HI MEMBER" per run of buckets
 //
 // Addresses are dotted quads, numbers decimal (the seed 0x hex).
 func Digest(p *pool.Plan) string {
@@ -62,6 +69,15 @@ func canonical(w io.Writer, p *pool.Plan) {
 		}
 		c.Line("ports", e.Ports)
 		e.Canonical(c)
+		if e.Gateway.IsValid() {
+			c.Line("gateway", e.Gateway)
+		}
+		if pr := e.Probe; pr != nil {
+			c.Line("probe", pr.Reliability, pr.Interval.String(), pr.Timeout.String(), pr.Down, pr.Up, pr.Latency.String(), strconv.FormatFloat(pr.Loss, 'g', -1, 64))
+			for _, t := range pr.Targets {
+				c.Line("target", t)
+			}
+		}
 	}
 	// The nodes decide who serves which chunk, and how: they are part of
 	// what the kernels and routers of a cluster do.
@@ -70,6 +86,17 @@ func canonical(w io.Writer, p *pool.Plan) {
 		for _, n := range cl.Nodes {
 			b := n.BGP
 			c.Line("node", n.Name, n.Weight, n.Address, uint64(b.AS), b.Neighbor, uint64(b.NeighborAS), b.Source, b.Hold)
+		}
+	}
+	if u := p.Uplinks; u != nil {
+		c.Line("uplinks", string(u.Policy), strconv.FormatBool(u.Sticky), u.Table, u.Priority, fmt.Sprintf("%#x", u.Mark), fmt.Sprintf("%#x", u.Seed), u.Buckets())
+		for _, m := range u.Members {
+			c.Line("member", m.Name, m.Weight, m.Label)
+		}
+		if u.Owners != nil {
+			for _, r := range u.Runs() {
+				c.Line("uplink-buckets", strconv.Itoa(int(r.Lo))+"-"+strconv.Itoa(int(r.Hi)), r.Owner)
+			}
 		}
 	}
 }

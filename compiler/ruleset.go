@@ -42,6 +42,9 @@ type Ruleset struct {
 	Guards []Guard
 	// Steering is what a node of a cluster adds; nil for a single box.
 	Steering *Steering
+	// Uplinks is what a site with several uplinks adds; nil when the
+	// routes decide.
+	Uplinks *Uplinks
 }
 
 // GuardChain is the chain of natpool's table that drops what would leave an
@@ -270,6 +273,9 @@ type Options struct {
 	// Node names the node of the plan's cluster the ruleset is for, which
 	// adds its steering; empty for none. It must be a node of the plan.
 	Node string
+	// Uplinks says, for a plan with uplinks, what is known of each member
+	// (by member); nil: every one up, nothing learned.
+	Uplinks []UplinkFacts
 }
 
 // Compile builds the ruleset of a plan.
@@ -281,6 +287,9 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 	rs.Digest = Digest(p)
 	if o.Node != "" {
 		rs.Steering = steering(rs, p, o.Node)
+	}
+	if p.Uplinks != nil {
+		rs.Uplinks = uplinks(p, o.Uplinks)
 	}
 	return rs
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/natpool/natpool/pool"
@@ -40,17 +41,40 @@ type Steering struct {
 	Routes []PolicyRule
 }
 
-// PolicyRule is one policy-routing rule: packets carrying exactly Mark look
-// up Table, at Priority.
+// PolicyRule is one policy-routing rule: packets carrying exactly Mark
+// (when not 0) and coming from From (when valid) look up Table, at
+// Priority; with Suppress, a route of the table with a prefix of length 0
+// (a default route) is passed over.
 type PolicyRule struct {
 	Priority int
 	Mark     uint32
+	From     netip.Prefix
 	Table    int
+	Suppress bool
 }
 
 // String writes the rule as `ip rule` lists it.
 func (r PolicyRule) String() string {
-	return fmt.Sprintf("%d:	from all fwmark %#x lookup %d", r.Priority, r.Mark, r.Table)
+	from := "all"
+	if r.From.IsValid() {
+		from = r.From.String()
+		if r.From.IsSingleIP() {
+			from = r.From.Addr().String()
+		}
+	}
+	s := fmt.Sprintf("%d:	from %s", r.Priority, from)
+	if r.Mark != 0 {
+		s += fmt.Sprintf(" fwmark %#x", r.Mark)
+	}
+	table := strconv.Itoa(r.Table)
+	if r.Table == mainTable {
+		table = "main"
+	}
+	s += " lookup " + table
+	if r.Suppress {
+		s += " suppress_prefixlength 0"
+	}
+	return s
 }
 
 // NodeTable returns the routing table through which node i of a cluster is
@@ -148,7 +172,7 @@ func (rs *Ruleset) PeersComment() string {
 
 // stamped reports whether what follows a stamp's digest is natpool's.
 func stamped(what string) bool {
-	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ")
+	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ") || strings.HasPrefix(what, "uplinks ")
 }
 
 // Reserved returns whether a policy rule sits where c puts natpool's: at one

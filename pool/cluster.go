@@ -257,20 +257,30 @@ func number(what, s string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// order ranks the nodes for a chunk by weighted rendezvous hashing: each
-// node scores -weight/ln(u) for a uniform u drawn from its name and the
-// chunk, the highest owns the chunk. Removing a node moves only its chunks,
-// and each to the node ranked next.
+// order ranks the nodes for a chunk by weighted rendezvous hashing, keyed
+// by the chunk's first address.
 func (c *Cluster) order(block netip.Prefix) []int {
-	scores := make([]float64, len(c.Nodes))
-	order := make([]int, len(c.Nodes))
+	names, weights := make([]string, len(c.Nodes)), make([]int, len(c.Nodes))
 	for i, n := range c.Nodes {
+		names[i], weights[i] = n.Name, n.Weight
+	}
+	return rendezvous(names, weights, uint64(Uint32(block.Addr())))
+}
+
+// rendezvous ranks candidates for key by weighted rendezvous hashing: each
+// scores -weight/ln(u) for a uniform u drawn from its name and key, the
+// highest first. Removing a candidate moves only what it ranked first, each
+// to the one it ranked next.
+func rendezvous(names []string, weights []int, key uint64) []int {
+	scores := make([]float64, len(names))
+	order := make([]int, len(names))
+	for i, name := range names {
 		h := fnv.New64a()
-		h.Write([]byte(n.Name))
-		u := mix64(h.Sum64() ^ uint64(Uint32(block.Addr())))
+		h.Write([]byte(name))
+		u := mix64(h.Sum64() ^ key)
 		// u's top 53 bits as a float in (0, 1).
 		x := (float64(u>>11) + 0.5) / (1 << 53)
-		scores[i], order[i] = -float64(n.Weight)/math.Log(x), i
+		scores[i], order[i] = -float64(weights[i])/math.Log(x), i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
 	return order

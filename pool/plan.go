@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -71,7 +72,10 @@ type Plan struct {
 	CTLabel int // the conntrack label bit natpool's rules set
 	Egress  []*Egress
 	// Cluster is how the nodes share the pool; nil for a single box.
-	Cluster  *Cluster
+	Cluster *Cluster
+	// Uplinks is how a site's uplinks share its inside hosts; nil when
+	// the routes decide.
+	Uplinks  *Uplinks
 	Spec     Spec     // the spec the plan was made from
 	Warnings []string // things worth telling a person that do not stop the plan
 }
@@ -96,6 +100,11 @@ type Egress struct {
 	// Mapping is the strategy's mapping: *OctetMapping, *HashMapping,
 	// *PersistentMapping or *BlockMapping.
 	Mapping Mapping
+	// Gateway is the uplink's next hop as the spec gives it; invalid when
+	// the main table's default route through OIF is to say.
+	Gateway netip.Addr
+	// Probe is how watch tests the uplink; nil: its link alone says.
+	Probe *Probe
 
 	inside []span
 	index  map[uint32]int // public address -> index in Pool
@@ -188,6 +197,13 @@ func NewPlan(spec Spec) (*Plan, error) {
 		}
 	} else if spec.Cluster != (ClusterSpec{}) {
 		return nil, fmt.Errorf("cluster settings without nodes: list the nodes that share the pool")
+	}
+	if !reflect.ValueOf(spec.Uplinks).IsZero() {
+		u, err := newUplinks(spec.Uplinks, p)
+		if err != nil {
+			return nil, err
+		}
+		p.Uplinks = u
 	}
 	return p, nil
 }
@@ -328,6 +344,9 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 		if e.Ports, err = ParsePortRange(es.Ports); err != nil {
 			return nil, err
 		}
+	}
+	if err := e.setUplink(es); err != nil {
+		return nil, err
 	}
 	if err := e.setAddresses(es, warnings); err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ type Record struct {
 	CTLabel int            `json:"ct_label"`
 	Egress  []EgressRecord `json:"egress"`
 	Cluster *ClusterRecord `json:"cluster,omitempty"`
+	Uplinks *UplinksRecord `json:"uplinks,omitempty"`
 }
 
 // ClusterRecord is the cluster of a Record: its settings, its nodes, and
@@ -55,6 +56,9 @@ type EgressRecord struct {
 	Block *BlockPins `json:"block,omitempty"`
 	// persistent needs nothing more: the kernel spreads the hosts over the
 	// pool, First to Last.
+
+	Gateway string     `json:"gateway,omitempty"`
+	Probe   *ProbeSpec `json:"probe,omitempty"`
 }
 
 // Record returns what the plan decided, for the journal.
@@ -72,6 +76,10 @@ func (p *Plan) Record() Record {
 			er.Pool = append(er.Pool, fmt.Sprintf("%s=%d", a.Addr, a.Weight))
 		}
 		e.Mapping.pin(&er)
+		if e.Gateway.IsValid() {
+			er.Gateway = e.Gateway.String()
+		}
+		er.Probe = e.Probe.spec()
 		r.Egress = append(r.Egress, er)
 	}
 	if c := p.Cluster; c != nil {
@@ -88,6 +96,9 @@ func (p *Plan) Record() Record {
 			cr.Orders = append(cr.Orders, ch.Order)
 		}
 		r.Cluster = cr
+	}
+	if u := p.Uplinks; u != nil {
+		r.Uplinks = u.record()
 	}
 	return r
 }
@@ -145,6 +156,12 @@ func (r Record) Plan() (*Plan, error) {
 			return nil, err
 		}
 	}
+	if r.Uplinks != nil {
+		var err error
+		if p.Uplinks, err = r.Uplinks.uplinks(p.Egress); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -189,6 +206,9 @@ func (er EgressRecord) egress() (*Egress, error) {
 	if kind == nil {
 		return nil, fmt.Errorf("unknown strategy %q", e.Strategy)
 	}
-	e.Mapping, err = kind.restore(e, er)
+	if e.Mapping, err = kind.restore(e, er); err != nil {
+		return e, err
+	}
+	err = e.setUplink(EgressSpec{Gateway: er.Gateway, Probe: er.Probe})
 	return e, err
 }

@@ -31,6 +31,9 @@ type Spec struct {
 	// Nodes are the NAT boxes that share the pool, when several do.
 	Nodes   []NodeSpec  `yaml:"nodes" json:"nodes,omitempty"`
 	Cluster ClusterSpec `yaml:"cluster" json:"cluster,omitzero"`
+	// Uplinks are the egress entries of a site that share its inside
+	// hosts, each through its own uplink, and how.
+	Uplinks UplinksSpec `yaml:"uplinks" json:"uplinks,omitzero"`
 }
 
 // EgressSpec is one egress entry as written. Every value is kept as text so
@@ -60,6 +63,13 @@ type EgressSpec struct {
 	MaxImbalance string `yaml:"max-imbalance" json:"max-imbalance,omitempty"`
 	HostsPerIP   string `yaml:"hosts-per-ip" json:"hosts-per-ip,omitempty"`
 	BlockSize    string `yaml:"block-size" json:"block-size,omitempty"`
+
+	// Gateway is the uplink's next hop, for the routing table natpool
+	// keeps for it when the entry is one of the uplinks; empty: the main
+	// table's default route through OIF says.
+	Gateway string `yaml:"gateway" json:"gateway,omitempty"`
+	// Probe tells watch how to know the uplink carries traffic.
+	Probe *ProbeSpec `yaml:"probe" json:"probe,omitempty"`
 }
 
 // Option names an egress option by its flag name, with a pointer to its value.

@@ -105,6 +105,19 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		}
 		s.str("\t}").end()
 	}
+	if u := rs.Uplinks; u != nil {
+		comment := strconv.Quote(rs.UplinksComment())
+		s.str("\tchain ").str(compiler.UplinkChain).str(" {").end()
+		s.str("\t\ttype filter hook prerouting priority mangle; policy accept;").end()
+		s.sources(u.Sources).str(" ct state new meta mark set ").target(compiler.Target{Kind: compiler.ByJhash, Seed: u.Seed, Buckets: u.Buckets, Runs: u.Runs}).str(" comment ").str(comment).end()
+		for _, m := range u.Members {
+			s.str("\t\tmeta mark ").mark(m.Mark).str(" ct state new ct label set ").num(uint64(m.Label)).str(" comment ").str(comment).end()
+		}
+		for _, m := range u.Members {
+			s.sources(u.Sources).str(" ct label ").num(uint64(m.Label)).str(" meta mark set ").mark(m.Mark).str(" comment ").str(comment).end()
+		}
+		s.str("\t}").end()
+	}
 	s.str("}").end()
 	return s.flush()
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/natpool/natpool/compiler"
@@ -119,6 +120,7 @@ type DeleteReport struct {
 	Netns       string `json:"netns"`
 	Deleted     bool   `json:"deleted"`
 	PolicyRules int    `json:"policy_rules"`
+	Routes      int    `json:"routes"`
 	DryRun      bool   `json:"dry_run"`
 }
 
@@ -133,9 +135,16 @@ func (r DeleteReport) Text(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "no table ip %s in %s", r.Table, Where(r.Netns))
 	}
+	var removed []string
+	if r.PolicyRules > 0 {
+		removed = append(removed, Plural(uint64(r.PolicyRules), "policy rule"))
+	}
+	if r.Routes > 0 {
+		removed = append(removed, Plural(uint64(r.Routes), "route"))
+	}
 	switch {
-	case r.PolicyRules > 0:
-		fmt.Fprintf(w, "; %s %s of natpool's\n", rulesVerb, Plural(uint64(r.PolicyRules), "policy rule"))
+	case len(removed) > 0:
+		fmt.Fprintf(w, "; %s %s of natpool's\n", rulesVerb, strings.Join(removed, " and "))
 	case !r.Deleted:
 		fmt.Fprintf(w, ": nothing to delete\n")
 	default:

@@ -9,7 +9,7 @@ import (
 )
 
 // Formats are the ruleset formats, the first the default.
-var Formats = []string{"nft", "nft-json", "iptables", "ipset", "bird"}
+var Formats = []string{"nft", "nft-json", "iptables", "ipset", "bird", "ip"}
 
 // Options say how a ruleset is written.
 type Options struct {
@@ -34,10 +34,15 @@ func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error 
 		return BIRD(w, p, o.Node, o.Version)
 	}
 	rs := compiler.Compile(p, compiler.Options{Encoding: compiler.PerHost, Node: o.Node})
-	if rs.Steering != nil && format != "nft" {
+	if rs.Steering != nil && format != "nft" && format != "ip" {
 		return fmt.Errorf("format %s cannot carry a node's steering: render nft, or apply --node", format)
 	}
+	if rs.Uplinks != nil && format != "nft" && format != "ip" {
+		return fmt.Errorf("format %s cannot carry the uplinks' marks: render nft and ip, or apply", format)
+	}
 	switch format {
+	case "ip":
+		return IP(w, rs, o.Version)
 	case "nft":
 		return NFT(w, rs, o.Version)
 	case "nft-json":

@@ -4,6 +4,8 @@ package linux
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
@@ -42,7 +44,13 @@ func (r *Routing) PolicyRules(reserved func(compiler.PolicyRule) bool) (mine []c
 		return nil, nil, Privileged(fmt.Errorf("listing policy rules: %w", err))
 	}
 	for _, rule := range rules {
-		pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table}
+		pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table, Suppress: rule.SuppressPrefixlen == 0}
+		if rule.Src != nil {
+			ones, _ := rule.Src.Mask.Size()
+			if a, ok := netip.AddrFromSlice(rule.Src.IP.To4()); ok {
+				pr.From = netip.PrefixFrom(a, ones)
+			}
+		}
 		switch {
 		case rule.Protocol == RuleProtocol:
 			mine = append(mine, pr)
@@ -122,9 +130,17 @@ func (r *Routing) DeletePolicyRules() (int, error) {
 func rule(pr compiler.PolicyRule) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
-	r.Priority, r.Mark, r.Table = pr.Priority, pr.Mark, pr.Table
-	all := ^uint32(0)
-	r.Mask = &all
+	r.Priority, r.Table = pr.Priority, pr.Table
+	if pr.Mark != 0 {
+		all := ^uint32(0)
+		r.Mark, r.Mask = pr.Mark, &all
+	}
+	if pr.From.IsValid() {
+		r.Src = &net.IPNet{IP: pr.From.Addr().AsSlice(), Mask: net.CIDRMask(pr.From.Bits(), 32)}
+	}
+	if pr.Suppress {
+		r.SuppressPrefixlen = 0
+	}
 	r.Protocol = RuleProtocol
 	return r
 }

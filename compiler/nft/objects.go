@@ -205,7 +205,42 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		}
 		o.chains = append(o.chains, *steer)
 	}
+	if u := rs.Uplinks; u != nil {
+		// As the steer chain's: before routing, which the marks choose.
+		c := &chainRules{chain: &nftables.Chain{Name: compiler.UplinkChain, Table: o.table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}}
+		choose := compiler.Rule{Egress: "uplinks", Sources: u.Sources, Target: compiler.Target{Kind: compiler.ByJhash, Seed: u.Seed, Buckets: u.Buckets, Runs: u.Runs}}
+		x := append(o.sourceExprs(choose), ctStateNew()...)
+		x = append(x, o.valueOf(choose, named, nftables.TypeMark)...)
+		add(c, append(x, setMark()), rs.UplinksComment())
+		for _, m := range u.Members {
+			x := append([]expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m.Mark)}}, ctStateNew()...)
+			add(c, append(x, labelExprs(m.Label)...), rs.UplinksComment())
+		}
+		for _, m := range u.Members {
+			x := append(o.sourceExprs(choose), &expr.Ct{Register: reg1, Key: expr.CtKeyLABELS},
+				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 16, Mask: compiler.LabelBits(m.Label), Xor: make([]byte, 16)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 16)},
+				&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m.Mark)})
+			add(c, append(x, setMark()), rs.UplinksComment())
+		}
+		o.chains = append(o.chains, *c)
+	}
 	return o, nil
+}
+
+// ctStateNew matches a connection's first packet, as nft encodes `ct state
+// new`.
+func ctStateNew() []expr.Any {
+	return []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)}}
+}
+
+// setMark sets the packet mark from reg1, as nft encodes `meta mark set`.
+func setMark() expr.Any {
+	return &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1}
 }
 
 // guardExprs drops and counts, as nft encodes `ip saddr SOURCES oifname
@@ -248,7 +283,7 @@ func labelExprs(label int) []expr.Any {
 // the mark as a NAT rule's finds the address.
 func (o *objects) steerExprs(r compiler.Rule, named map[string]*nftables.Set) []expr.Any {
 	x := append(o.sourceExprs(r), o.valueOf(r, named, nftables.TypeMark)...)
-	return append(x, &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1})
+	return append(x, setMark())
 }
 
 // valueOf leaves in reg1 the value a ByValue, ByHost or ByJhash target

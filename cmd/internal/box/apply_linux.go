@@ -26,35 +26,38 @@ func (b *Box) stamp(t journal.Target) (string, bool, error) {
 }
 
 // Apply puts plan in force, journaled: natpool's table replaced in one
-// transaction and, for a node of a cluster, natpool's policy rules made
-// those of the plan. A table or policy routing that is not natpool's is
-// refused before the journal is touched.
+// transaction and natpool's policy routing (a cluster node's rules, a
+// site's uplinks' rules and routes) made that of the plan. A table or
+// policy routing that is not natpool's is refused before the journal is
+// touched.
 func (b *Box) Apply(plan *pool.Plan, o Options) (Applied, error) {
 	if err := CheckNode(plan, o.Node); err != nil {
 		return Applied{}, err
 	}
-	rs := compiler.Compile(plan, compiler.Options{Encoding: o.Encoding, Node: o.Node})
 	tables, err := b.Kernels(b.Netns).Tables()
 	if err != nil {
 		return Applied{}, err
 	}
 	defer tables.Close()
-	if err := claimable(tables, rs.Table); err != nil {
-		return Applied{}, err
-	}
 	routing, err := b.Kernels(b.Netns).Routing()
 	if err != nil {
 		return Applied{}, err
 	}
 	defer routing.Close()
-	if rs.Steering != nil {
-		if err := claimCluster(routing, plan.Cluster); err != nil {
-			return Applied{}, err
-		}
+	rs, err := compileFor(routing, plan, o)
+	if err != nil {
+		return Applied{}, err
+	}
+	if err := claimable(tables, rs.Table); err != nil {
+		return Applied{}, err
+	}
+	pol := policyOf(rs, plan)
+	if err := claimRouting(routing, plan, pol); err != nil {
+		return Applied{}, err
 	}
 	rec := plan.Record()
 	if err := b.Journal.Change(journal.Apply, b.Netns, rs.Table, rs.Digest, &rec, func() error {
-		return applyNode(tables, routing, rs, plan.Cluster)
+		return applyRouting(tables, routing, rs, pol)
 	}); err != nil {
 		return Applied{}, err
 	}
@@ -87,27 +90,76 @@ func missingInterfaces(r Routing, plan *pool.Plan, netns string) []string {
 	return out
 }
 
-// applyNode replaces natpool's table with rs and, for a node of a cluster,
-// makes natpool's policy rules those of rs: the new rules are added before
-// the table changes (a rule for a mark no packet carries yet is inert) and
-// the stale ones deleted after, so no packet meets a table without its
-// rules. Should the table be refused, the rules are put back as they were.
-func applyNode(t Tables, r Routing, rs *compiler.Ruleset, c *pool.Cluster) error {
-	if rs.Steering == nil {
-		return t.Apply(rs)
+// compileFor compiles plan for this box: for a site with uplinks, with
+// what the kernel says of each (its address, its gateway) and the states
+// o gives (all up when none).
+func compileFor(r Routing, plan *pool.Plan, o Options) (*compiler.Ruleset, error) {
+	co := compiler.Options{Encoding: o.Encoding, Node: o.Node}
+	if u := plan.Uplinks; u != nil {
+		for i, m := range u.Members {
+			f := compiler.UplinkFacts{State: pool.UplinkUp}
+			if o.Uplinks != nil {
+				f.State = o.Uplinks[i]
+			}
+			var err error
+			if f.Address, f.Gateway, err = r.Uplink(m.OIF); err != nil {
+				return nil, err
+			}
+			co.Uplinks = append(co.Uplinks, f)
+		}
 	}
-	reserved := compiler.Reserved(c)
-	had, _, err := r.PolicyRules(reserved)
+	return compiler.Compile(plan, co), nil
+}
+
+// policy is natpool's policy routing of a ruleset: its rules and routes,
+// the tables where only its routes may be, and where its rules go.
+type policy struct {
+	rules    []compiler.PolicyRule
+	routes   []compiler.Route
+	tables   []int
+	reserved func(compiler.PolicyRule) bool
+}
+
+func policyOf(rs *compiler.Ruleset, plan *pool.Plan) policy {
+	p := policy{reserved: func(compiler.PolicyRule) bool { return false }}
+	if st := rs.Steering; st != nil {
+		p.rules, p.reserved = append(p.rules, st.Routes...), compiler.Reserved(plan.Cluster)
+	}
+	if u := rs.Uplinks; u != nil {
+		p.rules, p.routes, p.tables = append(p.rules, u.Rules...), u.Routes, compiler.UplinkTables(plan.Uplinks)
+		p.reserved = compiler.UplinkReserved(plan.Uplinks)
+	}
+	return p
+}
+
+// applyRouting replaces natpool's table with rs and makes natpool's policy
+// routing p: the routes first (only natpool's rules look them up), then
+// the new rules before the table changes (a rule for a mark no packet
+// carries yet is inert), the stale ones after, so no packet meets a table
+// without its rules. Should anything be refused, the rules and routes are
+// put back as they were.
+func applyRouting(t Tables, r Routing, rs *compiler.Ruleset, p policy) error {
+	had, _, err := r.PolicyRules(p.reserved)
 	if err != nil {
 		return err
 	}
-	if err := r.SetPolicyRules(append(slices.Clone(had), rs.Steering.Routes...), reserved); err != nil {
-		return errors.Join(err, r.SetPolicyRules(had, reserved))
+	hadRoutes, _, err := r.Routes(nil)
+	if err != nil {
+		return err
+	}
+	back := func(err error) error {
+		return errors.Join(err, r.SetPolicyRules(had, p.reserved), r.SetRoutes(nil, hadRoutes))
+	}
+	if err := r.SetRoutes(p.tables, p.routes); err != nil {
+		return back(err)
+	}
+	if err := r.SetPolicyRules(append(slices.Clone(had), p.rules...), p.reserved); err != nil {
+		return back(err)
 	}
 	if err := t.Apply(rs); err != nil {
-		return errors.Join(err, r.SetPolicyRules(had, reserved))
+		return back(err)
 	}
-	return r.SetPolicyRules(rs.Steering.Routes, reserved)
+	return r.SetPolicyRules(p.rules, p.reserved)
 }
 
 // claimable refuses, before anything is written to the journal, a table
@@ -121,14 +173,21 @@ func claimable(t Tables, table string) error {
 	return err
 }
 
-// claimCluster refuses a cluster's policy-routing ranges when a rule or
-// route natpool did not make sits in them.
-func claimCluster(r Routing, c *pool.Cluster) error {
-	_, foreign, err := r.PolicyRules(compiler.Reserved(c))
+// claimRouting refuses natpool's policy-routing ranges (a cluster's, a
+// site's uplinks') when a rule or route natpool did not make sits in them.
+func claimRouting(r Routing, plan *pool.Plan, p policy) error {
+	_, foreign, err := r.PolicyRules(p.reserved)
 	if err != nil {
 		return err
 	}
-	routes, err := r.ForeignRoutes(compiler.NodeTables(c))
+	if plan.Cluster != nil {
+		routes, err := r.ForeignRoutes(compiler.NodeTables(plan.Cluster))
+		if err != nil {
+			return err
+		}
+		foreign = append(foreign, routes...)
+	}
+	_, routes, err := r.Routes(p.tables)
 	if err != nil {
 		return err
 	}
@@ -143,7 +202,15 @@ func (b *Box) DryRun(plan *pool.Plan, o Options) (render.DryRunReport, error) {
 	if err := CheckNode(plan, o.Node); err != nil {
 		return render.DryRunReport{}, err
 	}
-	rs := compiler.Compile(plan, compiler.Options{Encoding: o.Encoding, Node: o.Node})
+	routing, err := b.Kernels(b.Netns).Routing()
+	if err != nil {
+		return render.DryRunReport{}, err
+	}
+	defer routing.Close()
+	rs, err := compileFor(routing, plan, o)
+	if err != nil {
+		return render.DryRunReport{}, err
+	}
 	r := render.DryRunReport{ApplyReport: applyReport(rs, b.Netns)}
 	want, err := nft.Expected(rs)
 	if err != nil {
@@ -173,9 +240,9 @@ func (b *Box) DryRun(plan *pool.Plan, o Options) (render.DryRunReport, error) {
 	return r, nil
 }
 
-// Delete removes natpool's table and natpool's policy rules, told by their
-// protocol (no plan is needed to find them, and no other rule is touched),
-// journaled; dry, it says what it would remove.
+// Delete removes natpool's table and natpool's policy rules and routes,
+// told by their protocol (no plan is needed to find them, and no other rule
+// or route is touched), journaled; dry, it says what it would remove.
 func (b *Box) Delete(table string, dryRun bool) (render.DeleteReport, error) {
 	rep := render.DeleteReport{Table: table, Netns: b.Netns, DryRun: dryRun}
 	tables, err := b.Kernels(b.Netns).Tables()
@@ -192,19 +259,26 @@ func (b *Box) Delete(table string, dryRun bool) (render.DeleteReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	routes, _, err := routing.Routes(nil)
+	if err != nil {
+		return rep, err
+	}
 	if err := claimable(tables, table); err != nil {
 		return rep, err
 	}
 	if dryRun {
 		st, err := tables.Stamp(table)
-		rep.Deleted, rep.PolicyRules = st.Exists, len(rules)
+		rep.Deleted, rep.PolicyRules, rep.Routes = st.Exists, len(rules), len(routes)
 		return rep, err
 	}
 	err = b.Journal.Change(journal.Delete, b.Netns, table, "", nil, func() (err error) {
 		if rep.Deleted, err = tables.Delete(table); err != nil {
 			return err
 		}
-		rep.PolicyRules, err = routing.DeletePolicyRules()
+		if rep.PolicyRules, err = routing.DeletePolicyRules(); err != nil {
+			return err
+		}
+		rep.Routes, err = routing.DeleteRoutes()
 		return err
 	})
 	return rep, err

@@ -60,6 +60,9 @@ func New(netns string, kernels func(string) Kernel, w *journal.Writer) *Box {
 type Options struct {
 	Node     string // the node of the plan's cluster this box is
 	Encoding compiler.Encoding
+	// Uplinks are the states of a site's uplinks (watch's, by member);
+	// nil: all up.
+	Uplinks []pool.UplinkState
 }
 
 // Applied is what an apply put in force, and what it would warn of.

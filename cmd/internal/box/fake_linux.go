@@ -42,8 +42,12 @@ type FakeNamespace struct {
 	// Routes are the routes of each routing table, by the protocol that
 	// put them there ("bird" or another).
 	Routes map[int][]string
-	Links  map[string]bool   // interface -> carries traffic
-	Out    map[string]string // an inside host -> the interface its route to the probe takes
+	// MyRoutes are natpool's routes; Addrs and Gateways each interface's
+	// address and gateway in the main table.
+	MyRoutes        []compiler.Route
+	Addrs, Gateways map[string]netip.Addr
+	Links           map[string]bool   // interface -> carries traffic
+	Out             map[string]string // an inside host -> the interface its route to the probe takes
 	// RouteErr is what asking for a route answers, when set: a box that
 	// does not forward cannot answer it.
 	RouteErr error
@@ -81,7 +85,7 @@ func (f *Fake) Log() []string {
 func (f *Fake) namespace(netns string) *FakeNamespace {
 	n := f.ns[netns]
 	if n == nil {
-		n = &FakeNamespace{Tables: map[string]*compiler.Ruleset{}, Foreign: map[string]bool{}, Routes: map[int][]string{},
+		n = &FakeNamespace{Tables: map[string]*compiler.Ruleset{}, Foreign: map[string]bool{}, Routes: map[int][]string{}, Addrs: map[string]netip.Addr{}, Gateways: map[string]netip.Addr{},
 			Links: map[string]bool{}, Out: map[string]string{}, GuardCounters: map[string]uint64{},
 			Changes: make(chan linux.Change, 64), Events: make(chan conntrack.Change, 1024), Lost: make(chan struct{}, 1), claims: map[string]func(net.Conn){}}
 		f.ns[netns] = n
@@ -274,6 +278,57 @@ func (p fakeRouting) ForeignRoutes(tables []int) (out []string, err error) {
 		}
 	})
 	return out, nil
+}
+
+func (p fakeRouting) Routes(tables []int) (mine []compiler.Route, foreign []string, err error) {
+	p.do(func(n *FakeNamespace) {
+		mine = slices.Clone(n.MyRoutes)
+		for _, t := range tables {
+			for _, proto := range n.Routes[t] {
+				foreign = append(foreign, fmt.Sprintf("route in routing table %d (proto %s)", t, proto))
+			}
+		}
+	})
+	return mine, foreign, nil
+}
+
+func (p fakeRouting) SetRoutes(tables []int, want []compiler.Route) (err error) {
+	_, foreign, _ := p.Routes(tables)
+	if len(foreign) > 0 {
+		return &linux.ForeignError{What: foreign}
+	}
+	p.do(func(n *FakeNamespace) {
+		for _, r := range want {
+			if !slices.Contains(n.MyRoutes, r) {
+				n.MyRoutes = append(n.MyRoutes, r)
+				p.log("route add " + r.String())
+			}
+		}
+		n.MyRoutes = slices.DeleteFunc(n.MyRoutes, func(r compiler.Route) bool {
+			gone := !slices.Contains(want, r)
+			if gone {
+				p.log("route del " + r.String())
+			}
+			return gone
+		})
+	})
+	return nil
+}
+
+func (p fakeRouting) DeleteRoutes() (removed int, err error) {
+	p.do(func(n *FakeNamespace) {
+		removed = len(n.MyRoutes)
+		for _, r := range n.MyRoutes {
+			p.log("route del " + r.String())
+		}
+		n.MyRoutes = nil
+	})
+	return removed, nil
+}
+
+func (p fakeRouting) Uplink(oif string) (addr, gw netip.Addr, err error) {
+	p.do(func(n *FakeNamespace) { addr, gw = n.Addrs[oif], n.Gateways[oif] })
+	return addr, gw, nil
 }
 
 func (p fakeRouting) LinksUp() (up map[string]bool, err error) {

@@ -56,6 +56,15 @@ type Routing interface {
 	DeletePolicyRules() (int, error)
 	HasBIRDRoutes(table int) (bool, error)
 	ForeignRoutes(tables []int) ([]string, error)
+	// Routes returns natpool's routes, in any table, and the others in
+	// tables; SetRoutes makes natpool's routes want, refusing others' in
+	// tables; DeleteRoutes deletes natpool's.
+	Routes(tables []int) (mine []compiler.Route, foreign []string, err error)
+	SetRoutes(tables []int, want []compiler.Route) error
+	DeleteRoutes() (int, error)
+	// Uplink says what the kernel knows of interface oif as an uplink: its
+	// address and its gateway in the main table (invalid when none).
+	Uplink(oif string) (addr, gateway netip.Addr, err error)
 	LinksUp() (map[string]bool, error)
 	RouteOut(src, dst netip.Addr) (string, error)
 	// Follow sends the changes of links and routes until ctx ends or the

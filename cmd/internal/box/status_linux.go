@@ -43,13 +43,24 @@ func (b *Box) Status(plan *pool.Plan, node string) (render.StatusReport, error) 
 	if err != nil {
 		return r, err
 	}
+	routing, err := b.Kernels(b.Netns).Routing()
+	if err != nil {
+		return r, err
+	}
+	defer routing.Close()
 	// The table may hold either encoding of port blocks: compare with the
 	// compact one and, if the table is not in sync with it, with the
-	// per-host one too, and report against the closer.
+	// per-host one too, and report against the closer. A site's uplinks
+	// are compared as the table says watch last found them.
 	var rs *compiler.Ruleset
 	var want *nft.TableState
+	o := Options{Node: node, Uplinks: uplinkStates(have, plan)}
 	for _, enc := range []compiler.Encoding{compiler.Compact, compiler.PerHost} {
-		c := compiler.Compile(plan, compiler.Options{Encoding: enc, Node: node})
+		o.Encoding = enc
+		c, err := compileFor(routing, plan, o)
+		if err != nil {
+			return r, err
+		}
 		w, err := nft.Expected(c)
 		if err != nil {
 			return r, err
@@ -62,9 +73,12 @@ func (b *Box) Status(plan *pool.Plan, node string) (render.StatusReport, error) 
 		}
 	}
 	r.Digest, r.Rules, r.Elements = rs.Digest, len(rs.Rules), rs.Elements()
-	var routes []compiler.PolicyRule
+	routes, err := policyDrift(routing, rs, plan, &r)
+	if err != nil {
+		return r, err
+	}
 	if rs.Steering != nil {
-		if routes, err = b.steering(rs, plan.Cluster, &r); err != nil {
+		if r.Peers, err = peerStates(routing, plan.Cluster, rs.Steering.Node); err != nil {
 			return r, err
 		}
 	}
@@ -90,43 +104,67 @@ func size(diffs []compiler.Difference) int {
 	return n
 }
 
-// steering adds to r how natpool's policy rules differ from the node's in
-// rs (a missing one has this node translate hosts whose replies go to
-// another; a foreign one sits where natpool's go) and the state of each
-// peer, and returns natpool's policy rules in force.
-func (b *Box) steering(rs *compiler.Ruleset, c *pool.Cluster, r *render.StatusReport) ([]compiler.PolicyRule, error) {
-	routing, err := b.Kernels(b.Netns).Routing()
+// policyDrift adds to r how natpool's policy routing differs from that of
+// rs (a missing steer rule has this node translate hosts whose replies go
+// to another; a missing uplink rule or route sends hosts out by the main
+// table's route; a foreign rule or route sits where natpool's go), and
+// returns natpool's policy rules in force.
+func policyDrift(routing Routing, rs *compiler.Ruleset, plan *pool.Plan, r *render.StatusReport) ([]compiler.PolicyRule, error) {
+	p := policyOf(rs, plan)
+	have, foreign, err := routing.PolicyRules(p.reserved)
 	if err != nil {
 		return nil, err
 	}
-	defer routing.Close()
-	have, foreign, err := routing.PolicyRules(compiler.Reserved(c))
+	if plan.Cluster != nil && rs.Steering != nil {
+		routes, err := routing.ForeignRoutes(compiler.NodeTables(plan.Cluster))
+		if err != nil {
+			return nil, err
+		}
+		foreign = append(foreign, routes...)
+	}
+	haveRoutes, routes, err := routing.Routes(p.tables)
 	if err != nil {
 		return nil, err
 	}
-	routes, err := routing.ForeignRoutes(compiler.NodeTables(c))
-	if err != nil {
-		return nil, err
-	}
-	d := compiler.Difference{Object: "policy rules"}
+	d := compiler.Difference{Object: "policy routing"}
 	for _, f := range append(foreign, routes...) {
 		d.Extra = append(d.Extra, f+" (not natpool's, in its ranges)")
 	}
-	for _, pr := range rs.Steering.Routes {
-		if !slices.Contains(have, pr) {
-			d.Missing = append(d.Missing, pr.String())
-		}
-	}
-	for _, pr := range have {
-		if !slices.Contains(rs.Steering.Routes, pr) {
-			d.Extra = append(d.Extra, pr.String())
-		}
-	}
+	d.Missing, d.Extra = append(d.Missing, missing(p.rules, have)...), append(d.Extra, missing(have, p.rules)...)
+	d.Missing, d.Extra = append(d.Missing, missing(p.routes, haveRoutes)...), append(d.Extra, missing(haveRoutes, p.routes)...)
 	if len(d.Missing)+len(d.Extra) > 0 {
 		r.Drift = append(r.Drift, d)
 	}
-	r.Peers, err = peerStates(routing, c, rs.Steering.Node)
-	return have, err
+	return have, nil
+}
+
+// missing returns, as text, what of want have lacks.
+func missing[T interface {
+	comparable
+	String() string
+}](want, have []T) []string {
+	var out []string
+	for _, x := range want {
+		if !slices.Contains(have, x) {
+			out = append(out, x.String())
+		}
+	}
+	return out
+}
+
+// uplinkStates reads from natpool's table the states of the uplinks its
+// marks follow; nil (all up) for a plan without uplinks or a table that
+// says none.
+func uplinkStates(have *nft.TableState, plan *pool.Plan) []pool.UplinkState {
+	if plan.Uplinks == nil {
+		return nil
+	}
+	for _, c := range have.Chains {
+		if c.Name == compiler.UplinkChain && len(c.Rules) > 0 {
+			return compiler.UplinkStates(c.Rules[0].Comment, plan.Uplinks)
+		}
+	}
+	return nil
 }
 
 // Peers returns whether each peer of node is up: its routing table holds
