@@ -169,7 +169,7 @@ func TestHistoryListsChangesNewestFirstWithTheHostsMoved(t *testing.T) {
 	// Pruning before the second apply drops the first, and every lookup
 	// from then on answers as before.
 	before := w.must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16")
-	if out := w.must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry and 0 peer events that") {
+	if out := w.must(t, 0, "history", "--journal", path, "--prune-before", "2026-11-17T14:01:30Z"); !strings.Contains(out, "dropped 1 entry, 0 peer events and 0 uplink events that") {
 		t.Errorf("prune: %s", out)
 	}
 	if after := w.must(t, 0, "lookup", "--journal", path, "--at", "2026-11-17T14:01:30Z", "10.16.3.7", "192.76.8.16"); after != before {

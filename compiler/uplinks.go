@@ -3,7 +3,6 @@ package compiler
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"go4.org/netipx"
@@ -164,11 +163,11 @@ func UplinkStates(comment string, u *pool.Uplinks) []pool.UplinkState {
 	}
 	for i, f := range fields {
 		name, state, _ := strings.Cut(f, "=")
-		s := slices.IndexFunc([]pool.UplinkState{pool.UplinkUp, pool.UplinkDegraded, pool.UplinkDown}, func(s pool.UplinkState) bool { return s.String() == state })
-		if name != u.Members[i].Name || s < 0 {
+		s, ok := pool.ParseUplinkState(state)
+		if name != u.Members[i].Name || !ok {
 			return nil
 		}
-		states[i] = pool.UplinkState(s)
+		states[i] = s
 	}
 	return states
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"iter"
 	"net/netip"
+	"slices"
 
 	"go4.org/netipx"
 )
@@ -34,6 +35,11 @@ type Answer struct {
 	// Nodes are the nodes of the plan's cluster that serve Public, owner
 	// first, then the backups in turn; nil for a single box.
 	Nodes []string
+	// Uplink is, for a forward answer of a site's uplink, its rank among
+	// the host's uplinks (1: the first), and InUse whether the host leaves
+	// by it (by its first while all are up; see UplinksIn); 0 otherwise.
+	Uplink int
+	InUse  bool
 }
 
 // Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
@@ -67,6 +73,12 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 		case ok:
 			if p.Cluster != nil && a.Public.IsValid() {
 				a.Nodes = p.Cluster.NodeNames(p.Cluster.Order(a.Public))
+			}
+			if u := p.Uplinks; u != nil && a.Kind == Forward {
+				if m := u.MemberNamed(e.Name); m >= 0 {
+					a.Uplink = slices.Index(u.OrderOf(a.Private), m) + 1
+					a.InUse = u.MemberOf(a.Private, u.AllUp()) == m
+				}
 			}
 			answers = append(answers, a)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -218,6 +219,23 @@ func decodeNode(n *yaml.Node, v reflect.Value, what string) error {
 			}
 		}
 		v.Set(list)
+		return nil
+	case reflect.Bool:
+		b, err := strconv.ParseBool(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			return &SpecError{Line: n.Line, Msg: fmt.Sprintf("%s must be true or false", what)}
+		}
+		v.SetBool(b)
+		return nil
+	case reflect.Pointer:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return nil
+		}
+		p := reflect.New(v.Type().Elem())
+		if err := decodeNode(n, p.Elem(), what); err != nil {
+			return err
+		}
+		v.Set(p)
 		return nil
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {

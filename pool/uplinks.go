@@ -98,6 +98,16 @@ const (
 // String names the state.
 func (s UplinkState) String() string { return [...]string{"up", "degraded", "down"}[s] }
 
+// ParseUplinkState reads a state's name.
+func ParseUplinkState(name string) (UplinkState, bool) {
+	for s := UplinkUp; s <= UplinkDown; s++ {
+		if s.String() == name {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
 // newUplinks checks an uplinks spec against the plan's entries.
 func newUplinks(us UplinksSpec, p *Plan) (*Uplinks, error) {
 	u := &Uplinks{Policy: UplinkPolicy(cmp.Or(us.Policy, string(Balance))), Sticky: us.Sticky, Seed: DefaultSeed}
@@ -270,6 +280,14 @@ func (u *Uplinks) choose(r Run, states []UplinkState) int {
 
 // MemberOf returns the member inside host a leaves by, given the states.
 func (u *Uplinks) MemberOf(a netip.Addr, states []UplinkState) int {
+	return u.choose(u.runOf(a), states)
+}
+
+// OrderOf returns the members inside host a leaves by, in preference.
+func (u *Uplinks) OrderOf(a netip.Addr) []int { return u.Order(u.runOf(a)) }
+
+// runOf returns the run of buckets of inside host a.
+func (u *Uplinks) runOf(a netip.Addr) Run {
 	b := NftJhash(Uint32(a), u.Seed, uint32(u.Buckets()))
 	runs := u.Runs()
 	i, _ := slices.BinarySearchFunc(runs, b, func(r Run, b uint32) int {
@@ -281,7 +299,17 @@ func (u *Uplinks) MemberOf(a netip.Addr, states []UplinkState) int {
 		}
 		return 0
 	})
-	return u.choose(runs[i], states)
+	return runs[i]
+}
+
+// UplinksIn says, of answers, which uplink each host leaves by when the
+// members are in states.
+func (u *Uplinks) UplinksIn(answers []Answer, states []UplinkState) {
+	for i := range answers {
+		if a := &answers[i]; a.Uplink > 0 {
+			a.InUse = u.Members[u.MemberOf(a.Private, states)].Name == a.Egress
+		}
+	}
 }
 
 // AllUp returns the states of members that are all up.

@@ -19,8 +19,10 @@ type HistoryEntry struct {
 	Moved, PortsMoved, Hosts *uint64
 	// Unread marks an apply whose plan could not be read from the journal.
 	Unread bool
-	// Peer is set, and the rest empty, for a peer event.
-	Peer *journal.PeerEvent
+	// Peer is set, and the rest empty, for a peer event; Uplink for an
+	// uplink event.
+	Peer   *journal.PeerEvent
+	Uplink *journal.UplinkEvent
 }
 
 // Time returns when the entry took effect, or was meant to.
@@ -28,6 +30,8 @@ func (e HistoryEntry) Time() time.Time {
 	switch {
 	case e.Peer != nil:
 		return e.Peer.Time
+	case e.Uplink != nil:
+		return e.Uplink.Time
 	case e.Outcome == journal.Commit:
 		return e.From
 	}
@@ -74,6 +78,10 @@ func HistoryText(w io.Writer, entries []HistoryEntry) error {
 		if e.Peer != nil {
 			op, what := peerText(e.Peer)
 			rows = append(rows, []string{TimeText(e.Peer.Time), "-", op, TargetText(e.Peer.Host, e.Peer.Target), "-", what, "", "-"})
+			continue
+		}
+		if u := e.Uplink; u != nil {
+			rows = append(rows, []string{TimeText(u.Time), "-", "uplink-" + u.State, TargetText(u.Host, u.Target), "-", uplinkText(u), u.Egress, "-"})
 			continue
 		}
 		plan, egress, moved := "-", "", "-"
@@ -144,6 +152,11 @@ func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
 			out = append(out, peerJSON{Op: op, Host: p.Host, Machine: p.Target.Machine, Netns: p.Target.Netns, Table: p.Target.Table, Time: p.Time.UTC(), Since: p.Since.UTC(), Node: p.Node, Peer: p.Peer, What: what})
 			continue
 		}
+		if u := e.Uplink; u != nil {
+			out = append(out, uplinkJSON{Op: "uplink-" + u.State, Host: u.Host, Machine: u.Target.Machine, Netns: u.Target.Netns, Table: u.Target.Table,
+				Time: u.Time.UTC(), Egress: u.Egress, State: u.State, What: uplinkText(u)})
+			continue
+		}
 		h := historyJSON{Seq: e.Seq, Op: e.Op, Host: e.Host, Machine: e.Target.Machine, Netns: e.Target.Netns, Table: e.Target.Table, Digest: e.Digest,
 			Version: e.Version, Intended: e.Intended.UTC(), Outcome: e.Outcome, Recovered: e.Recovered, Error: e.Error,
 			Egress: e.Egress, Moved: e.Moved, Ports: e.PortsMoved, Hosts: e.Hosts, Unread: e.Unread}
@@ -159,6 +172,24 @@ func HistoryJSON(w io.Writer, entries []HistoryEntry) error {
 	return JSON(w, out)
 }
 
+// uplinkText says what an uplink event meant.
+func uplinkText(u *journal.UplinkEvent) string {
+	return fmt.Sprintf("uplink of egress %s %s: %s", u.Egress, u.State, u.Why)
+}
+
+// uplinkJSON is an uplink event in history's JSON, told apart by its op.
+type uplinkJSON struct {
+	Op      string    `json:"op"` // "uplink-up", "uplink-degraded" or "uplink-down"
+	Host    string    `json:"host"`
+	Machine string    `json:"machine"`
+	Netns   string    `json:"netns"`
+	Table   string    `json:"table"`
+	Time    time.Time `json:"from"`
+	Egress  string    `json:"egress"`
+	State   string    `json:"state"`
+	What    string    `json:"outcome"`
+}
+
 // PruneReport is what history --prune-before dropped.
 type PruneReport struct {
 	Journal string    `json:"journal"`
@@ -168,6 +199,6 @@ type PruneReport struct {
 
 // Text writes the report as history --prune-before prints it.
 func (r PruneReport) Text(w io.Writer) {
-	fmt.Fprintf(w, "journal %s: dropped %s and %s that stopped mattering before %s\n", r.Journal,
-		Plural(uint64(r.Entries), "entry"), Plural(uint64(r.PeerEvents), "peer event"), r.Before.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "journal %s: dropped %s, %s and %s that stopped mattering before %s\n", r.Journal,
+		Plural(uint64(r.Entries), "entry"), Plural(uint64(r.PeerEvents), "peer event"), Plural(uint64(r.UplinkEvents), "uplink event"), r.Before.UTC().Format(time.RFC3339))
 }

@@ -19,6 +19,17 @@ type LookupOptions struct {
 	All    bool // list every host of a reverse lookup
 }
 
+// uplinkSuffix says, for a site's uplink, whether the host leaves by it.
+func uplinkSuffix(a pool.Answer) string {
+	switch {
+	case a.Uplink == 0:
+		return ""
+	case a.InUse:
+		return fmt.Sprintf(", by its uplink %d (in use)", a.Uplink)
+	}
+	return fmt.Sprintf(", by its uplink %d (not in use)", a.Uplink)
+}
+
 // nodesSuffix names the nodes serving an answer's address, for a cluster's
 // plan: " on nodes nat1 > nat3 > nat2", the owner first.
 func nodesSuffix(a pool.Answer) string {
@@ -40,7 +51,7 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 		}
 		switch a.Kind {
 		case pool.Forward:
-			fmt.Fprintf(w, "%s -> %s ports %s%s\n", a.Private, a.Public, a.Ports, nodesSuffix(a))
+			fmt.Fprintf(w, "%s -> %s ports %s%s%s\n", a.Private, a.Public, a.Ports, nodesSuffix(a), uplinkSuffix(a))
 		case pool.PortOwner:
 			owner := "no host"
 			if a.Private.IsValid() {
@@ -111,6 +122,8 @@ type answerJSON struct {
 	Ranges  []string `json:"ranges,omitempty"`
 	Addrs   []string `json:"addrs,omitempty"`
 	Nodes   []string `json:"nodes,omitempty"`
+	Uplink  int      `json:"uplink,omitempty"`
+	InUse   *bool    `json:"in_use,omitempty"`
 }
 
 // answerNone is an address with no mapping.
@@ -227,7 +240,11 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 		switch a.Kind {
 		case pool.Forward:
 			private := a.Private.String()
-			out = append(out, answerJSON{Egress: egress, Private: &private, Public: a.Public.String(), Ports: a.Ports.String(), Nodes: a.Nodes})
+			aj := answerJSON{Egress: egress, Private: &private, Public: a.Public.String(), Ports: a.Ports.String(), Nodes: a.Nodes, Uplink: a.Uplink}
+			if a.Uplink > 0 {
+				aj.InUse = &a.InUse
+			}
+			out = append(out, aj)
 		case pool.PortOwner:
 			ao := answerOwner{Egress: egress, Public: a.Public.String(), Port: a.Port, Nodes: a.Nodes}
 			if a.Private.IsValid() {

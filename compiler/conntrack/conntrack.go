@@ -274,6 +274,27 @@ func Of(eg *pool.Egress) Selector {
 	return func(e *Entry) bool { return e.Translated && eg.Inside.Contains(e.Host) && eg.Carries(e.Public.Addr()) }
 }
 
+// Rerouted selects, on a site whose uplinks are in states, natpool's
+// entries of flows left on an uplink their host no longer leaves by: those
+// on an uplink that is down (their host has another now), and, unless the
+// uplinks are sticky, those failed over to a backup whose host's own
+// uplink is back. Deleted, each flow's next packet is a new connection,
+// which leaves by its host's uplink now with that uplink's address.
+func Rerouted(p *pool.Plan, states []pool.UplinkState) Selector {
+	u := p.Uplinks
+	return func(e *Entry) bool {
+		if !e.Translated || u == nil {
+			return false
+		}
+		for i, m := range u.Members {
+			if eg := p.Egress[m.Egress]; eg.Inside.Contains(e.Host) && eg.Carries(e.Public.Addr()) {
+				return u.MemberOf(e.Host, states) != i && (states[i] == pool.UplinkDown || !u.Sticky)
+			}
+		}
+		return false
+	}
+}
+
 // Misplaced selects, on node self of a cluster whose live nodes are those
 // live says, natpool's entries of the flows that now take another path than
 // their entry: those translated here of hosts a live peer now serves, and

@@ -87,7 +87,8 @@ func (r *Routing) RouteOut(src, dst netip.Addr) (string, error) {
 }
 
 // Change is what changed in a namespace's links and routes: a link came,
-// went, or gained or lost its carrier or up state (Link, its name); an
+// went, gained or lost its carrier or up state, or an IPv4 address (Link,
+// its name); an
 // IPv4 route changed (Route, in Table, to Dst); or, All, changes came
 // faster than they were taken and any of them may have.
 type Change struct {
@@ -101,13 +102,13 @@ type Change struct {
 // Follow sends the namespace's changes of links and routes on changed until
 // ctx ends or the subscription fails. It never blocks on changed: when
 // changed is full it sends an All change once there is room. Other news
-// (IPv6 routes, statistics, address configuration) is no change.
+// (IPv6 routes and addresses, statistics) is no change.
 func (r *Routing) Follow(ctx context.Context, changed chan<- Change) error {
 	h := netns.None()
 	if r.ns != nil {
 		h = netns.NsHandle(r.ns.Fd())
 	}
-	links, routes := make(chan netlink.LinkUpdate, 64), make(chan netlink.RouteUpdate, 64)
+	links, routes, addrs := make(chan netlink.LinkUpdate, 64), make(chan netlink.RouteUpdate, 64), make(chan netlink.AddrUpdate, 64)
 	failed := make(chan error, 2)
 	done := make(chan struct{})
 	defer close(done)
@@ -123,7 +124,11 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- Change) error {
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &h, ErrorCallback: onError}); err != nil {
 		return Privileged(fmt.Errorf("following routes: %w", err))
 	}
-	up := map[int32]bool{} // carrying traffic, by interface index
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: &h, ErrorCallback: onError}); err != nil {
+		return Privileged(fmt.Errorf("following addresses: %w", err))
+	}
+	name := map[int32]string{} // interface names, by index
+	up := map[int32]bool{}     // carrying traffic, by interface index
 	overflowed := false
 	send := func(c Change) {
 		if overflowed {
@@ -154,8 +159,23 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- Change) error {
 			if was, known := up[l.Index]; known && was == now {
 				continue
 			}
-			up[l.Index] = now
+			up[l.Index], name[l.Index] = now, l.Attrs().Name
 			send(Change{Link: l.Attrs().Name})
+		case a, ok := <-addrs:
+			if !ok {
+				return fmt.Errorf("following addresses: the subscription ended")
+			}
+			// An uplink's own address: what natpool's rules for its own
+			// packets say.
+			if a.LinkAddress.IP.To4() != nil {
+				n := name[int32(a.LinkIndex)]
+				if n == "" {
+					if l, err := r.handle.LinkByIndex(a.LinkIndex); err == nil {
+						n = l.Attrs().Name
+					}
+				}
+				send(Change{Link: n})
+			}
 		case rt, ok := <-routes:
 			if !ok {
 				return fmt.Errorf("following routes: the subscription ended")

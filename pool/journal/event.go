@@ -109,6 +109,12 @@ func (ev *Event) text(key []byte) *string {
 		return &ev.Peer
 	case "machine":
 		return &ev.Machine
+	case "egress":
+		return &ev.Egress
+	case "state":
+		return &ev.State
+	case "why":
+		return &ev.Why
 	}
 	return nil
 }

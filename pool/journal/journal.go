@@ -83,6 +83,11 @@ type Event struct {
 	// Since, on a peer-down event, is the earliest the peer may have gone
 	// silent: a BGP hold time before Node saw it down, at Time.
 	Since time.Time `json:"since,omitzero"`
+	// An uplink event says that the uplink of egress entry Egress is now
+	// State (up, degraded or down), and Why.
+	Egress string `json:"egress,omitempty"`
+	State  string `json:"state,omitempty"`
+	Why    string `json:"why,omitempty"`
 }
 
 // The kinds of event and of operation.
@@ -92,6 +97,7 @@ const (
 	Abort    = "abort"
 	PeerDown = "peer-down"
 	PeerUp   = "peer-up"
+	Uplink   = "uplink"
 	Apply    = "apply"
 	Delete   = "delete"
 )
@@ -108,6 +114,18 @@ type PeerEvent struct {
 	// for a peer that came up, and in events before natpool 0.2.0.
 	Since time.Time
 	Line  int // in the events file
+}
+
+// UplinkEvent is the uplink of an egress entry of a site going up, down
+// or degraded, as watch saw it.
+type UplinkEvent struct {
+	Time   time.Time
+	Target Target // where watch runs
+	Host   string // its host name then
+	Egress string
+	State  string // "up", "degraded" or "down"
+	Why    string
+	Line   int // in the events file
 }
 
 // Target is the table a plan is put in force in: on a machine, in a network
@@ -263,8 +281,9 @@ func (j *Journal) planPath(digest string) string {
 
 // Contents is what a journal holds.
 type Contents struct {
-	Entries []Entry     // the intents, oldest first, each with its outcome
-	Peers   []PeerEvent // oldest first
+	Entries []Entry       // the intents, oldest first, each with its outcome
+	Peers   []PeerEvent   // oldest first
+	Uplinks []UplinkEvent // oldest first
 	// Notes say what the reader passed over: a last line a crash or a full
 	// disk cut short (absent: the next write trims it), and events of
 	// kinds this natpool does not know.
@@ -323,6 +342,8 @@ func (j *Journal) Read() (*Contents, error) {
 		switch {
 		case (ev.Kind == PeerDown || ev.Kind == PeerUp) && ev.Seq == 0 && ev.Node != "" && ev.Peer != "":
 			c.Peers = append(c.Peers, PeerEvent{Time: ev.Time, Target: target, Host: ev.Host, Node: ev.Node, Peer: ev.Peer, Up: ev.Kind == PeerUp, Since: ev.Since, Line: n})
+		case ev.Kind == Uplink && ev.Seq == 0 && ev.Egress != "" && ev.State != "":
+			c.Uplinks = append(c.Uplinks, UplinkEvent{Time: ev.Time, Target: target, Host: ev.Host, Egress: ev.Egress, State: ev.State, Why: ev.Why, Line: n})
 		case ev.Kind == Intent && i == len(entries) && (ev.Op == Apply && validDigest(ev.Digest) || ev.Op == Delete):
 			entries = append(entries, Entry{Seq: ev.Seq, Op: ev.Op, Target: target, Host: ev.Host,
 				Digest: ev.Digest, Version: ev.Version, Intended: ev.Time, Line: n})
@@ -346,12 +367,15 @@ func (j *Journal) Read() (*Contents, error) {
 	for i := range c.Peers {
 		c.Peers[i].Target.Machine = machineFor(c.Peers[i].Target.Machine, c.Peers[i].Host, machineOf)
 	}
+	for i := range c.Uplinks {
+		c.Uplinks[i].Target.Machine = machineFor(c.Uplinks[i].Target.Machine, c.Uplinks[i].Host, machineOf)
+	}
 	c.Entries = entries
 	return c, nil
 }
 
 // kinds are the kinds of event this natpool knows.
-var kinds = []string{Intent, Commit, Abort, PeerDown, PeerUp}
+var kinds = []string{Intent, Commit, Abort, PeerDown, PeerUp, Uplink}
 
 // machineFor names the machine of an event: its own, else the one a later
 // event names for its host, else its host name.
@@ -407,10 +431,12 @@ func (j *Journal) End(seq int, kind string, now time.Time, why error, recovered 
 }
 
 // Peer records that node ev.Node saw its peer ev.Peer go down (PeerDown) or
-// come up (PeerUp), and syncs it to disk. The caller holds the lock.
+// come up (PeerUp), or that the uplink of egress ev.Egress is now ev.State
+// (Uplink), and syncs it to disk. The caller holds the lock.
 func (j *Journal) Peer(ev Event) error {
-	if ev.Kind != PeerDown && ev.Kind != PeerUp || ev.Node == "" || ev.Peer == "" {
-		return fmt.Errorf("journal %s: a peer event needs event peer-down or peer-up, a node and a peer", j.Dir)
+	peer := (ev.Kind == PeerDown || ev.Kind == PeerUp) && ev.Node != "" && ev.Peer != ""
+	if !peer && (ev.Kind != Uplink || ev.Egress == "" || ev.State == "") {
+		return fmt.Errorf("journal %s: a peer event needs event peer-down or peer-up, a node and a peer; an uplink event an egress and a state", j.Dir)
 	}
 	if _, err := j.Read(); err != nil {
 		return err // a damaged journal is a person's to mend

@@ -282,7 +282,7 @@ func TestPeerEventsAreKeptBesideTheEntries(t *testing.T) {
 	// At minute 15 plan A stopped mattering; the peer is still down.
 	peer(PeerUp, 25)
 	peer(PeerDown, 30)
-	if dropped, err := j.Prune(at(27)); err != nil || dropped != (Pruned{1, 2}) {
+	if dropped, err := j.Prune(at(27)); err != nil || dropped != (Pruned{Entries: 1, PeerEvents: 2}) {
 		t.Fatalf("dropped %+v, %v; want plan A, the peer down at 5, up at 20", dropped, err)
 	}
 	if peers := mustRead(t, j).Peers; len(peers) != 2 || !peers[0].Up || !peers[0].Time.Equal(at(25)) || peers[1].Up {

@@ -150,8 +150,9 @@ func (j *Journal) Recover(machine string, now time.Time, stamp func(Target) (dig
 
 // Pruned is what Prune dropped.
 type Pruned struct {
-	Entries    int `json:"dropped"`
-	PeerEvents int `json:"dropped_peer_events"`
+	Entries      int `json:"dropped"`
+	PeerEvents   int `json:"dropped_peer_events"`
+	UplinkEvents int `json:"dropped_uplink_events"`
 }
 
 // PruneLocked takes the journal's lock (waiting, as Lock does) and prunes.
@@ -204,7 +205,22 @@ func (j *Journal) Prune(t time.Time) (Pruned, error) {
 	for _, line := range lastPeer {
 		keepPeer[line] = true
 	}
-	if len(keep) == len(entries) && len(keepPeer) == len(peers) {
+	// And of the uplink events, as of the peer events: each uplink's state.
+	keptUplinks := 0
+	lastUplink := map[UplinkEvent]int{}
+	for _, u := range c.Uplinks {
+		if !u.Time.Before(t) {
+			keepPeer[u.Line] = true
+			keptUplinks++
+		} else {
+			lastUplink[UplinkEvent{Target: u.Target, Egress: u.Egress}] = u.Line
+		}
+	}
+	for _, line := range lastUplink {
+		keepPeer[line] = true
+		keptUplinks++
+	}
+	if len(keep) == len(entries) && len(keepPeer) == len(peers)+len(c.Uplinks) {
 		return Pruned{}, nil
 	}
 	// Rewrite the events: the header and the kept entries' lines, in order.
@@ -248,7 +264,7 @@ func (j *Journal) Prune(t time.Time) (Pruned, error) {
 			os.Remove(j.planPath(digest))
 		}
 	}
-	return Pruned{Entries: len(entries) - len(keep), PeerEvents: len(peers) - len(keepPeer)}, nil
+	return Pruned{Entries: len(entries) - len(keep), PeerEvents: len(peers) - (len(keepPeer) - keptUplinks), UplinkEvents: len(c.Uplinks) - keptUplinks}, nil
 }
 
 // InForce returns the spans in force at t, with those that began or ended

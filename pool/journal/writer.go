@@ -141,6 +141,17 @@ func (w *Writer) Peer(kind, netns, table, node, peer string, at, since time.Time
 	return j.Peer(Event{Kind: kind, Time: at, Host: w.Machine.Host, Machine: w.Machine.ID, Netns: netns, Table: table, Node: node, Peer: peer, Since: since})
 }
 
+// Uplink records that the uplink of egress entry egress, on this machine's
+// table in netns, is state (up, degraded or down) since at, and why.
+func (w *Writer) Uplink(netns, table, egress, state, why string, at time.Time) error {
+	j, unlock, err := w.open(true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return j.Peer(Event{Kind: Uplink, Time: at, Host: w.Machine.Host, Machine: w.Machine.ID, Netns: netns, Table: table, Egress: egress, State: state, Why: why})
+}
+
 // InForce settles the journal and returns what it holds, with the span of
 // the plan in force now in this machine's table in netns (nil if none):
 // the last change written. A journal that does not exist is an error that

@@ -30,7 +30,14 @@ func (b *Box) stamp(t journal.Target) (string, bool, error) {
 // site's uplinks' rules and routes) made that of the plan. A table or
 // policy routing that is not natpool's is refused before the journal is
 // touched.
-func (b *Box) Apply(plan *pool.Plan, o Options) (Applied, error) {
+func (b *Box) Apply(plan *pool.Plan, o Options) (Applied, error) { return b.apply(plan, o, true) }
+
+// Reassert puts plan in force again as Apply does, without a journal entry:
+// the plan in force is the same, compiled again for what changed beside it
+// (a site's uplinks' states, an uplink's address or gateway).
+func (b *Box) Reassert(plan *pool.Plan, o Options) (Applied, error) { return b.apply(plan, o, false) }
+
+func (b *Box) apply(plan *pool.Plan, o Options, journaled bool) (Applied, error) {
 	if err := CheckNode(plan, o.Node); err != nil {
 		return Applied{}, err
 	}
@@ -55,10 +62,14 @@ func (b *Box) Apply(plan *pool.Plan, o Options) (Applied, error) {
 	if err := claimRouting(routing, plan, pol); err != nil {
 		return Applied{}, err
 	}
-	rec := plan.Record()
-	if err := b.Journal.Change(journal.Apply, b.Netns, rs.Table, rs.Digest, &rec, func() error {
-		return applyRouting(tables, routing, rs, pol)
-	}); err != nil {
+	change := func() error { return applyRouting(tables, routing, rs, pol) }
+	if journaled {
+		rec := plan.Record()
+		err = b.Journal.Change(journal.Apply, b.Netns, rs.Table, rs.Digest, &rec, change)
+	} else {
+		err = change()
+	}
+	if err != nil {
 		return Applied{}, err
 	}
 	a := Applied{ApplyReport: applyReport(rs, b.Netns), Ruleset: rs}

@@ -50,5 +50,8 @@ func (b *Box) Flush(*pool.Plan, Selection, bool) (render.FlushReport, error) {
 // TableLoaded needs Linux.
 func (b *Box) TableLoaded(string) error { return errLinux }
 
+// Reassert needs Linux.
+func (b *Box) Reassert(*pool.Plan, Options) (Applied, error) { return Applied{}, errLinux }
+
 // CountLive needs Linux.
 func (b *Box) CountLive(*pool.Plan) (*pool.LiveCounter, error) { return nil, errLinux }

@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/compiler/nft"
+	"github.com/natpool/natpool/pool"
 )
 
 // Fake is a kernel in memory, in the spirit of knftables' Fake: natpool's
@@ -57,6 +59,10 @@ type FakeNamespace struct {
 	GuardCounters map[string]uint64
 	// FailApply, FailRules fail the next table apply and policy-rule add.
 	FailApply, FailRules error
+	// Unanswered are the interfaces whose probes get no answer; the others'
+	// are answered in ProbeRTT.
+	Unanswered map[string]bool
+	ProbeRTT   time.Duration
 	// Changes and Events feed Follow and the event subscriptions.
 	Changes chan linux.Change
 	Events  chan conntrack.Change
@@ -85,7 +91,7 @@ func (f *Fake) Log() []string {
 func (f *Fake) namespace(netns string) *FakeNamespace {
 	n := f.ns[netns]
 	if n == nil {
-		n = &FakeNamespace{Tables: map[string]*compiler.Ruleset{}, Foreign: map[string]bool{}, Routes: map[int][]string{}, Addrs: map[string]netip.Addr{}, Gateways: map[string]netip.Addr{},
+		n = &FakeNamespace{Tables: map[string]*compiler.Ruleset{}, Foreign: map[string]bool{}, Routes: map[int][]string{}, Addrs: map[string]netip.Addr{}, Gateways: map[string]netip.Addr{}, Unanswered: map[string]bool{},
 			Links: map[string]bool{}, Out: map[string]string{}, GuardCounters: map[string]uint64{},
 			Changes: make(chan linux.Change, 64), Events: make(chan conntrack.Change, 1024), Lost: make(chan struct{}, 1), claims: map[string]func(net.Conn){}}
 		f.ns[netns] = n
@@ -141,6 +147,17 @@ func (k *fakeKernel) Dial(name string) (net.Conn, error) {
 	client, server := net.Pipe()
 	go serve(server)
 	return client, nil
+}
+
+// Probe answers, or not, as the namespace's Unanswered says.
+func (k *fakeKernel) Probe(ctx context.Context, _ pool.ProbeTarget, via linux.Via) (rtt time.Duration, err error) {
+	k.do(func(n *FakeNamespace) {
+		rtt = n.ProbeRTT
+		if n.Unanswered[via.OIF] {
+			err = context.DeadlineExceeded
+		}
+	})
+	return rtt, err
 }
 
 // do runs fn with the kernel's namespace, under the Fake's lock.

@@ -82,6 +82,11 @@ func History(j *journal.Journal, c *journal.Contents, since, until time.Time) (o
 		}
 		out = append(out, h)
 	}
+	for i := range c.Uplinks {
+		if within(c.Uplinks[i].Time, since, until) {
+			out = append(out, render.HistoryEntry{Uplink: &c.Uplinks[i]})
+		}
+	}
 	for i := range c.Peers {
 		if within(c.Peers[i].Time, since, until) {
 			out = append(out, render.HistoryEntry{Peer: &c.Peers[i]})
@@ -149,6 +154,9 @@ func LookupAt(paths []string, t time.Time, slack time.Duration, queries []string
 				}
 				pa.Answers = append(pa.Answers, ans...)
 			}
+			if u := plan.Uplinks; u != nil {
+				u.UplinksIn(pa.Answers, uplinkStatesAt(c.Uplinks, s.Target, t, u))
+			}
 			if len(pa.Answers) > 0 {
 				a.Plans, a.Answers = append(a.Plans, pa), append(a.Answers, pa.Answers...)
 				a.Multi = a.Multi || len(plan.Egress) > 1
@@ -156,6 +164,20 @@ func LookupAt(paths []string, t time.Time, slack time.Duration, queries []string
 		}
 	}
 	return a, nil
+}
+
+// uplinkStatesAt returns the states of u's members at t in target, as the
+// last uplink event of each before t says (up without one).
+func uplinkStatesAt(events []journal.UplinkEvent, target journal.Target, t time.Time, u *pool.Uplinks) []pool.UplinkState {
+	states := u.AllUp()
+	for _, e := range events {
+		i := u.MemberNamed(e.Egress)
+		s, ok := pool.ParseUplinkState(e.State)
+		if ok && i >= 0 && e.Target == target && !e.Time.After(t) {
+			states[i] = s
+		}
+	}
+	return states
 }
 
 // notInForce says why no span holds t: the journal starts later, or the

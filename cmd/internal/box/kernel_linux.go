@@ -6,11 +6,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/natpool/natpool/compiler"
 	"github.com/natpool/natpool/compiler/conntrack"
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/compiler/nft"
+	"github.com/natpool/natpool/pool"
 )
 
 // Kernel opens the parts of one network namespace's kernel natpool works
@@ -28,6 +30,9 @@ type Kernel interface {
 	Claim(name string, serve func(net.Conn)) (release func() error, err error)
 	// Dial connects to the process that claimed name in the namespace.
 	Dial(name string) (net.Conn, error)
+	// Probe sends one probe of t through via and returns its round trip,
+	// or an error when no answer came before ctx's deadline.
+	Probe(ctx context.Context, t pool.ProbeTarget, via linux.Via) (time.Duration, error)
 }
 
 // Events is a subscription to conntrack's events.
@@ -105,3 +110,8 @@ func (ns Linux) Claim(name string, serve func(net.Conn)) (func() error, error) {
 }
 
 func (ns Linux) Dial(name string) (net.Conn, error) { return linux.Dial(string(ns), name) }
+
+// Probe probes t through via.
+func (ns Linux) Probe(ctx context.Context, t pool.ProbeTarget, via linux.Via) (time.Duration, error) {
+	return linux.Probe(ctx, string(ns), t, via)
+}

@@ -46,6 +46,8 @@ type daemon struct {
 	tableOK  bool // natpool's table held the plan when last looked at
 	tally    *tally
 	ctx      context.Context
+	// up follows a site's uplinks; nil without.
+	up *uplinks
 }
 
 // Run puts plan in force and looks after it until ctx ends, planning the
@@ -61,15 +63,22 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) 
 		return fmt.Errorf("natpool watch keeps table ip %s in %s already: %w", plan.Table, render.Where(c.Box.Netns), err)
 	}
 	defer release()
-	if err := d.put(plan); err != nil {
-		return err
-	}
 	if d.routing, err = c.Box.Kernels(c.Box.Netns).Routing(); err != nil {
 		return err
 	}
 	defer d.routing.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.ctx = ctx
+	d.startUplinks(ctx, plan)
+	if err := d.put(plan); err != nil {
+		return err
+	}
+	defer func() {
+		if d.up != nil {
+			d.up.stop()
+		}
+	}()
 	failed := make(chan error, 2)
 	changes := make(chan linux.Change, 256)
 	go func() { failed <- d.routing.Follow(ctx, changes) }()
@@ -105,6 +114,8 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) 
 			d.reloadFor(r, plans)
 		case r := <-requests:
 			d.reloadFor(r, plans)
+		case r := <-d.rounds():
+			d.probed(r)
 		case ch := <-changes:
 			d.changed(ch)
 		case key := <-d.due:
@@ -130,9 +141,12 @@ func (d *daemon) lookAtAll() {
 	d.peers()
 }
 
-// put applies plan, journaled, and reports the table's status.
+// put applies plan, journaled, for the uplinks' states as known, and
+// reports the table's status.
 func (d *daemon) put(plan *pool.Plan) error {
-	a, err := d.c.Box.Apply(plan, d.c.Options)
+	o := d.c.Options
+	o.Uplinks = d.statesFor(plan)
+	a, err := d.c.Box.Apply(plan, o)
 	if err != nil {
 		return err
 	}
@@ -164,6 +178,7 @@ func (d *daemon) reloadFor(r Reload, plans chan *pool.Plan) {
 		default:
 		}
 		plans <- p
+		d.startUplinks(d.ctx, p)
 		d.lookAtAll()
 	}
 	d.c.Notify("READY=1")
@@ -387,11 +402,18 @@ func (d *daemon) uplink(e *pool.Egress) {
 			exists, linkUp = true, linkUp || up
 		}
 	}
-	host := e.Inside.Ranges()[0].From()
 	why := fmt.Sprintf("%s is down or has no carrier", e.OIF)
 	if !exists {
 		why = fmt.Sprintf("there is no interface %s", e.OIF)
 	}
+	if i := d.memberNamed(e.Name); i >= 0 {
+		// A site's uplink carries its hosts while its link is up and its
+		// probes pass: the marks choose it, not the main table's routes.
+		d.linkOf(i, linkUp, why)
+		d.refacts(i)
+		return
+	}
+	host := e.Inside.Ranges()[0].From()
 	active := false
 	if linkUp {
 		out, err := d.routing.RouteOut(host, d.c.Probe)

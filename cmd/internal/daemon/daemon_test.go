@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -464,4 +465,111 @@ func writeFile(t *testing.T, path, text string) {
 func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
+}
+
+// uplinkSite is two ISPs sharing the inside hosts, each probed.
+const uplinkSite = `egress:
+  - name: a
+    oif: wan0
+    private: [10.16.0.0/24]
+    pool: [203.0.113.8/30]
+    probe: {targets: ["icmp:198.18.0.1"], interval: 1s, down: 3, up: 2}
+  - name: b
+    oif: wan1
+    private: [10.16.0.0/24]
+    pool: [198.51.100.32/30]
+    probe: {targets: ["icmp:198.18.0.1"], interval: 1s, down: 3, up: 2}
+uplinks:
+  members: [a, b]
+`
+
+// until advances the clock a second at a time until cond holds.
+func (r *running) until(what string, cond func() bool) {
+	r.t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			r.t.Fatalf("never: %s", what)
+		}
+		r.clock.advance(time.Second)
+	}
+}
+
+// uplinkEntries gives every host an entry through its uplink while all
+// are up, and returns the hosts of each.
+func uplinkEntries(n *box.FakeNamespace, p *pool.Plan) map[string][]pool.Host {
+	n.Links["wan0"], n.Links["wan1"] = true, true
+	u := p.Uplinks
+	by := map[string][]pool.Host{}
+	for h := range p.Egress[0].Hosts() {
+		m := u.Members[u.MemberOf(h.Addr, u.AllUp())]
+		hh, _ := p.Egress[m.Egress].Host(h.Addr)
+		by[m.Name] = append(by[m.Name], hh)
+		n.Entries = append(n.Entries, entry(hh, 40000))
+	}
+	return by
+}
+
+// A probed uplink that stops answering goes down after its down rounds:
+// the table sends its hosts to the other, the journal and the metrics say
+// so, and only its hosts' entries go. Back after its up rounds, its hosts
+// return, and their entries on the backup go (the uplinks are not sticky).
+// With every uplink down, nothing changes: there is nowhere to go.
+func TestAnUplinkThatStopsAnsweringFailsOverAndBack(t *testing.T) {
+	var hosts map[string][]pool.Host
+	r := start(t, uplinkSite, "", func(n *box.FakeNamespace, p *pool.Plan) { hosts = uplinkEntries(n, p) })
+	if len(hosts["a"]) == 0 || len(hosts["b"]) == 0 {
+		t.Fatalf("hosts by uplink: %d and %d", len(hosts["a"]), len(hosts["b"]))
+	}
+	states := func() string {
+		var s string
+		r.fake.Do("ns", func(n *box.FakeNamespace) { s = fmt.Sprint(n.Tables["natpool"].Uplinks.States) })
+		return s
+	}
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan0"] = true })
+	r.until("uplink a down", func() bool {
+		return strings.Contains(r.log.String(), "uplink a (wan0) is down: 3 probe rounds in a row")
+	})
+	if s := states(); s != "[down up]" {
+		t.Errorf("the table follows %s", s)
+	}
+	eventually(t, "a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
+	for _, h := range r.flushed() {
+		if !slices.ContainsFunc(hosts["a"], func(x pool.Host) bool { return x.Addr.String() == h }) {
+			t.Errorf("flushed %s, not a host of a", h)
+		}
+	}
+	if got := testutil.ToFloat64(r.metrics.uplink.WithLabelValues("a", "wan0")); got != 0 {
+		t.Errorf("natpool_uplink_up{egress=a} %v", got)
+	}
+	j, _ := journal.Open(r.box.Journal.Dir)
+	c, _ := j.Read()
+	if len(c.Uplinks) != 1 || c.Uplinks[0].Egress != "a" || c.Uplinks[0].State != "down" {
+		t.Errorf("uplink events %+v", c.Uplinks)
+	}
+
+	// Both down: nowhere is better; the table stays, nothing is cut.
+	flushed := len(r.flushed())
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan1"] = true })
+	r.until("uplink b down", func() bool { return strings.Contains(r.log.String(), "uplink b (wan1) is down") })
+	if s := states(); s != "[down up]" || len(r.flushed()) != flushed {
+		t.Errorf("both down: the table follows %s, %d more flushed", s, len(r.flushed())-flushed)
+	}
+
+	// b back first: a's hosts stay on b, where they failed over (their new
+	// connections on b meanwhile are right); then a back: they return.
+	r.fake.Do("ns", func(n *box.FakeNamespace) {
+		delete(n.Unanswered, "wan1")
+		for _, h := range hosts["a"] {
+			n.Entries = append(n.Entries, entry(pool.Host{Addr: h.Addr, Public: netip.MustParseAddr("198.51.100.33")}, 40001))
+		}
+	})
+	r.until("b up", func() bool {
+		return states() == "[down up]" && strings.Contains(r.log.String(), "uplink b (wan1) is up")
+	})
+	if len(r.flushed()) != flushed {
+		t.Errorf("b back: %d flushed", len(r.flushed())-flushed)
+	}
+	r.fake.Do("ns", func(n *box.FakeNamespace) { delete(n.Unanswered, "wan0") })
+	r.until("a up", func() bool { return states() == "[up up]" })
+	eventually(t, "the failed-over entries to go", func() bool { return len(r.flushed()) == flushed+len(hosts["a"]) })
 }

@@ -33,6 +33,9 @@ type Metrics struct {
 	guardDrops atomic.Pointer[map[string]uint64]
 
 	uplink         *prometheus.GaugeVec
+	uplinkDegraded *prometheus.GaugeVec
+	probeRTT       *prometheus.HistogramVec
+	probeLoss      *prometheus.GaugeVec
 	peer           *prometheus.GaugeVec
 	tableInSync    prometheus.Gauge
 	tableRestores  prometheus.Counter
@@ -66,7 +69,14 @@ func NewMetrics(version string) *Metrics {
 	m.fullBlockHosts = prometheus.NewDesc("natpool_block_full_hosts", "Block mode: inside hosts whose busiest destination takes more than 80% of their port block.", []string{"egress"}, nil)
 	m.guardDropped = prometheus.NewDesc("natpool_guard_dropped_packets_total", "Packets from the egress entry's inside hosts that natpool's guard dropped at its uplink because no source NAT translated their connection (it began before natpool's rules saw it); counted by the kernel since the table was loaded.", []string{"egress"}, nil)
 	m.uplink = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_uplink_up",
-		Help: "1 when the egress entry's interface is up with carrier and its inside hosts are routed through it, else 0."}, []string{"egress", "oif"})
+		Help: "1 when the egress entry's uplink carries its hosts: its interface up with carrier, and its hosts routed through it (or, a site's uplink, its probes passing), else 0."}, []string{"egress", "oif"})
+	m.uplinkDegraded = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_uplink_degraded",
+		Help: "1 while a site's uplink answers its probes with more loss or a longer median round trip than its probe's bounds, else 0: its hosts leave by another uplink that is up."}, []string{"egress", "oif"})
+	m.probeRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "natpool_probe_rtt_seconds",
+		Help:    "Round trips of the answered probes of a site's uplink.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"egress"})
+	m.probeLoss = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_probe_loss_ratio",
+		Help: "The share of a site's uplink's probes unanswered over its last probe.down rounds."}, []string{"egress"})
 	m.peer = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "natpool_peer_up",
 		Help: "With --node: 1 while the peer's routing table holds its routes (its BGP session is up) and this node steers the peer's hosts to it, else 0: this node translates them."}, []string{"node"})
 	m.tableInSync = prometheus.NewGauge(prometheus.GaugeOpts{Name: "natpool_table_in_sync",
@@ -88,7 +98,7 @@ func NewMetrics(version string) *Metrics {
 	for _, r := range []string{"applied", "unchanged", "failed"} {
 		m.reloads.WithLabelValues(r) // every result from the start: a rate needs its zero
 	}
-	m.Registry.MustRegister(m, m.uplink, m.peer, m.tableInSync, m.tableRestores, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads,
+	m.Registry.MustRegister(m, m.uplink, m.uplinkDegraded, m.probeRTT, m.probeLoss, m.peer, m.tableInSync, m.tableRestores, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -104,6 +114,31 @@ func (m *Metrics) forPlan(plan *pool.Plan) {
 			m.flushed.WithLabelValues(e.Name, r)
 		}
 	}
+	m.uplinkDegraded.Reset()
+	m.probeRTT.Reset()
+	m.probeLoss.Reset()
+	if u := plan.Uplinks; u != nil {
+		for _, mm := range u.Members {
+			m.uplinkDegraded.WithLabelValues(mm.Name, mm.OIF)
+			if plan.Egress[mm.Egress].Probe != nil {
+				m.probeRTT.WithLabelValues(mm.Name)
+				m.probeLoss.WithLabelValues(mm.Name)
+			}
+		}
+	}
+}
+
+// setUplink says the state of a site's uplink.
+func (m *Metrics) setUplink(egress, oif string, s pool.UplinkState) {
+	up, degraded := 0.0, 0.0
+	switch s {
+	case pool.UplinkUp:
+		up = 1
+	case pool.UplinkDegraded:
+		degraded = 1
+	}
+	m.uplink.WithLabelValues(egress, oif).Set(up)
+	m.uplinkDegraded.WithLabelValues(egress, oif).Set(degraded)
 }
 
 // Describe implements prometheus.Collector for the figures read as they
