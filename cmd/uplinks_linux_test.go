@@ -154,6 +154,18 @@ func TestABrokenUplinkFailsOverAndBackWithRealPackets(t *testing.T) {
 			if len(c.Uplinks) != 2 || c.Uplinks[0].State != "down" || c.Uplinks[1].State != "up" {
 				t.Errorf("uplink events %+v", c.Uplinks)
 			}
+			// Every uplink down: nowhere is better, nothing is cut.
+			before := s.Box.Flows()
+			for i := range n {
+				s.Blackhole(i, true)
+			}
+			w.waitLog(t, 10*time.Second, "uplinks: every uplink is down")
+			if after := s.Box.Flows(); len(after) != len(before) {
+				t.Errorf("with every uplink down, %d of %d entries are left", len(after), len(before))
+			}
+			for i := range n {
+				s.Blackhole(i, false)
+			}
 			// lookup --at names the uplink each host used then.
 			h := hosts[slices.IndexFunc(hosts, func(h netip.Addr) bool { return p.Uplinks.MemberOf(h, up) == dead })]
 			mid := c.Uplinks[0].Time.Add(c.Uplinks[1].Time.Sub(c.Uplinks[0].Time) / 2)
@@ -162,5 +174,35 @@ func TestABrokenUplinkFailsOverAndBackWithRealPackets(t *testing.T) {
 				t.Errorf("lookup --at during the failover:\n%s", out)
 			}
 		})
+	}
+}
+
+// With the default probe settings, an ISP that loses 30% of what the box
+// sends, and one that drops ICMP, stay up: in two minutes (120 rounds)
+// neither changes state, on the three kinds of target.
+func TestProbesDoNotFlapOnALossyLinkOrOneWithoutICMP(t *testing.T) {
+	keepHostState(t)
+	s := netnstest.NewSite(t, sitePools[:2]...)
+	spec := siteSpec(t, 2, fmt.Sprintf(`{targets: ["icmp:%s", "tcp:%s:443", "dns:%s"]}`, netnstest.Target, netnstest.Target, netnstest.DNSServer), "{policy: balance}")
+	s.Lose(0, 30, true)
+	s.DropICMP(1, true)
+	w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--metrics", "127.0.0.1:0")
+	addr := w.metricsAddr(t)
+	time.Sleep(2 * time.Minute)
+	if strings.Contains(w.log.String(), "uplink isp") {
+		t.Errorf("an uplink changed state:\n%s", w.log)
+	}
+	families := scrape(t, addr)
+	for _, m := range families["natpool_probe_loss_ratio"].GetMetric() {
+		t.Logf("natpool_probe_loss_ratio{egress=%q} %.2f", label(m, "egress"), m.GetGauge().GetValue())
+	}
+	for _, m := range families["natpool_probe_rtt_seconds"].GetMetric() {
+		t.Logf("natpool_probe_rtt_seconds{egress=%q}: %d answered", label(m, "egress"), m.GetHistogram().GetSampleCount())
+	}
+	// Both kinds of trouble were real.
+	for i, rule := range []string{"loss", "icmp"} {
+		if out := s.ISPs[i].MustRun("", "nft", "list", "chain", "ip", "isp", "forward"); !strings.Contains(out, rule) || strings.Contains(out, "packets 0 bytes 0 drop comment \""+rule+"\"") {
+			t.Errorf("ISP %d dropped nothing:\n%s", i, out)
+		}
 	}
 }

@@ -129,3 +129,36 @@ func ChunkChurn(old, new *Plan) *ClusterChurn {
 	}
 	return r
 }
+
+// UplinkChurnReport is what a change does to which uplink a site's inside
+// hosts leave by, all uplinks up.
+type UplinkChurnReport struct {
+	Hosts uint64 // hosts both plans give uplinks
+	Moved uint64 // hosts whose uplink changes
+}
+
+// MovedShare is the share of the hosts whose uplink changes.
+func (r UplinkChurnReport) MovedShare() float64 { return ratio(r.Moved, r.Hosts) }
+
+// UplinkChurn compares the uplinks two plans give the inside hosts, by the
+// uplinks' egress entry names, all up; nil when neither plan has uplinks.
+// A plan without uplinks gives none: its routes decide.
+func UplinkChurn(old, new *Plan) *UplinkChurnReport {
+	if old.Uplinks == nil && new.Uplinks == nil {
+		return nil
+	}
+	r := &UplinkChurnReport{}
+	if old.Uplinks == nil || new.Uplinks == nil {
+		return r
+	}
+	ou, nu := old.Uplinks, new.Uplinks
+	oi, ni := old.Egress[ou.Members[0].Egress], new.Egress[nu.Members[0].Egress]
+	each(intersect(oi.inside, ni.inside), func(x uint32) {
+		a := AddrFromUint32(x)
+		r.Hosts++
+		if ou.Members[ou.MemberOf(a, ou.AllUp())].Name != nu.Members[nu.MemberOf(a, nu.AllUp())].Name {
+			r.Moved++
+		}
+	})
+	return r
+}

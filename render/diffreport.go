@@ -22,6 +22,8 @@ type DiffReport struct {
 	Removed, Added int
 	Churn          []EgressChurn
 	Chunks         *pool.ClusterChurn // the chunks that change owner; nil without nodes
+	// Uplinks counts the hosts whose uplink changes; nil without uplinks.
+	Uplinks *pool.UplinkChurnReport
 }
 
 // EgressChurn is the churn of one egress entry; Change is "added" or
@@ -57,6 +59,9 @@ func DiffText(w io.Writer, d DiffReport) error {
 			fmt.Fprintln(w)
 		}
 	}
+	if u := d.Uplinks; u != nil {
+		fmt.Fprintf(w, "churn: uplinks: %d of %d hosts (%s) change uplink\n", u.Moved, u.Hosts, percent(u.MovedShare()))
+	}
 	if c := d.Chunks; c != nil {
 		fmt.Fprintf(w, "churn: cluster: %d of %d chunks change owner", len(c.Moves), c.Chunks)
 		sep := ":"
@@ -82,14 +87,20 @@ func nodeText(name string) string {
 }
 
 type diffJSON struct {
-	Identical bool        `json:"identical"`
-	Format    string      `json:"format"`
-	Diff      string      `json:"diff"`
-	LeftOut   int         `json:"diff_lines_left_out"`
-	Removed   int         `json:"lines_removed"`
-	Added     int         `json:"lines_added"`
-	Churn     []churnJSON `json:"churn"`
-	Chunks    *chunksJSON `json:"chunks,omitempty"`
+	Identical bool         `json:"identical"`
+	Format    string       `json:"format"`
+	Diff      string       `json:"diff"`
+	LeftOut   int          `json:"diff_lines_left_out"`
+	Removed   int          `json:"lines_removed"`
+	Added     int          `json:"lines_added"`
+	Churn     []churnJSON  `json:"churn"`
+	Chunks    *chunksJSON  `json:"chunks,omitempty"`
+	Uplinks   *uplinksJSON `json:"uplinks,omitempty"`
+}
+
+type uplinksJSON struct {
+	Hosts uint64 `json:"hosts"`
+	Moved uint64 `json:"moved"`
 }
 
 type chunksJSON struct {
@@ -124,6 +135,9 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 			cj.Largest = append(cj.Largest, compact(rg))
 		}
 		out.Churn = append(out.Churn, cj)
+	}
+	if u := d.Uplinks; u != nil {
+		out.Uplinks = &uplinksJSON{u.Hosts, u.Moved}
 	}
 	if c := d.Chunks; c != nil {
 		out.Chunks = &chunksJSON{Chunks: c.Chunks, Moves: []chunkMoveJSON{}}

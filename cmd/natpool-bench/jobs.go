@@ -32,6 +32,7 @@ var jobs = []job{
 	{"churn", "churn of one more address on a pool of 64", benchChurn},
 	{"journal", "lookup --at in a journal of 10,000 entries", benchJournal},
 	{"watch", "natpool watch at 1,000,000 conntrack entries and 5,000 new a second", benchWatch},
+	{"probes", "natpool watch probing 8 uplinks, 3 targets each, every second", benchProbes},
 }
 
 // alternate runs each command of a pair (or set) in turn, runs times, after

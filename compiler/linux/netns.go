@@ -31,28 +31,39 @@ func OpenNetNS(name string) (*os.File, error) {
 	return f, nil
 }
 
+// home is the network namespace natpool started in, opened before any
+// thread could leave it: where Within brings its threads back.
+var home, _ = os.Open("/proc/thread-self/ns/net")
+
 // Within runs fn on an OS thread that has entered the named network
 // namespace (the current one when netns is empty). Sockets fn opens belong
-// to that namespace. The thread is retired afterwards rather than returned
-// to the scheduler in a foreign namespace.
+// to that namespace. The thread goes back home afterwards and serves other
+// goroutines again; one that cannot is retired rather than returned to the
+// scheduler in a foreign namespace.
 func Within(netns string, fn func() error) error {
 	if netns == "" {
 		return fn()
 	}
 	done := make(chan error)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		runtime.LockOSThread() // unlocked only once back home
 		f, err := OpenNetNS(netns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- Privileged(fmt.Errorf("entering network namespace %q: %w", netns, err))
 			return
 		}
-		done <- fn()
+		err = fn()
+		if home != nil && unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
 	return <-done
 }

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -191,4 +194,26 @@ func (r *Routing) Uplink(oif string) (addr, gateway netip.Addr, err error) {
 		}
 	}
 	return addr, gateway, nil
+}
+
+// RPFilter returns the reverse-path filter in force on interface oif:
+// the larger of the interface's and all interfaces' settings (0 off, 1
+// strict, 2 loose).
+func (r *Routing) RPFilter(oif string) (int, error) {
+	most := 0
+	err := Within(r.name, func() error {
+		for _, conf := range []string{"all", oif} {
+			data, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + conf + "/rp_filter")
+			if err != nil {
+				return err
+			}
+			v, err := strconv.Atoi(strings.TrimSpace(string(data)))
+			if err != nil {
+				return err
+			}
+			most = max(most, v)
+		}
+		return nil
+	})
+	return most, err
 }

@@ -16,6 +16,7 @@ import (
 
 // Routing reads a namespace's links and routes, and follows their changes.
 type Routing struct {
+	name   string   // the namespace's name; "": the current one
 	ns     *os.File // nil: the current namespace
 	handle *netlink.Handle
 }
@@ -24,7 +25,7 @@ type Routing struct {
 // when empty).
 func OpenRouting(name string) (_ *Routing, err error) {
 	defer func() { err = Privileged(err) }()
-	r := &Routing{}
+	r := &Routing{name: name}
 	h := netns.None()
 	if name != "" {
 		if r.ns, err = OpenNetNS(name); err != nil {

@@ -143,26 +143,29 @@ func (s *Site) serve() {
 			s.mu.Unlock()
 		}
 	}()
-	dns := s.Net.ListenUDP(DNSServer)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := dns.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			h.Response, h.RCode = true, dnsmessage.RCodeRefused
-			b := dnsmessage.NewBuilder(nil, h)
-			if answer, err := b.Finish(); err == nil {
-				dns.WriteToUDPAddrPort(answer, from)
-			}
+	go AnswerDNS(s.Net.ListenUDP(DNSServer))
+}
+
+// AnswerDNS answers every DNS query c receives, refused (an answer, which
+// a probe counts), until c is closed.
+func AnswerDNS(c net.PacketConn) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
 		}
-	}()
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		h.Response, h.RCode = true, dnsmessage.RCodeRefused
+		reply := dnsmessage.NewBuilder(nil, h)
+		if out, err := reply.Finish(); err == nil {
+			c.WriteTo(out, from)
+		}
+	}
 }
 
 // Send sends one UDP packet to the sink from each inside source, from the

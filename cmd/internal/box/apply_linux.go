@@ -4,6 +4,7 @@ package box
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/natpool/natpool/compiler"
@@ -73,7 +74,7 @@ func (b *Box) apply(plan *pool.Plan, o Options, journaled bool) (Applied, error)
 		return Applied{}, err
 	}
 	a := Applied{ApplyReport: applyReport(rs, b.Netns), Ruleset: rs}
-	a.Warnings = missingInterfaces(routing, plan, b.Netns)
+	a.Warnings = append(missingInterfaces(routing, plan, b.Netns), strictUplinks(routing, plan)...)
 	return a, nil
 }
 
@@ -96,6 +97,22 @@ func missingInterfaces(r Routing, plan *pool.Plan, netns string) []string {
 		}
 		if e.OIF != "" && !found {
 			out = append(out, "egress "+e.Name+": no interface "+e.OIF+" in "+render.Where(netns)+" yet; its rule matches once it exists")
+		}
+	}
+	return out
+}
+
+// strictUplinks says which of a site's uplinks filter reverse paths
+// strictly: the replies to hosts that leave by an uplink other than the
+// main table's choice arrive there, and would be dropped.
+func strictUplinks(r Routing, plan *pool.Plan) []string {
+	if plan.Uplinks == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range plan.Uplinks.Members {
+		if v, err := r.RPFilter(m.OIF); err == nil && v == 1 {
+			out = append(out, fmt.Sprintf("uplink %s: %s filters reverse paths strictly (rp_filter 1): replies to the hosts that leave by it are dropped while the main table prefers another uplink; set net.ipv4.conf.%s.rp_filter=2 (and all.rp_filter to 0 or 2)", m.Name, m.OIF, m.OIF))
 		}
 	}
 	return out

@@ -348,6 +348,8 @@ func (p fakeRouting) Uplink(oif string) (addr, gw netip.Addr, err error) {
 	return addr, gw, nil
 }
 
+func (p fakeRouting) RPFilter(string) (int, error) { return 2, nil }
+
 func (p fakeRouting) LinksUp() (up map[string]bool, err error) {
 	p.do(func(n *FakeNamespace) {
 		up = map[string]bool{}

@@ -70,6 +70,9 @@ type Routing interface {
 	// Uplink says what the kernel knows of interface oif as an uplink: its
 	// address and its gateway in the main table (invalid when none).
 	Uplink(oif string) (addr, gateway netip.Addr, err error)
+	// RPFilter returns the reverse-path filter in force on interface oif
+	// (0 off, 1 strict, 2 loose).
+	RPFilter(oif string) (int, error)
 	LinksUp() (map[string]bool, error)
 	RouteOut(src, dst netip.Addr) (string, error)
 	// Follow sends the changes of links and routes until ctx ends or the

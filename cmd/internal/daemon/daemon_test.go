@@ -573,3 +573,47 @@ func TestAnUplinkThatStopsAnsweringFailsOverAndBack(t *testing.T) {
 	r.until("a up", func() bool { return states() == "[up up]" })
 	eventually(t, "the failed-over entries to go", func() bool { return len(r.flushed()) == flushed+len(hosts["a"]) })
 }
+
+// With sticky uplinks, a flow failed over to a backup stays there until it
+// ends: its host's own uplink back takes its new flows only.
+func TestStickyUplinksKeepFailedOverFlows(t *testing.T) {
+	var hosts map[string][]pool.Host
+	r := start(t, uplinkSite+"  sticky: true\n", "", func(n *box.FakeNamespace, p *pool.Plan) { hosts = uplinkEntries(n, p) })
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan0"] = true })
+	r.until("uplink a down", func() bool { return strings.Contains(r.log.String(), "uplink a (wan0) is down") })
+	eventually(t, "a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
+	r.fake.Do("ns", func(n *box.FakeNamespace) {
+		delete(n.Unanswered, "wan0")
+		for _, h := range hosts["a"] {
+			n.Entries = append(n.Entries, entry(pool.Host{Addr: h.Addr, Public: netip.MustParseAddr("198.51.100.33")}, 40001))
+		}
+	})
+	r.until("uplink a up", func() bool { return strings.Contains(r.log.String(), "uplink a (wan0) is up") })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(r.flushed()); n != len(hosts["a"]) {
+		t.Errorf("sticky: %d entries flushed at the failback", n-len(hosts["a"]))
+	}
+}
+
+// An uplink whose probes answer slower than its latency bound is degraded:
+// its hosts leave by the other while that one is up, and come back when
+// its round trips are within the bound again.
+func TestASlowUplinkIsDegradedWhileAnotherIsUp(t *testing.T) {
+	spec := strings.Replace(uplinkSite, "interval: 1s, down: 3, up: 2}", "interval: 1s, down: 3, up: 2, latency: 100ms}", 1)
+	r := start(t, spec, "", func(n *box.FakeNamespace, p *pool.Plan) { uplinkEntries(n, p) })
+	states := func() string {
+		var s string
+		r.fake.Do("ns", func(n *box.FakeNamespace) { s = fmt.Sprint(n.Tables["natpool"].Uplinks.States) })
+		return s
+	}
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.ProbeRTT = 300 * time.Millisecond })
+	r.until("a degraded", func() bool { return states() == "[degraded up]" })
+	if !strings.Contains(r.log.String(), "uplink a (wan0) is degraded: the median round trip of the last 3 rounds is 300ms (bound 100ms)") {
+		t.Errorf("log:\n%s", r.log)
+	}
+	if got := testutil.ToFloat64(r.metrics.uplinkDegraded.WithLabelValues("a", "wan0")); got != 1 {
+		t.Errorf("natpool_uplink_degraded{egress=a} %v", got)
+	}
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.ProbeRTT = 10 * time.Millisecond })
+	r.until("a up", func() bool { return states() == "[up up]" })
+}
