@@ -527,7 +527,7 @@ func testNodeFailure(t *testing.T, c *cluster) {
 		}
 	}
 	ipIn(t, c.nodes[0], "rule", "del", "priority", fmt.Sprint(cl.Priority))
-	if status := must(t, 1, append([]string{"status"}, first...)...); !strings.Contains(status, "policy rules: 1 missing, 0 extra") {
+	if status := must(t, 1, append([]string{"status"}, first...)...); !strings.Contains(status, "policy routing: 1 missing, 0 extra") {
 		t.Errorf("status with a policy rule deleted:\n%s", status)
 	}
 	must(t, 0, append([]string{"apply"}, first...)...)

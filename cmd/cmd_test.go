@@ -92,7 +92,7 @@ func TestBadInputIsOneLineAndExitStatusTwo(t *testing.T) {
 
 func TestPlanGolden(t *testing.T) {
 	t.Parallel()
-	for _, spec := range []string{"campus", "two-isp", "cgnat", "cluster"} {
+	for _, spec := range []string{"campus", "two-isp", "cgnat", "cluster", "site"} {
 		for _, output := range []string{"table", "json"} {
 			t.Run(spec+"."+output, func(t *testing.T) {
 				code, stdout, stderr := run("plan", "-f", "../testdata/"+spec+".yaml", "-o", output)

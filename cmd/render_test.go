@@ -11,13 +11,14 @@ import (
 
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/render"
+	"github.com/natpool/natpool/render/golden"
 )
 
 func TestRenderStampsVersionAndDigest(t *testing.T) {
 	t.Parallel()
 	for _, format := range render.Formats {
 		args := []string{"render", "-f", "../testdata/campus.yaml", "--format", format}
-		if format == "bird" { // one node's configuration
+		if format == "bird" || format == "ip" { // one node's configuration, its policy routing
 			args = []string{"render", "-f", "../testdata/cluster.yaml", "--format", format, "--node", "nat1"}
 		}
 		code, stdout, stderr := run(args...)
@@ -30,6 +31,17 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 			t.Errorf("%s: the first lines %q name no version and digest", format, head[:2])
 		}
 	}
+}
+
+// A site's policy routing, as ip -batch takes it, is reviewed as the
+// ruleset is.
+func TestRenderSitePolicyRoutingGolden(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := run("render", "-f", "../testdata/site.yaml", "--format", "ip")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden.Check(t, "render-site.ip", stdout)
 }
 
 // writeSpec writes a one-entry spec and returns its path.

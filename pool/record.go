@@ -79,7 +79,7 @@ func (p *Plan) Record() Record {
 		if e.Gateway.IsValid() {
 			er.Gateway = e.Gateway.String()
 		}
-		er.Probe = e.Probe.spec()
+		er.Probe = e.Probe.Spec()
 		r.Egress = append(r.Egress, er)
 	}
 	if c := p.Cluster; c != nil {

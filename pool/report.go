@@ -11,6 +11,25 @@ type Report struct {
 	// Nodes is what each node of the plan's cluster serves; nil for a
 	// single box.
 	Nodes []NodeLoad
+	// Uplinks is how a site's uplinks share its hosts; nil without.
+	Uplinks *UplinksReport
+}
+
+// UplinksReport is how a site's uplinks share its inside hosts, all up.
+type UplinksReport struct {
+	Policy  UplinkPolicy
+	Sticky  bool
+	Members []UplinkLoad
+}
+
+// UplinkLoad is one uplink: the hosts that leave by it first, and how it is
+// probed.
+type UplinkLoad struct {
+	Name, OIF string
+	Weight    int
+	Hosts     uint64
+	Share     float64
+	Probe     *Probe // nil: its link alone says
 }
 
 // EgressReport is the load of one egress entry.
@@ -75,6 +94,20 @@ func (p *Plan) Report() *Report {
 	}
 	if c != nil {
 		r.Nodes = c.loads(addrs, 0)
+	}
+	if u := p.Uplinks; u != nil {
+		ur := &UplinksReport{Policy: u.Policy, Sticky: u.Sticky}
+		hosts := make([]uint64, len(u.Members))
+		var total uint64
+		each(p.Egress[u.Members[0].Egress].inside, func(x uint32) {
+			hosts[u.MemberOf(AddrFromUint32(x), u.AllUp())]++
+			total++
+		})
+		for i, m := range u.Members {
+			ur.Members = append(ur.Members, UplinkLoad{Name: m.Name, OIF: m.OIF, Weight: m.Weight, Hosts: hosts[i],
+				Share: ratio(hosts[i], total), Probe: p.Egress[m.Egress].Probe})
+		}
+		r.Uplinks = ur
 	}
 	return r
 }

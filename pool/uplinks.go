@@ -409,9 +409,9 @@ func (r *UplinksRecord) uplinks(entries []*Egress) (*Uplinks, error) {
 	return u, nil
 }
 
-// spec returns the probe as a spec writes it, nil for none: what a record
+// Spec returns the probe as a spec writes it, nil for none: what a record
 // keeps of it.
-func (p *Probe) spec() *ProbeSpec {
+func (p *Probe) Spec() *ProbeSpec {
 	if p == nil {
 		return nil
 	}

@@ -37,7 +37,52 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 		}
 		fmt.Fprintln(w, summary(e))
 	}
-	return nodeSummary(w, r)
+	if err := nodeSummary(w, r); err != nil {
+		return err
+	}
+	return uplinkSummary(w, r)
+}
+
+// uplinkSummary writes, for a site's uplinks, the hosts each carries first
+// and how it is probed.
+func uplinkSummary(w io.Writer, r *pool.Report) error {
+	u := r.Uplinks
+	if u == nil {
+		return nil
+	}
+	sticky := ""
+	if u.Sticky {
+		sticky = ", sticky"
+	}
+	fmt.Fprintf(w, "\nuplinks (%s%s):\n", u.Policy, sticky)
+	for _, m := range u.Members {
+		fmt.Fprintf(w, "  %s (%s): ", m.Name, m.OIF)
+		if u.Policy == pool.Balance {
+			fmt.Fprintf(w, "weight %d, ", m.Weight)
+		}
+		fmt.Fprintf(w, "first uplink of %s (%s); %s\n", Plural(m.Hosts, "host"), percent(m.Share), probeText(m.Probe))
+	}
+	return nil
+}
+
+// probeText says how an uplink is probed.
+func probeText(p *pool.Probe) string {
+	if p == nil {
+		return "not probed: its link alone says whether it is up"
+	}
+	targets := make([]string, len(p.Targets))
+	for i, t := range p.Targets {
+		targets[i] = t.String()
+	}
+	s := fmt.Sprintf("probes %s every %s (timeout %s), %d to answer; down after %d failed rounds, up after %d passed", strings.Join(targets, ", "),
+		p.Interval, p.Timeout, p.Reliability, p.Down, p.Up)
+	if p.Latency > 0 {
+		s += fmt.Sprintf("; degraded above %s median round trip", p.Latency)
+	}
+	if p.Loss > 0 {
+		s += fmt.Sprintf("; degraded above %s loss", percent(p.Loss))
+	}
+	return s
 }
 
 // nodeSummary writes, for a cluster's plan, what each node serves while
@@ -127,7 +172,24 @@ type planJSON struct {
 	Egress []egressJSON `json:"egress"`
 	// Nodes is what each node serves (a cluster's plan only).
 	Nodes []nodeLoadJSON `json:"nodes,omitempty"`
-	Spec  pool.Spec      `json:"spec"`
+	// Uplinks is how a site's uplinks share its hosts (with uplinks only).
+	Uplinks *uplinksReportJSON `json:"uplinks,omitempty"`
+	Spec    pool.Spec          `json:"spec"`
+}
+
+type uplinksReportJSON struct {
+	Policy  pool.UplinkPolicy `json:"policy"`
+	Sticky  bool              `json:"sticky"`
+	Members []uplinkLoadJSON  `json:"members"`
+}
+
+type uplinkLoadJSON struct {
+	Name   string          `json:"name"`
+	OIF    string          `json:"oif"`
+	Weight int             `json:"weight"`
+	Hosts  uint64          `json:"hosts"`
+	Share  float64         `json:"share"`
+	Probe  *pool.ProbeSpec `json:"probe"` // null: not probed
 }
 
 type nodeLoadJSON struct {
@@ -197,6 +259,13 @@ type publicJSON struct {
 // from, so that the JSON can be planned again.
 func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
 	out := planJSON{Table: r.Table, Egress: []egressJSON{}, Nodes: nodeLoadsJSON(r.Nodes, false), Spec: spec}
+	if u := r.Uplinks; u != nil {
+		uj := &uplinksReportJSON{Policy: u.Policy, Sticky: u.Sticky}
+		for _, m := range u.Members {
+			uj.Members = append(uj.Members, uplinkLoadJSON{m.Name, m.OIF, m.Weight, m.Hosts, m.Share, m.Probe.Spec()})
+		}
+		out.Uplinks = uj
+	}
 	for _, e := range r.Egress {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
 			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),

@@ -26,14 +26,18 @@ type Routing struct {
 func OpenRouting(name string) (_ *Routing, err error) {
 	defer func() { err = Privileged(err) }()
 	r := &Routing{name: name}
-	h := netns.None()
 	if name != "" {
 		if r.ns, err = OpenNetNS(name); err != nil {
 			return nil, err
 		}
-		h = netns.NsHandle(r.ns.Fd())
 	}
-	if r.handle, err = netlink.NewHandleAt(h, unix.NETLINK_ROUTE); err != nil {
+	// The socket is opened inside the namespace by Within, whose refusal
+	// to enter it keeps its errno; netlink's own setns would not.
+	err = Within(name, func() (err error) {
+		r.handle, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
 		r.Close()
 		return nil, err
 	}

@@ -532,7 +532,7 @@ func TestAnUplinkThatStopsAnsweringFailsOverAndBack(t *testing.T) {
 	if s := states(); s != "[down up]" {
 		t.Errorf("the table follows %s", s)
 	}
-	eventually(t, "a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
+	r.until("a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
 	for _, h := range r.flushed() {
 		if !slices.ContainsFunc(hosts["a"], func(x pool.Host) bool { return x.Addr.String() == h }) {
 			t.Errorf("flushed %s, not a host of a", h)
@@ -571,7 +571,27 @@ func TestAnUplinkThatStopsAnsweringFailsOverAndBack(t *testing.T) {
 	}
 	r.fake.Do("ns", func(n *box.FakeNamespace) { delete(n.Unanswered, "wan0") })
 	r.until("a up", func() bool { return states() == "[up up]" })
-	eventually(t, "the failed-over entries to go", func() bool { return len(r.flushed()) == flushed+len(hosts["a"]) })
+	r.until("the failed-over entries to go", func() bool { return len(r.flushed()) == flushed+len(hosts["a"]) })
+}
+
+// Uplinks that fail together may be found out a round apart: the first
+// found down waits for the other to prove itself before its flows go, and
+// the other never does. Nothing is cut.
+func TestUplinksFailingTogetherCutNothingWhenFoundARoundApart(t *testing.T) {
+	r := start(t, uplinkSite, "", func(n *box.FakeNamespace, p *pool.Plan) { uplinkEntries(n, p) })
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan0"] = true })
+	r.clock.advance(time.Second)
+	r.until("a round of a unanswered", func() bool {
+		return testutil.ToFloat64(r.metrics.probeLoss.WithLabelValues("a")) > 0
+	})
+	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan1"] = true })
+	r.until("both down", func() bool { return strings.Contains(r.log.String(), "uplinks: every uplink is down") })
+	if !strings.Contains(r.log.String(), "uplinks: hosts of a leave by b") {
+		t.Errorf("a was not found down first:\n%s", r.log)
+	}
+	if n := len(r.flushed()); n != 0 {
+		t.Errorf("%d entries flushed", n)
+	}
 }
 
 // With sticky uplinks, a flow failed over to a backup stays there until it
@@ -581,7 +601,7 @@ func TestStickyUplinksKeepFailedOverFlows(t *testing.T) {
 	r := start(t, uplinkSite+"  sticky: true\n", "", func(n *box.FakeNamespace, p *pool.Plan) { hosts = uplinkEntries(n, p) })
 	r.fake.Do("ns", func(n *box.FakeNamespace) { n.Unanswered["wan0"] = true })
 	r.until("uplink a down", func() bool { return strings.Contains(r.log.String(), "uplink a (wan0) is down") })
-	eventually(t, "a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
+	r.until("a's hosts' entries to go", func() bool { return len(r.flushed()) == len(hosts["a"]) })
 	r.fake.Do("ns", func(n *box.FakeNamespace) {
 		delete(n.Unanswered, "wan0")
 		for _, h := range hosts["a"] {

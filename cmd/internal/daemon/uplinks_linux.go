@@ -41,6 +41,7 @@ func (m *member) state() pool.UplinkState {
 // round is one round of a member's probes.
 type round struct {
 	member      int
+	start       time.Time
 	sent, heard int
 	rtts        []time.Duration
 	missed      []string // the targets that did not answer
@@ -55,6 +56,13 @@ type uplinks struct {
 	// vias are how each member's probes leave, for the probes' goroutines.
 	vias   atomic.Pointer[[]linux.Via]
 	states []pool.UplinkState // what natpool's table follows now
+	// moved is when the states last changed, while the entries of flows
+	// left on an uplink their host no longer leaves by wait to go; zero
+	// when none wait. They go once every uplink that is not down has
+	// passed a round of probes begun since (proven): uplinks that fail
+	// together but are found out a round apart cut nothing.
+	moved  time.Time
+	proven []bool
 	rounds chan round
 	stop   func() // stops the probes
 }
@@ -92,6 +100,9 @@ func (d *daemon) startUplinks(ctx context.Context, plan *pool.Plan) {
 		m := &d.up.members[i]
 		m.said = d.up.states[i]
 		d.c.Metrics.setUplink(m.name, m.oif, m.said)
+	}
+	if old != nil && !old.moved.IsZero() {
+		d.awaitFlush()
 	}
 	var stops []func()
 	up := d.up
@@ -163,7 +174,7 @@ func (d *daemon) probe(ctx context.Context, up *uplinks, i int, p *pool.Probe) {
 	via := (*up.vias.Load())[i]
 	within, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	r := round{member: i, sent: len(p.Targets)}
+	r := round{member: i, start: d.c.Clock.Now(), sent: len(p.Targets)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, t := range p.Targets {
@@ -243,6 +254,10 @@ func (d *daemon) probed(r round) {
 		m.probed = state
 		d.steer()
 	}
+	if d.up.proven != nil && r.heard >= p.Reliability && !r.start.Before(d.up.moved) {
+		d.up.proven[r.member] = true
+		d.flushMoved()
+	}
 }
 
 // memberNamed returns the index of the site's uplink of egress entry
@@ -297,12 +312,13 @@ func (d *daemon) linkOf(i int, up bool, why string) {
 // and puts the states in force: natpool's table and routing follow them
 // (new connections of a host leave by the first of its uplinks that is
 // up), and the entries of flows left on an uplink their host no longer
-// leaves by are deleted: those on one that is down, and (unless the
-// uplinks are sticky) those failed over to a backup when their host's own
-// uplink is back. The table changes first, so that a flow's next packet
-// after its deletion finds the new way. While every uplink is down
-// nothing changes: there is nowhere better to go, and the flows may
-// recover.
+// leaves by are to go: those on one that is down, and (unless the uplinks
+// are sticky) those failed over to a backup when their host's own uplink
+// is back. The table changes first, so that a flow's next packet after
+// its deletion finds the new way, and the entries go once the uplinks
+// that are up have proven it since (awaitFlush). While every uplink is
+// down nothing changes and nothing goes: there is nowhere better to go,
+// and the flows may recover.
 func (d *daemon) steer() {
 	states := d.uplinkStates()
 	for i := range d.up.members {
@@ -319,6 +335,7 @@ func (d *daemon) steer() {
 	}
 	if !slices.ContainsFunc(states, func(s pool.UplinkState) bool { return s != pool.UplinkDown }) {
 		fmt.Fprintf(d.c.Log, "uplinks: every uplink is down: hosts keep their uplinks and connections, which may recover\n")
+		d.up.moved, d.up.proven = time.Time{}, nil
 		return
 	}
 	if slices.Equal(states, d.up.states) {
@@ -331,6 +348,29 @@ func (d *daemon) steer() {
 	for i, m := range d.up.members {
 		fmt.Fprintf(d.c.Log, "uplinks: hosts of %s leave by %s\n", m.name, d.carries(i, states))
 	}
+	d.awaitFlush()
+}
+
+// awaitFlush has the entries of flows left on another uplink wait until
+// every uplink that is up passes a round of probes from now; one without
+// probes has nothing to prove.
+func (d *daemon) awaitFlush() {
+	d.up.moved = d.c.Clock.Now()
+	d.up.proven = make([]bool, len(d.up.members))
+	for i, m := range d.plan.Uplinks.Members {
+		d.up.proven[i] = d.up.states[i] == pool.UplinkDown || d.plan.Egress[m.Egress].Probe == nil
+	}
+	d.flushMoved()
+}
+
+// flushMoved deletes the entries of flows left on an uplink their host no
+// longer leaves by, once the uplinks are proven.
+func (d *daemon) flushMoved() {
+	if slices.Contains(d.up.proven, false) {
+		return
+	}
+	d.up.moved, d.up.proven = time.Time{}, nil
+	states := d.up.states
 	r, err := d.c.Box.FlushBy(d.plan, conntrack.Rerouted(d.plan, states), false)
 	d.counted(reasonUplink, r, err)
 	switch {
