@@ -41,7 +41,6 @@ func (m *member) state() pool.UplinkState {
 // round is one round of a member's probes.
 type round struct {
 	member      int
-	start       time.Time
 	sent, heard int
 	rtts        []time.Duration
 	missed      []string // the targets that did not answer
@@ -56,13 +55,11 @@ type uplinks struct {
 	// vias are how each member's probes leave, for the probes' goroutines.
 	vias   atomic.Pointer[[]linux.Via]
 	states []pool.UplinkState // what natpool's table follows now
-	// moved is when the states last changed, while the entries of flows
-	// left on an uplink their host no longer leaves by wait to go; zero
-	// when none wait. They go once every uplink that is not down has
-	// passed a round of probes begun since (proven): uplinks that fail
-	// together but are found out a round apart cut nothing.
-	moved  time.Time
-	proven []bool
+	// moved says that the states changed and the entries of flows left
+	// on an uplink their host no longer leaves by wait to go. They go once
+	// the last round of every uplink that is not down passed: uplinks
+	// that fail together but are found out a round apart cut nothing.
+	moved  bool
 	rounds chan round
 	stop   func() // stops the probes
 }
@@ -101,9 +98,7 @@ func (d *daemon) startUplinks(ctx context.Context, plan *pool.Plan) {
 		m.said = d.up.states[i]
 		d.c.Metrics.setUplink(m.name, m.oif, m.said)
 	}
-	if old != nil && !old.moved.IsZero() {
-		d.awaitFlush()
-	}
+	d.up.moved = old != nil && old.moved
 	var stops []func()
 	up := d.up
 	for i, m := range u.Members {
@@ -174,7 +169,7 @@ func (d *daemon) probe(ctx context.Context, up *uplinks, i int, p *pool.Probe) {
 	via := (*up.vias.Load())[i]
 	within, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	r := round{member: i, start: d.c.Clock.Now(), sent: len(p.Targets)}
+	r := round{member: i, sent: len(p.Targets)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, t := range p.Targets {
@@ -254,10 +249,7 @@ func (d *daemon) probed(r round) {
 		m.probed = state
 		d.steer()
 	}
-	if d.up.proven != nil && r.heard >= p.Reliability && !r.start.Before(d.up.moved) {
-		d.up.proven[r.member] = true
-		d.flushMoved()
-	}
+	d.flushMoved()
 }
 
 // memberNamed returns the index of the site's uplink of egress entry
@@ -316,7 +308,7 @@ func (d *daemon) linkOf(i int, up bool, why string) {
 // are sticky) those failed over to a backup when their host's own uplink
 // is back. The table changes first, so that a flow's next packet after
 // its deletion finds the new way, and the entries go once the uplinks
-// that are up have proven it since (awaitFlush). While every uplink is
+// that are up last passed their probes (flushMoved). While every uplink is
 // down nothing changes and nothing goes: there is nowhere better to go,
 // and the flows may recover.
 func (d *daemon) steer() {
@@ -335,7 +327,7 @@ func (d *daemon) steer() {
 	}
 	if !slices.ContainsFunc(states, func(s pool.UplinkState) bool { return s != pool.UplinkDown }) {
 		fmt.Fprintf(d.c.Log, "uplinks: every uplink is down: hosts keep their uplinks and connections, which may recover\n")
-		d.up.moved, d.up.proven = time.Time{}, nil
+		d.up.moved = false
 		return
 	}
 	if slices.Equal(states, d.up.states) {
@@ -348,28 +340,25 @@ func (d *daemon) steer() {
 	for i, m := range d.up.members {
 		fmt.Fprintf(d.c.Log, "uplinks: hosts of %s leave by %s\n", m.name, d.carries(i, states))
 	}
-	d.awaitFlush()
-}
-
-// awaitFlush has the entries of flows left on another uplink wait until
-// every uplink that is up passes a round of probes from now; one without
-// probes has nothing to prove.
-func (d *daemon) awaitFlush() {
-	d.up.moved = d.c.Clock.Now()
-	d.up.proven = make([]bool, len(d.up.members))
-	for i, m := range d.plan.Uplinks.Members {
-		d.up.proven[i] = d.up.states[i] == pool.UplinkDown || d.plan.Egress[m.Egress].Probe == nil
-	}
+	d.up.moved = true
 	d.flushMoved()
 }
 
 // flushMoved deletes the entries of flows left on an uplink their host no
-// longer leaves by, once the uplinks are proven.
+// longer leaves by, when the states moved them and the last round of each
+// uplink that is not down passed (one without probes has its link alone to
+// say). A backup found failing is no better than the uplink its hosts
+// leave: they keep their entries until it passes again or is found down.
 func (d *daemon) flushMoved() {
-	if slices.Contains(d.up.proven, false) {
+	if d.up == nil || !d.up.moved {
 		return
 	}
-	d.up.moved, d.up.proven = time.Time{}, nil
+	for i := range d.up.members {
+		if d.up.states[i] != pool.UplinkDown && d.up.members[i].fails > 0 {
+			return
+		}
+	}
+	d.up.moved = false
 	states := d.up.states
 	r, err := d.c.Box.FlushBy(d.plan, conntrack.Rerouted(d.plan, states), false)
 	d.counted(reasonUplink, r, err)
