@@ -31,8 +31,9 @@ type ProbeSpec struct {
 
 // A probe's defaults. They do not flap: a round fails only when fewer than
 // Reliability targets answer, and 8 failed rounds in a row take an uplink
-// down, so a healthy link losing 30% of one target's probes goes down about
-// once a day (0.3^8 per round), while a dead one is seen within 9 s.
+// down, while a dead one is seen within 9 s. A healthy link losing 30% of
+// its probes, independently, goes down by chance once in 1/0.3^8 rounds
+// (4 hours) with one target, once in 1/0.027^8 (100,000 years) with three.
 const (
 	DefaultProbeInterval = time.Second
 	DefaultProbeDown     = 8
