@@ -17,13 +17,15 @@ import (
 // The pools of the ISPs of a test site, ISP i's at index i.
 var sitePools = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/29"), netip.MustParsePrefix("198.51.100.0/29"), netip.MustParsePrefix("192.0.9.0/29")}
 
-// siteSpec writes the spec of a site of n uplinks, each probed as probe
-// says (YAML flow mapping), with uplinks settings, and returns its path.
-func siteSpec(t *testing.T, n int, probe, uplinks string) string {
+// siteSpec writes the spec of a site of n uplinks, with uplinks settings,
+// each probed as its probe says (YAML flow mappings; the last for the
+// rest), and returns its path.
+func siteSpec(t *testing.T, n int, uplinks string, probes ...string) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("egress:\n")
 	for i := range n {
+		probe := probes[min(i, len(probes)-1)]
 		fmt.Fprintf(&b, "  - name: isp%d\n    oif: wan%d\n    private: [10.0.0.0/24]\n    pool: [%s]\n    probe: %s\n", i, i, sitePools[i], probe)
 	}
 	fmt.Fprintf(&b, "uplinks: %s\n", uplinks)
@@ -87,8 +89,8 @@ func TestABrokenUplinkFailsOverAndBackWithRealPackets(t *testing.T) {
 			netnstest.Require(t, "conntrack")
 			s := netnstest.NewSite(t, sitePools[:n]...)
 			const interval, down = 500 * time.Millisecond, 4
-			spec := siteSpec(t, n, fmt.Sprintf(`{targets: ["icmp:%s", "tcp:%s:443", "dns:%s"], interval: %s, down: %d, up: %d}`,
-				netnstest.Target, netnstest.Target, netnstest.DNSServer, interval, down, down), "{policy: balance}")
+			spec := siteSpec(t, n, "{policy: balance}", fmt.Sprintf(`{targets: ["icmp:%s", "tcp:%s:443", "dns:%s"], interval: %s, down: %d, up: %d}`,
+				netnstest.Target, netnstest.Target, netnstest.DNSServer, interval, down, down))
 			p := loadPlan(t, spec)
 			w := startWatch(t, "-f", spec, "--netns", s.Box.Name)
 			hosts := hostRange("10.0.0.1", 200)
@@ -178,14 +180,16 @@ func TestABrokenUplinkFailsOverAndBackWithRealPackets(t *testing.T) {
 }
 
 // With the default probe settings, an ISP that loses 30% of what the box
-// sends, and one that drops ICMP, stay up: in two minutes (120 rounds)
-// neither changes state, on the three kinds of target.
+// sends, one that drops ICMP, and one that loses 30% with a single ICMP
+// target stay up: in two minutes (120 rounds) none changes state.
 func TestProbesDoNotFlapOnALossyLinkOrOneWithoutICMP(t *testing.T) {
 	keepHostState(t)
-	s := netnstest.NewSite(t, sitePools[:2]...)
-	spec := siteSpec(t, 2, fmt.Sprintf(`{targets: ["icmp:%s", "tcp:%s:443", "dns:%s"]}`, netnstest.Target, netnstest.Target, netnstest.DNSServer), "{policy: balance}")
+	s := netnstest.NewSite(t, sitePools...)
+	three := fmt.Sprintf(`{targets: ["icmp:%s", "tcp:%s:443", "dns:%s"]}`, netnstest.Target, netnstest.Target, netnstest.DNSServer)
+	spec := siteSpec(t, 3, "{policy: balance}", three, three, fmt.Sprintf(`{targets: ["icmp:%s"]}`, netnstest.Target))
 	s.Lose(0, 30, true)
 	s.DropICMP(1, true)
+	s.Lose(2, 30, true)
 	w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--metrics", "127.0.0.1:0")
 	addr := w.metricsAddr(t)
 	time.Sleep(2 * time.Minute)
@@ -200,7 +204,7 @@ func TestProbesDoNotFlapOnALossyLinkOrOneWithoutICMP(t *testing.T) {
 		t.Logf("natpool_probe_rtt_seconds{egress=%q}: %d answered", label(m, "egress"), m.GetHistogram().GetSampleCount())
 	}
 	// Both kinds of trouble were real.
-	for i, rule := range []string{"loss", "icmp"} {
+	for i, rule := range []string{"loss", "icmp", "loss"} {
 		if out := s.ISPs[i].MustRun("", "nft", "list", "chain", "ip", "isp", "forward"); !strings.Contains(out, rule) || strings.Contains(out, "packets 0 bytes 0 drop comment \""+rule+"\"") {
 			t.Errorf("ISP %d dropped nothing:\n%s", i, out)
 		}

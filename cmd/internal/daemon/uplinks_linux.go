@@ -38,9 +38,11 @@ func (m *member) state() pool.UplinkState {
 	return m.probed
 }
 
-// round is one round of a member's probes.
+// round is one round of a member's probes: the targets that answered, and
+// the probes sent and answered (a target's probe may be sent twice).
 type round struct {
 	member      int
+	answered    int
 	sent, heard int
 	rtts        []time.Duration
 	missed      []string // the targets that did not answer
@@ -169,18 +171,20 @@ func (d *daemon) probe(ctx context.Context, up *uplinks, i int, p *pool.Probe) {
 	via := (*up.vias.Load())[i]
 	within, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	r := round{member: i, sent: len(p.Targets)}
+	r := round{member: i}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, t := range p.Targets {
 		wg.Go(func() {
-			rtt, err := d.c.Box.Kernels(d.c.Box.Netns).Probe(within, t, via)
+			sent, rtt, err := d.probeTarget(within, t, via, p.Timeout/2)
 			mu.Lock()
 			defer mu.Unlock()
+			r.sent += sent
 			if err != nil {
 				r.missed = append(r.missed, t.String())
 				return
 			}
+			r.answered++
 			r.heard++
 			r.rtts = append(r.rtts, rtt)
 		})
@@ -189,6 +193,52 @@ func (d *daemon) probe(ctx context.Context, up *uplinks, i int, p *pool.Probe) {
 	select {
 	case up.rounds <- r:
 	case <-ctx.Done():
+	}
+}
+
+// probeTarget probes t, and again when it has not answered after again:
+// both wait for an answer until ctx ends, and the first answer counts. One
+// lost packet so fails no round, and a slow answer to the first is still
+// heard. It returns the probes sent and the answer's round trip.
+func (d *daemon) probeTarget(ctx context.Context, t pool.ProbeTarget, via linux.Via, again time.Duration) (int, time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		rtt time.Duration
+		err error
+	}
+	answers := make(chan answer, 2)
+	send := func() {
+		rtt, err := d.c.Box.Kernels(d.c.Box.Netns).Probe(ctx, t, via)
+		answers <- answer{rtt, err}
+	}
+	go send()
+	sent, pending := 1, 1
+	retry := time.NewTimer(again)
+	defer retry.Stop()
+	for {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err == nil {
+				cancel()
+				for ; pending > 0; pending-- {
+					<-answers
+				}
+				return sent, a.rtt, nil
+			}
+			if pending == 0 && (sent == 2 || ctx.Err() != nil) {
+				return sent, 0, a.err
+			}
+			if sent == 1 {
+				retry.Reset(0) // failed at once (no route): the second goes now
+			}
+		case <-retry.C:
+			if sent == 1 {
+				sent, pending = 2, pending+1
+				go send()
+			}
+		}
 	}
 }
 
@@ -216,7 +266,7 @@ func (d *daemon) probed(r round) {
 	}
 	loss := 1 - float64(heard)/float64(sent)
 	d.c.Metrics.probeLoss.WithLabelValues(m.name).Set(loss)
-	if r.heard >= p.Reliability {
+	if r.answered >= p.Reliability {
 		m.passes, m.fails = m.passes+1, 0
 	} else {
 		m.passes, m.fails = 0, m.fails+1
