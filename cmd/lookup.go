@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
 	"github.com/natpool/natpool/pool/journal"
+	"github.com/natpool/natpool/pool/translog"
 	"github.com/natpool/natpool/render"
 )
 
@@ -25,6 +27,8 @@ type lookupOptions struct {
 	at, tz  string
 	slack   time.Duration
 	journal []string
+	logs    []string
+	dst     string
 }
 
 func newLookupCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
@@ -48,6 +52,16 @@ spec is needed). TIME is RFC 3339 with an offset, "now", or a local time with
 [from, until) in UTC. Within --slack of a change, the plans before and after
 both answer: a time from an abuse report carries clock error.
 
+--at TIME PUBLIC:PORT --log DIR answers from the translation log natpool
+watch --log keeps (repeat --log for several NAT boxes): every translation on
+that address and port that covered TIME within --slack, with its inside
+address and port, its destination and its start and end. Linux gives one
+public address and port to several inside hosts at once when their
+destinations differ: --dst ADDR[:PORT] keeps those that reached it (a log
+that keeps destinations hashed confirms the one asked). An answer from a
+time the log may miss events of (lost events, no natpool running) says so,
+exit 1.
+
 Exit status: 0 all mapped, 1 an address without a mapping, a port no host
 owns, or no plan in force at TIME, 2 trouble (a bad address or time, a port
 lookup of an inside host, a journal that is missing or not natpool's).`,
@@ -57,7 +71,10 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 
   # abuse desk: who had this address and port last Tuesday at 14:05?
   natpool lookup --at 2026-11-17T14:05:00+01:00 198.18.3.7:40123
-  natpool lookup --at "2026-11-17 14:05" --tz Europe/Berlin --journal nat1/ --journal nat2/ 198.18.3.7:40123`,
+  natpool lookup --at "2026-11-17 14:05" --tz Europe/Berlin --journal nat1/ --journal nat2/ 198.18.3.7:40123
+
+  # who had 192.76.8.40:51234 at 14:05:07, reaching 203.0.113.9?
+  natpool lookup --at 2026-11-17T14:05:07Z 192.76.8.40:51234 --dst 203.0.113.9 --log /var/log/natpool`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			o.queries = args
@@ -72,6 +89,9 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 	flags.TimeZone(cmd, &o.tz)
 	cmd.Flags().DurationVar(&o.slack, "slack", 5*time.Second, "with --at: plans that began or ended this close to TIME answer too")
 	journalFlag(cmd, &o.journal, true)
+	cmd.Flags().StringArrayVar(&o.logs, "log", nil, "with --at: answer PUBLIC:PORT from this translation log (natpool watch --log); repeat for several NAT boxes")
+	_ = cmd.MarkFlagDirname("log")
+	cmd.Flags().StringVar(&o.dst, "dst", "", "with --log: only translations to this ADDR or ADDR:PORT")
 	return cmd
 }
 
@@ -131,6 +151,9 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 	if o.slack < 0 {
 		return fmt.Errorf("--slack %s: want 0 or more", o.slack)
 	}
+	if len(o.logs) > 0 || o.dst != "" {
+		return runLookupLog(o, t, stdout)
+	}
 	if flags := o.spec.setFlags(); len(flags) > 0 {
 		return fmt.Errorf("--at answers from the plans the journal recorded: %s would change no answer (give the journal with --journal, or -f for its journal key)", strings.Join(flags, ", "))
 	}
@@ -170,4 +193,58 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 		return &exitError{code: exitFound, msg: fmt.Sprintf("%s of the plans in force at %s could not answer", render.Plural(uint64(len(a.Failed)), "question"), at)}
 	}
 	return unanswered(a.Answers)
+}
+
+// runLookupLog answers PUBLIC:PORT queries at t from the translation logs.
+func runLookupLog(o *lookupOptions, t time.Time, stdout io.Writer) error {
+	if len(o.logs) == 0 {
+		return fmt.Errorf("--dst %s: it asks a translation log: give --log DIR", o.dst)
+	}
+	var dst netip.AddrPort
+	if o.dst != "" {
+		a, err := netip.ParseAddr(o.dst)
+		if err == nil {
+			dst = netip.AddrPortFrom(a, 0)
+		} else if dst, err = netip.ParseAddrPort(o.dst); err != nil || dst.Port() == 0 {
+			return fmt.Errorf("--dst %q: want ADDR or ADDR:PORT", o.dst)
+		}
+		if !dst.Addr().Is4() {
+			return fmt.Errorf("--dst %q: want an IPv4 address", o.dst)
+		}
+	}
+	var answers []render.LogAnswers
+	found, complete := true, true
+	for _, q := range o.queries {
+		public, err := netip.ParseAddrPort(q)
+		if err != nil || !public.Addr().Is4() {
+			return fmt.Errorf("%q: --log answers PUBLIC:PORT, an IPv4 address and port", q)
+		}
+		n := 0
+		for _, dir := range o.logs {
+			query := translog.Query{Public: public, At: t, Slack: o.slack, Dst: dst}
+			r, err := translog.Lookup(dir, query)
+			if err != nil {
+				return err
+			}
+			answers = append(answers, render.LogAnswers{Log: dir, Query: query, Result: r})
+			n += len(r.Translations)
+			complete = complete && len(r.Incomplete) == 0
+		}
+		found = found && n > 0
+	}
+	var err error
+	if o.output == "json" {
+		err = render.LogJSON(stdout, answers)
+	} else {
+		err = render.LogText(stdout, answers)
+	}
+	switch {
+	case err != nil:
+		return err
+	case !complete:
+		return &exitError{code: exitFound, msg: "the log may miss translations of that time"}
+	case !found:
+		return &exitError{code: exitFound, msg: fmt.Sprintf("no translation logged at %s", t.UTC().Format(time.RFC3339))}
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/natpool/natpool/cmd/internal/daemon"
 	"github.com/natpool/natpool/cmd/internal/flags"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/translog"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,9 @@ type watchOptions struct {
 	refresh  time.Duration
 	probe    string
 	probeTo  netip.Addr // --probe, parsed by check
+	log      string
+	logDst   string
+	logKeep  time.Duration
 }
 
 func newWatchCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
@@ -59,7 +63,14 @@ applied.
                   force; per public address the connections, distinct inside
                   hosts and the share of the port range its busiest
                   destination takes; block utilisation; uplinks; peers;
-                  flushes.
+                  flushes; the translation log.
+  --log DIR       log every translation natpool's rules make (start, end,
+                  protocol, inside, public and destination address and port)
+                  from conntrack's events, in hourly zstd segments with an
+                  index; natpool lookup --at TIME PUBLIC:PORT --log DIR
+                  answers from it. Destinations are kept as a keyed hash of
+                  the address (the key is made once, in DIR) unless
+                  --log-destination plain.
 
 The counts follow conntrack's events and are rebuilt from a full dump every
 --resync and whenever the kernel dropped events. Only entries natpool's rules
@@ -69,6 +80,7 @@ command.`,
 		Example: `  natpool watch -f /etc/natpool/site.yaml --metrics 127.0.0.1:9733
   natpool watch -f site.yaml --netns nat0 --hold-down 5s
   natpool watch -f cluster.yaml --node nat1 --metrics 127.0.0.1:9733
+  natpool watch -f campus.yaml --log /var/log/natpool --log-keep 4320h   # 180 days
   systemctl reload natpool     # natpool reload: apply the edited spec, flush what moved`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
@@ -89,6 +101,11 @@ command.`,
 	f.DurationVar(&o.resync, "resync", 5*time.Minute, "how often the counts are rebuilt from a full conntrack dump")
 	f.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the guard's drop counters are read (port use is counted at each scrape)")
 	f.StringVar(&o.probe, "probe", "8.8.8.8", "destination whose route says which interface carries an egress entry's hosts")
+	f.StringVar(&o.log, "log", "", "log every translation in this directory (default: none)")
+	_ = cmd.MarkFlagDirname("log")
+	f.StringVar(&o.logDst, "log-destination", "hash", "how the log keeps destinations: hash (a keyed hash of the address, the port in clear) or plain")
+	_ = cmd.RegisterFlagCompletionFunc("log-destination", cobra.FixedCompletions([]string{"hash", "plain"}, cobra.ShellCompDirectiveNoFileComp))
+	f.DurationVar(&o.logKeep, "log-keep", 0, "prune the log's hourly segments older than this (default: keep all)")
 	return cmd
 }
 
@@ -106,6 +123,12 @@ func (o *watchOptions) check() error {
 	var err error
 	if o.probeTo, err = netip.ParseAddr(o.probe); err != nil || !o.probeTo.Is4() {
 		return fmt.Errorf("--probe %q: want an IPv4 address", o.probe)
+	}
+	if o.logDst != "hash" && o.logDst != "plain" {
+		return fmt.Errorf("--log-destination %q: want hash or plain", o.logDst)
+	}
+	if o.logKeep < 0 || o.logKeep > 0 && o.logKeep < time.Hour {
+		return fmt.Errorf("--log-keep %s: want an hour or more (the log prunes hourly segments), or 0 to keep all", o.logKeep)
 	}
 	return nil
 }
@@ -161,10 +184,15 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var logged *daemon.TranslationLog
+	if o.log != "" {
+		logged = &daemon.TranslationLog{Dir: o.log, Options: translog.Options{Plain: o.logDst == "plain", Keep: o.logKeep}}
+	}
 	return daemon.Run(ctx, daemon.Config{
 		Box: b, Options: box.Options{Node: o.apply.node, Encoding: flags.Encodings[o.apply.encoding]},
 		Plan: plan, Metrics: metrics, HoldDown: o.holdDown, Resync: o.resync, Refresh: o.refresh, Probe: o.probeTo,
 		Log: stderr, Clock: daemon.RealClock{}, Notify: daemon.Notify,
-		Moved: func(old, new *pool.Plan) uint64 { return pool.PlanChurn(old, new).Moved },
+		Moved:        func(old, new *pool.Plan) uint64 { return pool.PlanChurn(old, new).Moved },
+		Translations: logged,
 	}, first, reloads)
 }

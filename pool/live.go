@@ -22,11 +22,15 @@ type Destination struct {
 }
 
 func (d Destination) String() string {
-	name := map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}[d.Proto]
-	if name == "" {
-		name = fmt.Sprint(d.Proto)
+	return fmt.Sprintf("%s/%s", d.Addr, ProtoName(d.Proto))
+}
+
+// ProtoName names an IP protocol: tcp, udp, icmp, sctp, else its number.
+func ProtoName(p uint8) string {
+	if name := map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}[p]; name != "" {
+		return name
 	}
-	return fmt.Sprintf("%s/%s", d.Addr, name)
+	return fmt.Sprint(p)
 }
 
 // destKey packs a destination into one word: address, port, protocol.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
@@ -81,6 +82,12 @@ type Entry struct {
 	// Translated reports whether source NAT translated the connection. A
 	// cluster node's natpool entries that are not were steered to a peer.
 	Translated bool
+	// Port is the inside host's source port.
+	Port uint16
+	// Start and Stop are the kernel's times of the connection's beginning
+	// and end, when it keeps them (net.netfilter.nf_conntrack_timestamp);
+	// zero otherwise.
+	Start, Stop time.Time
 	// msg is the entry as dumped, decoded whole only to delete it; it
 	// points into the dump buffer and is valid during Scan's callback.
 	msg netlink.Message
@@ -152,7 +159,11 @@ const (
 	ctaIPv4Src               = 1
 	ctaIPv4Dst               = 2
 	ctaProtoNum              = 1
+	ctaProtoSrcPort          = 2
 	ctaProtoDstPort          = 3
+	ctaTimestamp             = 20
+	ctaTimestampStart        = 1
+	ctaTimestampStop         = 2
 	ipsSrcNAT         uint32 = 1 << 4 // IPS_SRC_NAT
 )
 
@@ -178,12 +189,25 @@ func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 			status = ad.Uint32()
 		case ctaLabels:
 			e.Natpool = hasLabel(ad.Bytes(), label)
+		case ctaTimestamp:
+			ad.Nested(func(ad *netlink.AttributeDecoder) error {
+				for ad.Next() {
+					switch ad.Type() {
+					case ctaTimestampStart:
+						e.Start = time.Unix(0, int64(ad.Uint64()))
+					case ctaTimestampStop:
+						e.Stop = time.Unix(0, int64(ad.Uint64()))
+					}
+				}
+				return nil
+			})
 		}
 	}
 	if ad.Err() != nil || !orig.src.Is4() {
 		return false
 	}
 	e.Translated = status&ipsSrcNAT != 0
+	e.Port = orig.sport
 	e.Connection = pool.Connection{
 		Host:   orig.src,
 		Public: netip.AddrPortFrom(reply.dst, reply.dport),
@@ -200,9 +224,9 @@ func hasLabel(labels []byte, label int) bool {
 
 // tuple is the part of a conntrack tuple natpool reads.
 type tuple struct {
-	src, dst netip.Addr
-	dport    uint16
-	proto    uint8
+	src, dst     netip.Addr
+	sport, dport uint16
+	proto        uint8
 }
 
 func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
@@ -226,6 +250,8 @@ func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
 					switch ad.Type() {
 					case ctaProtoNum:
 						t.proto = ad.Uint8()
+					case ctaProtoSrcPort:
+						t.sport = ad.Uint16()
 					case ctaProtoDstPort:
 						t.dport = ad.Uint16()
 					}

@@ -3,6 +3,7 @@
 package conntrack
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,11 @@ const (
 type Change struct {
 	pool.Connection
 	Delta int
+	// Port is the inside host's source port.
+	Port uint16
+	// At is when it happened: the kernel's time when it keeps conntrack
+	// timestamps, else when the event was read (within batchWait of it).
+	At time.Time
 }
 
 // Subscription receives conntrack's new and destroy events of one
@@ -100,10 +106,13 @@ func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
 	var e Entry
+	var read time.Time
 	for {
 		n, err := linux.TryRecv(s.raw, s.buf)
+		read = time.Now()
 		if err == unix.EAGAIN { // all read: wait for the next, then let more gather
 			if n, err = linux.Recv(s.raw, s.buf); err == nil {
+				read = time.Now()
 				time.Sleep(batchWait)
 			}
 		}
@@ -126,7 +135,13 @@ func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
 				delta = 1
 			}
 			if decodeEntry(m, s.label, &e) && e.Natpool && e.Translated {
-				fn(Change{Connection: e.Connection, Delta: delta})
+				c := Change{Connection: e.Connection, Delta: delta, Port: e.Port, At: read}
+				if at := e.Start; delta < 0 {
+					c.At = cmp.Or(e.Stop, read)
+				} else if !at.IsZero() {
+					c.At = at
+				}
+				fn(c)
 			}
 		}
 	}

@@ -40,6 +40,22 @@ func sealed(seg string) bool {
 	return err == nil
 }
 
+// coveredUntil returns the time up to which a segment covers what
+// happened: a sealed one's index carries the time it was sealed, one being
+// written the time of its writer's last flush (each second, as its
+// modification time). Past it, no natpool logged.
+func coveredUntil(seg string) (int64, error) {
+	path := seg
+	if sealed(seg) {
+		path = strings.TrimSuffix(seg, segmentExt) + indexExt
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return millis(st.ModTime()), nil
+}
+
 // blockInfo is where a block is in its segment and the times of its events.
 type blockInfo struct {
 	offset, length int64
@@ -120,13 +136,14 @@ func scan(seg string, fn func(i int, b blockInfo, events []event) error) (plain 
 
 // seal writes a segment's index from its blocks: each block's public keys,
 // the log's marks (loss windows, clock steps), and each block's place and
-// times. It returns the time of the segment's last event (its start when
-// it has none), and a damaged tail, indexed up to its last whole block.
-func seal(seg string) (last int64, damage *Damage, err error) {
+// times. The index's modification time is at, until when the segment
+// covers what happened. seal returns a damaged tail, indexed up to its
+// last whole block.
+func seal(seg string, at int64) (damage *Damage, err error) {
 	tmp := strings.TrimSuffix(seg, segmentExt) + indexExt + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	defer os.Remove(tmp)
 	defer f.Close()
@@ -134,14 +151,13 @@ func seal(seg string) (last int64, damage *Damage, err error) {
 	w.WriteString(indexMagic)
 	z, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	var dir []blockInfo
 	var marks []event
 	var buf []byte
-	_, last, err = scan(seg, func(i int, b blockInfo, events []event) error {
+	_, _, err = scan(seg, func(i int, b blockInfo, events []event) error {
 		dir = append(dir, b)
-		last = max(last, b.last)
 		for _, e := range events {
 			if e.kind == kindLoss || e.kind == kindClock {
 				marks = append(marks, e)
@@ -155,7 +171,7 @@ func seal(seg string) (last int64, damage *Damage, err error) {
 		err = nil
 	}
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	buf = binary.AppendUvarint(buf[:0], 0)
 	buf = binary.AppendUvarint(buf, uint64(len(marks)))
@@ -167,21 +183,24 @@ func seal(seg string) (last int64, damage *Damage, err error) {
 		buf = binary.AppendVarint(binary.AppendVarint(binary.AppendUvarint(binary.AppendUvarint(buf, uint64(b.offset)), uint64(b.length)), b.first), b.last)
 	}
 	if _, err := z.Write(buf); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if err := z.Close(); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if err := w.Flush(); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if err := f.Sync(); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if err := f.Close(); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	return last, damage, os.Rename(tmp, strings.TrimSuffix(seg, segmentExt)+indexExt)
+	if err := os.Chtimes(tmp, fromMillis(at), fromMillis(at)); err != nil {
+		return nil, err
+	}
+	return damage, os.Rename(tmp, strings.TrimSuffix(seg, segmentExt)+indexExt)
 }
 
 // index is what a query reads of a sealed segment's index: the blocks

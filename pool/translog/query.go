@@ -69,7 +69,8 @@ func Lookup(dir string, q Query) (*Result, error) {
 	if l.lo < starts[0] {
 		l.incomplete("the log begins at %s", fmtTime(starts[0]))
 	}
-	for i := first; i < len(segs); i++ {
+	i := first
+	for ; i < len(segs); i++ {
 		// A loss window is logged when it ends, in the segment open then:
 		// the first that began after the query's time may hold one that
 		// covers it.
@@ -80,8 +81,14 @@ func Lookup(dir string, q Query) (*Result, error) {
 			return nil, err
 		}
 	}
-	if l.last < l.hi {
-		l.incomplete("the log ends at %s", fmtTime(max(l.last, starts[len(starts)-1])))
+	if i == len(segs) {
+		until, err := coveredUntil(segs[i-1])
+		if err != nil {
+			return nil, err
+		}
+		if until = max(until, l.last); until < l.hi {
+			l.incomplete("the log ends at %s", fmtTime(until))
+		}
 	}
 	for _, t := range l.open {
 		if millis(t.Start) <= l.hi {

@@ -47,10 +47,14 @@ type Writer struct {
 	// and not ended, which a new segment opens with.
 	events []event
 	open   map[key]event
-	raw    []byte
+	// seen, during a resync, holds the open translations found again.
+	seen map[key]bool
+	raw  []byte
 	// failing is when writing began to fail, zero while it does not: the
 	// next block written says that the log may miss events since.
 	failing int64
+	// flushed is when Flush last ran: until when the open segment covers.
+	flushed int64
 	// Records counts the translations logged; Dropped, the events lost
 	// to a failing disk.
 	Records, Dropped uint64
@@ -84,21 +88,20 @@ func Open(dir string, o Options, now time.Time) (w *Writer, notes []error, err e
 	}
 	last := int64(-1)
 	for _, seg := range segs {
+		until, err := coveredUntil(seg)
+		if err != nil {
+			return nil, nil, err
+		}
+		last = max(last, until)
 		if sealed(seg) {
 			continue
 		}
-		l, damage, err := seal(seg)
+		damage, err := seal(seg, until)
 		if err != nil {
 			return nil, nil, fmt.Errorf("translation log: sealing %s: %w", seg, err)
 		}
 		if damage != nil {
 			notes = append(notes, damage)
-		}
-		last = max(last, l)
-	}
-	if last < 0 && len(segs) > 0 {
-		if ix, err := readIndex(segs[len(segs)-1], 0); err == nil && len(ix.dir) > 0 {
-			last = ix.dir[len(ix.dir)-1].last
 		}
 	}
 	t := millis(now)
@@ -114,13 +117,45 @@ func Open(dir string, o Options, now time.Time) (w *Writer, notes []error, err e
 // Start logs a translation that began at t.
 func (w *Writer) Start(t time.Time, c Conn) { w.begin(kindStart, t, c) }
 
-// Existing logs a translation there at t, when logging began: it began
-// earlier.
-func (w *Writer) Existing(t time.Time, c Conn) { w.begin(kindBefore, t, c) }
+// Existing logs a translation there at t, found by a dump of the kernel's
+// connections when logging began or resynchronises: it began earlier. One
+// the log holds open already is only noted as found.
+func (w *Writer) Existing(t time.Time, c Conn) {
+	e := w.event(kindBefore, t, c)
+	if o, ok := w.open[e.key()]; ok && o.conn.Inside == e.conn.Inside {
+		if w.seen != nil {
+			w.seen[e.key()] = true
+		}
+		return
+	}
+	w.begin(kindBefore, t, c)
+}
+
+// Resync begins a resynchronisation after events were lost: Existing then
+// notes the translations alive, and Resynced ends at t those open in the
+// log that were not found.
+func (w *Writer) Resync() { w.seen = map[key]bool{} }
+
+// Resynced ends, at t, the open translations Existing did not find since
+// Resync: their ends were among the events lost.
+func (w *Writer) Resynced(t time.Time) {
+	for k, e := range w.open {
+		if !w.seen[k] {
+			end := e
+			end.kind, end.at, end.conn.Inside = kindEnd, millis(t), netip.AddrPort{}
+			w.events = append(w.events, end)
+			delete(w.open, k)
+		}
+	}
+	w.seen = nil
+}
 
 func (w *Writer) begin(kind byte, t time.Time, c Conn) {
 	e := w.event(kind, t, c)
 	w.open[e.key()] = e
+	if w.seen != nil {
+		w.seen[e.key()] = true
+	}
 	w.events = append(w.events, e)
 	w.Records++
 }
@@ -175,6 +210,12 @@ func (w *Writer) Flush(now time.Time) error {
 			return w.failed(t, err)
 		}
 		w.failing, w.events = 0, w.events[:0]
+	}
+	// The segment covers up to now, events or not: its modification time
+	// says so to a lookup.
+	w.flushed = t
+	if err := os.Chtimes(w.path, now, now); err != nil {
+		return w.failed(t, err)
 	}
 	if t-w.start >= w.o.Span.Milliseconds() || w.size >= w.o.MaxSize {
 		if err := w.closeSegment(); err != nil {
@@ -241,7 +282,7 @@ func (w *Writer) openSegment(t int64) error {
 		os.Remove(path)
 		return err
 	}
-	w.f, w.path, w.start, w.size = f, path, t, int64(headerSize)
+	w.f, w.path, w.start, w.size, w.flushed = f, path, t, int64(headerSize), t
 	carried := make([]event, 0, min(len(w.open), carriedBlock))
 	for _, e := range w.open {
 		if carried = append(carried, e); len(carried) == carriedBlock {
@@ -263,7 +304,7 @@ func (w *Writer) closeSegment() error {
 	w.f = nil
 	err := f.Close()
 	if err == nil {
-		_, _, err = seal(w.path)
+		_, err = seal(w.path, w.flushed)
 	}
 	if err == nil && w.o.Keep > 0 {
 		err = w.prune(w.start - w.o.Keep.Milliseconds())

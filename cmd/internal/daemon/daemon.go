@@ -14,6 +14,7 @@ import (
 
 	"github.com/natpool/natpool/cmd/internal/box"
 	"github.com/natpool/natpool/pool"
+	"github.com/natpool/natpool/pool/translog"
 )
 
 // Config is what a daemon runs with.
@@ -36,6 +37,16 @@ type Config struct {
 	Notify func(state string)
 	// Moved counts the hosts a reload moves, for the log.
 	Moved func(old, new *pool.Plan) uint64
+	// Translations, when not nil, is where and how the translations
+	// natpool's rules make are logged.
+	Translations *TranslationLog
+}
+
+// TranslationLog is where and how watch logs the translations natpool's
+// rules make.
+type TranslationLog struct {
+	Dir     string
+	Options translog.Options
 }
 
 // A Reload asks a daemon to plan its spec again and put the plan in

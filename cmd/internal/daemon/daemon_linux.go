@@ -84,6 +84,11 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) 
 	go func() { failed <- d.routing.Follow(ctx, changes) }()
 	plans := make(chan *pool.Plan, 1)
 	go func() { failed <- d.count(ctx, plan, plans) }()
+	if c.Translations != nil {
+		logged := make(chan struct{})
+		go func() { d.logTranslations(ctx, plan.CTLabel); close(logged) }()
+		defer func() { cancel(); <-logged }() // its last block written and its segment sealed
+	}
 	defer every(c.Clock, c.Refresh, d.readGuard)()
 	tableCheck := make(chan struct{}, 1)
 	defer every(c.Clock, time.Second, func() {

@@ -45,6 +45,10 @@ type Metrics struct {
 	eventsLost     prometheus.Counter
 	resyncs        prometheus.Counter
 	reloads        *prometheus.CounterVec
+	logRecords     prometheus.Counter
+	logBytes       prometheus.Gauge
+	logEventsLost  prometheus.Counter
+	logErrors      prometheus.Counter
 	planDesc       *prometheus.Desc
 	connections    *prometheus.Desc
 	hosts          *prometheus.Desc
@@ -98,7 +102,16 @@ func NewMetrics(version string) *Metrics {
 	for _, r := range []string{"applied", "unchanged", "failed"} {
 		m.reloads.WithLabelValues(r) // every result from the start: a rate needs its zero
 	}
+	m.logRecords = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_log_records_total",
+		Help: "Translations written to the translation log (watch --log)."})
+	m.logBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "natpool_log_bytes",
+		Help: "Bytes of the translation log's files."})
+	m.logEventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_log_events_lost_total",
+		Help: "Times the kernel dropped conntrack events before the translation log read them; each is a window the log marks."})
+	m.logErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "natpool_log_errors_total",
+		Help: "Failures of the translation log: writes refused (a full or read-only disk, each second they fail), damaged tails found, conntrack read errors."})
 	m.Registry.MustRegister(m, m.uplink, m.uplinkDegraded, m.probeRTT, m.probeLoss, m.peer, m.tableInSync, m.tableRestores, m.flushes, m.flushed, m.readErrors, m.eventsLost, m.resyncs, m.reloads,
+		m.logRecords, m.logBytes, m.logEventsLost, m.logErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
