@@ -206,6 +206,21 @@ func (l *lookup) event(e *event) {
 			t.End = fromMillis(e.at)
 			l.ended(k, t)
 		}
+	case kindEndOnly, kindEndTag:
+		// The one open on its protocol and public address and port, or
+		// the one of its tag; the earliest, should events lost have left
+		// several.
+		var first *Translation
+		for ok, ot := range l.open {
+			if ok.publicOnly() == k.publicOnly() && (e.kind == kindEndOnly || ok.tag() == byte(e.hash)) &&
+				(first == nil || ot.Start.Before(first.Start)) {
+				first, k = ot, ok
+			}
+		}
+		if first != nil {
+			first.End = fromMillis(e.at)
+			l.ended(k, first)
+		}
 	}
 }
 

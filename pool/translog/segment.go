@@ -31,7 +31,26 @@ const (
 	kindEnd    = 3 // a translation ended
 	kindLoss   = 4 // events of a window may be missing
 	kindClock  = 5 // the wall clock stepped
+	// An end names its translation by protocol and public address and
+	// port alone when it was the only one open on them (kindEndOnly), or
+	// with its destination's tag when that tells it from the others
+	// (kindEndTag): a destination's hash, repeated in every end, would be
+	// a third of the log.
+	kindEndOnly = 6
+	kindEndTag  = 7
 )
+
+// isConn reports whether events of kind are of a translation.
+func isConn(kind byte) bool { return kind <= kindEnd || kind >= kindEndOnly }
+
+// tag is the byte of a destination that an end may name it by.
+func (k key) tag() byte {
+	var a [4]byte
+	if k.dst.IsValid() {
+		a = k.dst.As4()
+	}
+	return byte(k.hash) ^ a[3] ^ byte(k.dstPort)
+}
 
 // event is one event of a block, decoded.
 type event struct {
@@ -52,6 +71,9 @@ type key struct {
 	hash    uint32
 	dstPort uint16
 }
+
+// publicOnly is the key's protocol and public address and port.
+func (k key) publicOnly() key { return key{proto: k.proto, public: k.public} }
 
 func (e *event) key() key {
 	return key{e.conn.Proto, e.conn.Public, e.conn.Dst.Addr(), e.hash, e.conn.Dst.Port()}
@@ -86,12 +108,20 @@ func appendEvent(b []byte, e *event, prev int64) []byte {
 	case kindStart, kindBefore:
 		b = append(b, e.conn.Proto)
 		b = appendAddrPort(b, e.conn.Inside)
-		b = appendAddrPort(b, e.conn.Public)
+		// The kernel keeps the source port when it is free: the public
+		// port as a difference is mostly 0.
+		a := e.conn.Public.Addr().As4()
+		b = binary.AppendVarint(append(b, a[:]...), int64(e.conn.Public.Port())-int64(e.conn.Inside.Port()))
 		b = appendDst(b, e)
-	case kindEnd:
+	case kindEnd, kindEndOnly, kindEndTag:
 		b = append(b, e.conn.Proto)
 		b = appendAddrPort(b, e.conn.Public)
-		b = appendDst(b, e)
+		switch e.kind {
+		case kindEnd:
+			b = appendDst(b, e)
+		case kindEndTag:
+			b = append(b, byte(e.hash))
+		}
 	case kindLoss, kindClock:
 		b = binary.AppendVarint(b, e.span)
 	}
@@ -133,13 +163,28 @@ func decodeEvents(b []byte, plain bool, fn func(*event) error) error {
 			p, _ := r.ReadByte()
 			e.conn.Proto = p
 			e.conn.Inside = readAddrPort(r)
-			e.conn.Public = readAddrPort(r)
+			var a [4]byte
+			r.Read(a[:])
+			d, err := binary.ReadVarint(r)
+			if err != nil {
+				return errDamaged
+			}
+			e.conn.Public = netip.AddrPortFrom(netip.AddrFrom4(a), uint16(int64(e.conn.Inside.Port())+d))
 			readDst(r, &e, plain)
-		case kindEnd:
+		case kindEnd, kindEndOnly, kindEndTag:
 			p, _ := r.ReadByte()
 			e.conn.Proto = p
 			e.conn.Public = readAddrPort(r)
-			readDst(r, &e, plain)
+			switch kind {
+			case kindEnd:
+				readDst(r, &e, plain)
+			case kindEndTag:
+				tag, err := r.ReadByte()
+				if err != nil {
+					return errDamaged
+				}
+				e.hash = uint32(tag)
+			}
 		case kindLoss, kindClock:
 			if e.span, err = binary.ReadVarint(r); err != nil {
 				return errDamaged
@@ -218,7 +263,7 @@ func hasKey(r io.ByteReader, k publicKey) (bool, error) {
 func sortedKeys(events []event) []publicKey {
 	var keys []publicKey
 	for i := range events {
-		if e := &events[i]; e.kind <= kindEnd {
+		if e := &events[i]; isConn(e.kind) {
 			keys = append(keys, publicKeyOf(e.conn.Public))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,9 @@ type Writer struct {
 	// and not ended, which a new segment opens with.
 	events []event
 	open   map[key]event
+	// onPublic are the keys of the open translations of each protocol and
+	// public address and port: the others an end must be told from.
+	onPublic map[key][]key
 	// seen, during a resync, holds the open translations found again.
 	seen map[key]bool
 	raw  []byte
@@ -75,7 +79,7 @@ func Open(dir string, o Options, now time.Time) (w *Writer, notes []error, err e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	w = &Writer{dir: dir, o: o, open: map[key]event{}}
+	w = &Writer{dir: dir, o: o, open: map[key]event{}, onPublic: map[key][]key{}}
 	if w.h, err = loadKey(dir); err != nil {
 		return nil, nil, fmt.Errorf("translation log %s: its key: %w", dir, err)
 	}
@@ -141,10 +145,8 @@ func (w *Writer) Resync() { w.seen = map[key]bool{} }
 func (w *Writer) Resynced(t time.Time) {
 	for k, e := range w.open {
 		if !w.seen[k] {
-			end := e
-			end.kind, end.at, end.conn.Inside = kindEnd, millis(t), netip.AddrPort{}
-			w.events = append(w.events, end)
-			delete(w.open, k)
+			e.kind, e.at = kindEnd, millis(t)
+			w.end(e)
 		}
 	}
 	w.seen = nil
@@ -152,7 +154,11 @@ func (w *Writer) Resynced(t time.Time) {
 
 func (w *Writer) begin(kind byte, t time.Time, c Conn) {
 	e := w.event(kind, t, c)
-	w.open[e.key()] = e
+	k := e.key()
+	if _, ok := w.open[k]; !ok {
+		w.onPublic[k.publicOnly()] = append(w.onPublic[k.publicOnly()], k)
+	}
+	w.open[k] = e
 	if w.seen != nil {
 		w.seen[e.key()] = true
 	}
@@ -161,10 +167,29 @@ func (w *Writer) begin(kind byte, t time.Time, c Conn) {
 }
 
 // End logs the end of a translation at t.
-func (w *Writer) End(t time.Time, c Conn) {
-	e := w.event(kindEnd, t, c)
+func (w *Writer) End(t time.Time, c Conn) { w.end(w.event(kindEnd, t, c)) }
+
+// end logs e, an end, naming its translation as briefly as the others
+// open on its protocol and public address and port allow.
+func (w *Writer) end(e event) {
 	e.conn.Inside = netip.AddrPort{}
-	delete(w.open, e.key())
+	k := e.key()
+	if _, ok := w.open[k]; !ok { // its beginning is not in the log: all of it
+		w.events = append(w.events, e)
+		return
+	}
+	delete(w.open, k)
+	pk := k.publicOnly()
+	others := slices.DeleteFunc(w.onPublic[pk], func(o key) bool { return o == k })
+	if len(others) == 0 {
+		delete(w.onPublic, pk)
+		e.kind = kindEndOnly
+	} else {
+		w.onPublic[pk] = others
+		if !slices.ContainsFunc(others, func(o key) bool { return o.tag() == k.tag() }) {
+			e.kind, e.hash = kindEndTag, uint32(k.tag())
+		}
+	}
 	w.events = append(w.events, e)
 }
 
@@ -233,7 +258,7 @@ func (w *Writer) failed(t int64, err error) error {
 	if w.failing == 0 {
 		w.failing = t
 		for _, e := range w.events {
-			if e.kind <= kindEnd {
+			if isConn(e.kind) {
 				t = min(t, e.at)
 			}
 		}
