@@ -4,10 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,15 +33,17 @@ type seen struct {
 // upstream saw it (public address and port, time, destination), is
 // answered from watch's translation log with exactly the inside host and
 // port that sent it; without the destination, every host that had the
-// port then is listed.
+// port then is listed. The IPFIX collector nfcapd, on loopback, got every
+// translation's creation, with the log's inside, public and time.
 func TestTheTranslationLogNamesTheHostOfEveryPublicPort(t *testing.T) {
 	keepHostState(t)
-	netnstest.Require(t, "conntrack")
+	netnstest.Require(t, "conntrack", "nfcapd", "nfdump")
 	s := netnstest.NewSite(t, sitePools[0])
 	spec := filepath.Join(t.TempDir(), "site.yaml")
 	writeFile(t, spec, fmt.Sprintf("egress:\n  - name: isp0\n    oif: wan0\n    private: [10.0.0.0/16]\n    pool: [%s]\n    strategy: hash\n", sitePools[0]))
 	logDir := filepath.Join(t.TempDir(), "log")
-	w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", logDir)
+	collector := startCollector(t)
+	w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", logDir, "--ipfix", collector.addr)
 	w.waitLog(t, 5*time.Second, "logging translations in "+logDir)
 	// The queries' slack (1s) must not reach back before the log began:
 	// that would be a time it does not cover, and an incomplete answer.
@@ -132,10 +139,14 @@ func TestTheTranslationLogNamesTheHostOfEveryPublicPort(t *testing.T) {
 		}
 		return got
 	}
+	logged := map[string]string{} // a flow's log start, by the collector's key
 	for _, i := range r.Perm(len(arrived))[:200] {
 		a := arrived[i]
 		sent := netip.AddrPortFrom(a.host, port[a.host][slices.Index(dsts, a.dst)])
 		got := ask(a, true)
+		if len(got) == 1 {
+			logged[fmt.Sprintf("%s %s %s", sent, a.dst, a.public)] = got[0].Start
+		}
 		if len(got) != 1 || got[0].Private != sent.Addr().String() || got[0].PrivatePort != sent.Port() || got[0].Incomplete ||
 			got[0].Protocol != "udp" || got[0].Dst != a.dst.Addr().String() {
 			t.Errorf("%s at %s to %s, sent by %s: answered %+v", a.public, a.at.Format(time.RFC3339Nano), a.dst, sent, got)
@@ -153,4 +164,95 @@ func TestTheTranslationLogNamesTheHostOfEveryPublicPort(t *testing.T) {
 			t.Errorf("%s at %s: answered %v, want every flow that had it: %v", a.public, a.at.Format(time.RFC3339Nano), all, wantAll)
 		}
 	}
+
+	// The collector: a creation of each flow, as upstream saw it, at the
+	// time the log gives.
+	w.stop()
+	created := collector.created(t)
+	t.Logf("created %d", len(created))
+	for k := range created { t.Log(k); break }
+	for _, a := range arrived {
+		sent := netip.AddrPortFrom(a.host, port[a.host][slices.Index(dsts, a.dst)])
+		k := fmt.Sprintf("%s %s %s", sent, a.dst, a.public)
+		at, ok := created[k]
+		if !ok {
+			t.Errorf("the collector has no creation of %s to %s as %s", sent, a.dst, a.public)
+			continue
+		}
+		if start, ok := logged[k]; ok {
+			if ls, err := time.Parse(time.RFC3339Nano, start); err != nil || !ls.Equal(at) {
+				t.Errorf("%s: the collector says created at %s, the log %s", k, at.Format(time.RFC3339Nano), start)
+			}
+		}
+	}
+	t.Logf("nfcapd: %d creations, %d of them matched against the log's start", len(created), len(logged))
+}
+
+// collector is nfcapd receiving IPFIX on loopback into a directory of its
+// own.
+type collector struct {
+	addr, dir string
+	cmd       *exec.Cmd
+}
+
+// startCollector starts nfcapd on a free loopback port; the test's end
+// stops it by its pid.
+func startCollector(t *testing.T) *collector {
+	t.Helper()
+	l, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.LocalAddr().(*net.UDPAddr).Port
+	l.Close()
+	c := &collector{addr: fmt.Sprintf("127.0.0.1:%d", port), dir: t.TempDir()}
+	c.cmd = exec.Command("nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-l", c.dir, "-t", "3600")
+	var out syncBuffer
+	c.cmd.Stdout, c.cmd.Stderr = &out, &out
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			t.Logf("nfcapd:\n%s", out.String())
+		}
+	})
+	waitFor(t, 5*time.Second, "nfcapd to listen", func() bool { return strings.Contains(out.String(), "Startup") })
+	return c
+}
+
+func (c *collector) stop() {
+	if c.cmd.ProcessState == nil {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+		c.cmd.Wait()
+	}
+}
+
+// created stops nfcapd, which writes its file, and returns the time of each
+// NAT44 session creation it received, by inside source, destination and
+// public source.
+func (c *collector) created(t *testing.T) map[string]time.Time {
+	t.Helper()
+	c.stop()
+	cmd := exec.Command("nfdump", "-R", c.dir, "-q", "-o", "fmt:%tevt %nevt %pr %sa %sp %da %dp %xsa %xsp")
+	cmd.Env = append(os.Environ(), "TZ=UTC")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nfdump: %v\n%s", err, out)
+	}
+	created := map[string]time.Time{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 10 || f[2] != "ADD" {
+			continue
+		}
+		at, err := time.Parse("2006-01-02 15:04:05.000", f[0]+" "+f[1])
+		if err != nil {
+			t.Fatalf("nfdump printed %q", line)
+		}
+		ap := func(a, p string) string { return net.JoinHostPort(a, p) }
+		created[fmt.Sprintf("%s %s %s", ap(f[4], f[5]), ap(f[6], f[7]), ap(f[8], f[9]))] = at
+	}
+	return created
 }

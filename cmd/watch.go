@@ -32,6 +32,8 @@ type watchOptions struct {
 	log      string
 	logDst   string
 	logKeep  time.Duration
+	ipfix    []string
+	collect  []netip.AddrPort // --ipfix, resolved by check
 }
 
 func newWatchCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
@@ -71,6 +73,10 @@ applied.
                   answers from it. Destinations are kept as a keyed hash of
                   the address (the key is made once, in DIR) unless
                   --log-destination plain.
+  --ipfix HOST:PORT
+                  send each NAT44 session's creation and deletion to this
+                  IPFIX collector (RFC 8158 over UDP, as nfcapd reads it);
+                  repeat for several.
 
 The counts follow conntrack's events and are rebuilt from a full dump every
 --resync and whenever the kernel dropped events. Only entries natpool's rules
@@ -106,6 +112,7 @@ command.`,
 	f.StringVar(&o.logDst, "log-destination", "hash", "how the log keeps destinations: hash (a keyed hash of the address, the port in clear) or plain")
 	_ = cmd.RegisterFlagCompletionFunc("log-destination", cobra.FixedCompletions([]string{"hash", "plain"}, cobra.ShellCompDirectiveNoFileComp))
 	f.DurationVar(&o.logKeep, "log-keep", 0, "prune the log's hourly segments older than this (default: keep all)")
+	f.StringArrayVar(&o.ipfix, "ipfix", nil, "send NAT44 session events to this IPFIX collector HOST:PORT (UDP); repeat for several")
 	return cmd
 }
 
@@ -126,6 +133,14 @@ func (o *watchOptions) check() error {
 	}
 	if o.logDst != "hash" && o.logDst != "plain" {
 		return fmt.Errorf("--log-destination %q: want hash or plain", o.logDst)
+	}
+	for _, c := range o.ipfix {
+		a, err := net.ResolveUDPAddr("udp4", c)
+		if err != nil || a.Port == 0 {
+			return fmt.Errorf("--ipfix %q: want HOST:PORT of an IPFIX collector", c)
+		}
+		ap := a.AddrPort()
+		o.collect = append(o.collect, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
 	if o.logKeep < 0 || o.logKeep > 0 && o.logKeep < time.Hour {
 		return fmt.Errorf("--log-keep %s: want an hour or more (the log prunes hourly segments), or 0 to keep all", o.logKeep)
@@ -194,5 +209,6 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 		Log: stderr, Clock: daemon.RealClock{}, Notify: daemon.Notify,
 		Moved:        func(old, new *pool.Plan) uint64 { return pool.PlanChurn(old, new).Moved },
 		Translations: logged,
+		Collectors:   o.collect,
 	}, first, reloads)
 }

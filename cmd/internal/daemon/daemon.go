@@ -40,6 +40,8 @@ type Config struct {
 	// Translations, when not nil, is where and how the translations
 	// natpool's rules make are logged.
 	Translations *TranslationLog
+	// Collectors are the IPFIX collectors NAT44 session events go to.
+	Collectors []netip.AddrPort
 }
 
 // TranslationLog is where and how watch logs the translations natpool's

@@ -84,9 +84,9 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) 
 	go func() { failed <- d.routing.Follow(ctx, changes) }()
 	plans := make(chan *pool.Plan, 1)
 	go func() { failed <- d.count(ctx, plan, plans) }()
-	if c.Translations != nil {
+	if c.Translations != nil || len(c.Collectors) > 0 {
 		logged := make(chan struct{})
-		go func() { d.logTranslations(ctx, plan.CTLabel); close(logged) }()
+		go func() { d.followSessions(ctx, plan.CTLabel); close(logged) }()
 		defer func() { cancel(); <-logged }() // its last block written and its segment sealed
 	}
 	defer every(c.Clock, c.Refresh, d.readGuard)()
