@@ -254,3 +254,172 @@ func (c *collector) created(t *testing.T) map[string]time.Time {
 	}
 	return created
 }
+
+// logSite is a site of one ISP whose hosts 10.0.0.0/16 leave through a
+// hash plan, and the path of its spec.
+func logSite(t *testing.T) (*netnstest.Site, string) {
+	t.Helper()
+	keepHostState(t)
+	netnstest.Require(t, "conntrack")
+	s := netnstest.NewSite(t, sitePools[0])
+	spec := filepath.Join(t.TempDir(), "site.yaml")
+	writeFile(t, spec, fmt.Sprintf("egress:\n  - name: isp0\n    oif: wan0\n    private: [10.0.0.0/16]\n    pool: [%s]\n    strategy: hash\n", sitePools[0]))
+	return s, spec
+}
+
+// flows sends a UDP packet from n hosts of 10.0.third.0/24 (from 1) to
+// the internet, and returns the public address and port each left as,
+// from the box's conntrack.
+func flows(t *testing.T, s *netnstest.Site, third byte, n int) map[netip.AddrPort]netip.AddrPort {
+	t.Helper()
+	var srcs []netip.AddrPort
+	for i := range n {
+		srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, third + byte((i+1)/256), byte((i + 1) % 256)}), 50000))
+	}
+	s.LAN.SendUDPTo(netip.AddrPortFrom(netnstest.Target, 10), srcs)
+	out := map[netip.AddrPort]netip.AddrPort{}
+	waitFor(t, 5*time.Second, "the flows in conntrack", func() bool {
+		for _, f := range s.Box.AllFlows() {
+			if slices.Contains(srcs, f.Src) {
+				out[f.Src] = f.Translated
+			}
+		}
+		return len(out) == n
+	})
+	return out
+}
+
+// lookupLog asks the log who had public at t, and returns natpool's exit
+// status and output.
+func lookupLog(dir string, public netip.AddrPort, at time.Time) (int, string) {
+	code, stdout, stderr := run("lookup", "--at", at.Format(time.RFC3339Nano), "--slack", "200ms", public.String(), "--log", dir)
+	return code, stdout + stderr
+}
+
+// The log's faults, each provoked: watch killed with kill -9 loses at most
+// the last second, and its successor marks the time no one logged; a torn
+// tail is reported with its offset and left as it was; a full disk is one
+// line, NAT goes on, logging resumes when space is back and the window is
+// marked; events lost past the socket's buffer are a window too, and an
+// answer in any window says it may be incomplete, exit 1.
+func TestTheTranslationLogUnderFaults(t *testing.T) {
+	t.Run("kill -9 and a torn tail", func(t *testing.T) {
+		s, spec := logSite(t)
+		dir := filepath.Join(t.TempDir(), "log")
+		w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
+		w.waitLog(t, 5*time.Second, "logging translations")
+		time.Sleep(1200 * time.Millisecond)
+		early := flows(t, s, 1, 50)
+		tEarly := time.Now()
+		time.Sleep(1500 * time.Millisecond)
+		flows(t, s, 2, 50)
+		time.Sleep(1100 * time.Millisecond) // a block written with them
+		late := flows(t, s, 3, 50)
+		w.cmd.Process.Kill()
+		w.cmd.Wait()
+		killed := time.Now()
+		// Tear the last block: cut a byte off the segment.
+		segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+		last := segs[len(segs)-1]
+		st, _ := os.Stat(last)
+		if err := os.Truncate(last, st.Size()-1); err != nil {
+			t.Fatal(err)
+		}
+		torn, _ := os.ReadFile(last)
+		time.Sleep(500 * time.Millisecond)
+
+		w2 := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
+		w2.waitLog(t, 5*time.Second, "logging translations")
+		if !strings.Contains(w2.log.String(), fmt.Sprintf("translation log segment %s: damaged tail at offset", last)) {
+			t.Errorf("the torn tail is not reported:\n%s", w2.log)
+		}
+		if after, _ := os.ReadFile(last); string(after) != string(torn) {
+			t.Error("the torn segment was rewritten")
+		}
+		time.Sleep(1500 * time.Millisecond)
+		for src, public := range early {
+			if code, out := lookupLog(dir, public, tEarly); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) {
+				t.Errorf("a flow from more than a second before the kill, %s as %s: exit %d\n%s", src, public, code, out)
+			}
+			break
+		}
+		// The time no natpool logged is marked; the flows alive then are
+		// found again by the next watch's dump.
+		for src, public := range late {
+			if code, out := lookupLog(dir, public, killed.Add(200*time.Millisecond)); code != 1 || !strings.Contains(out, "may be missing") {
+				t.Errorf("a time between the kill and the restart: exit %d\n%s", code, out)
+			}
+			if code, out := lookupLog(dir, public, time.Now().Add(-time.Second)); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) || !strings.Contains(out, "began before the log") {
+				t.Errorf("a flow alive across the restart, %s as %s: exit %d\n%s", src, public, code, out)
+			}
+			break
+		}
+	})
+
+	t.Run("a full disk", func(t *testing.T) {
+		s, spec := logSite(t)
+		dir := t.TempDir()
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "natpool-test", dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		logDir := filepath.Join(dir, "log")
+		w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", logDir, "--metrics", "127.0.0.1:0")
+		w.waitLog(t, 5*time.Second, "logging translations")
+		time.Sleep(1200 * time.Millisecond) // the lookup's time well after the log began
+		filler := filepath.Join(dir, "filler")
+		exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k").Run() // until the disk is full
+		// Enough flows that their block needs pages the disk has not.
+		full := flows(t, s, 1, 2000)
+		tFull := time.Now()
+		w.waitLog(t, 5*time.Second, "no space left on device; translations are not logged until it works again (NAT goes on)")
+		if n := len(full); n != 2000 {
+			t.Errorf("%d of 2000 flows translated while the disk was full", n)
+		}
+		families := scrape(t, w.metricsAddr(t))
+		if m := families["natpool_log_errors_total"].GetMetric(); len(m) != 1 || m[0].GetCounter().GetValue() == 0 {
+			t.Errorf("natpool_log_errors_total %v", m)
+		}
+		os.Remove(filler)
+		w.waitLog(t, 5*time.Second, "translation log: writing works again")
+		if strings.Count(w.log.String(), "no space left on device") != 1 {
+			t.Errorf("the full disk is said more than once:\n%s", w.log)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		for _, public := range full {
+			if code, out := lookupLog(logDir, public, tFull); code != 1 || !strings.Contains(out, "may be missing") {
+				t.Errorf("a time the disk was full: exit %d\n%s", code, out)
+			}
+			break
+		}
+	})
+
+	t.Run("events lost", func(t *testing.T) {
+		s, spec := logSite(t)
+		dir := filepath.Join(t.TempDir(), "log")
+		w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
+		w.waitLog(t, 5*time.Second, "logging translations")
+		// Stopped, watch reads nothing: the events of 60,000 new flows
+		// overflow its socket's buffer.
+		w.cmd.Process.Signal(syscall.SIGSTOP)
+		var srcs []netip.AddrPort
+		for i := range 60000 {
+			srcs = append(srcs, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(1 + i%250)}), 50001))
+		}
+		s.LAN.SendUDPTo(netip.AddrPortFrom(netnstest.Target, 10), srcs)
+		tBurst := time.Now()
+		time.Sleep(200 * time.Millisecond)
+		w.cmd.Process.Signal(syscall.SIGCONT)
+		w.waitLog(t, 10*time.Second, "translation log: conntrack events were lost; the log marks")
+		time.Sleep(2500 * time.Millisecond)
+		var public netip.AddrPort
+		for _, f := range s.Box.AllFlows() {
+			if f.Src == srcs[0] {
+				public = f.Translated
+			}
+		}
+		if code, out := lookupLog(dir, public, tBurst); code != 1 || !strings.Contains(out, "may be missing") {
+			t.Errorf("a time events were lost: exit %d\n%s", code, out)
+		}
+	})
+}

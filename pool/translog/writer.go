@@ -143,6 +143,9 @@ func (w *Writer) Resync() { w.seen = map[key]bool{} }
 // Resynced ends, at t, the open translations Existing did not find since
 // Resync: their ends were among the events lost.
 func (w *Writer) Resynced(t time.Time) {
+	if w.seen == nil { // no Resync: nothing to end
+		return
+	}
 	for k, e := range w.open {
 		if !w.seen[k] {
 			e.kind, e.at = kindEnd, millis(t)
@@ -227,10 +230,10 @@ func (w *Writer) Flush(now time.Time) error {
 			return w.failed(t, err)
 		}
 	}
+	if w.failing != 0 { // the window of the events dropped, even alone
+		w.events = append(w.events, event{kind: kindLoss, at: t, span: t - w.failing})
+	}
 	if len(w.events) > 0 {
-		if w.failing != 0 {
-			w.events = append(w.events, event{kind: kindLoss, at: t, span: t - w.failing})
-		}
 		if err := w.writeBlock(w.events); err != nil {
 			return w.failed(t, err)
 		}
@@ -289,7 +292,7 @@ func (w *Writer) writeBlock(events []event) error {
 		} else {
 			w.f.Seek(w.size, 0)
 		}
-		return fmt.Errorf("translation log %s: %w", w.path, err)
+		return err // it names the segment
 	}
 	w.size += int64(len(frame))
 	return nil
