@@ -33,6 +33,7 @@ var jobs = []job{
 	{"journal", "lookup --at in a journal of 10,000 entries", benchJournal},
 	{"watch", "natpool watch at 1,000,000 conntrack entries and 5,000 new a second", benchWatch},
 	{"probes", "natpool watch probing 8 uplinks, 3 targets each, every second", benchProbes},
+	{"translog", "natpool watch --log at 20,000 new translations a second, beside conntrack -E; lookup in its log", benchTranslog},
 }
 
 // alternate runs each command of a pair (or set) in turn, runs times, after

@@ -16,7 +16,6 @@ import (
 
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler/linux"
@@ -167,43 +166,45 @@ const (
 	ipsSrcNAT         uint32 = 1 << 4 // IPS_SRC_NAT
 )
 
-// decodeEntry reads an entry's status, labels, original tuple and the
-// reply's destination address and port into e; false unless it is an IPv4
-// entry.
+// decodeEntry reads an entry's status, labels, timestamps, original tuple
+// and the reply's destination address and port into e; false unless it is
+// an IPv4 entry. It walks the attributes in place and allocates nothing:
+// it runs for every event of a busy NAT box, twice.
 func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 	*e = Entry{msg: netlink.Message{Header: netlink.Header{Length: m.Header.Len, Type: netlink.HeaderType(m.Header.Type),
 		Flags: netlink.HeaderFlags(m.Header.Flags), Sequence: m.Header.Seq, PID: m.Header.Pid}, Data: m.Data}}
-	_, ad, err := netfilter.DecodeNetlink(e.msg)
-	if err != nil {
+	if len(m.Data) < 4 { // nfgenmsg
 		return false
 	}
 	var status uint32
 	var orig, reply tuple
-	for ad.Next() {
-		switch ad.Type() {
+	attrs(m.Data[4:], func(typ uint16, v []byte) {
+		switch typ {
 		case ctaTupleOrig:
-			ad.Nested(orig.decode)
+			orig.decode(v)
 		case ctaTupleReply:
-			ad.Nested(reply.decode)
+			reply.decode(v)
 		case ctaStatus:
-			status = ad.Uint32()
+			if len(v) == 4 {
+				status = binary.BigEndian.Uint32(v)
+			}
 		case ctaLabels:
-			e.Natpool = hasLabel(ad.Bytes(), label)
+			e.Natpool = hasLabel(v, label)
 		case ctaTimestamp:
-			ad.Nested(func(ad *netlink.AttributeDecoder) error {
-				for ad.Next() {
-					switch ad.Type() {
-					case ctaTimestampStart:
-						e.Start = time.Unix(0, int64(ad.Uint64()))
-					case ctaTimestampStop:
-						e.Stop = time.Unix(0, int64(ad.Uint64()))
-					}
+			attrs(v, func(typ uint16, v []byte) {
+				if len(v) != 8 {
+					return
 				}
-				return nil
+				switch typ {
+				case ctaTimestampStart:
+					e.Start = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+				case ctaTimestampStop:
+					e.Stop = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+				}
 			})
 		}
-	}
-	if ad.Err() != nil || !orig.src.Is4() {
+	})
+	if !orig.src.Is4() {
 		return false
 	}
 	e.Translated = status&ipsSrcNAT != 0
@@ -215,6 +216,22 @@ func decodeEntry(m syscall.NetlinkMessage, label int, e *Entry) bool {
 	}
 	return true
 }
+
+// attrs calls fn with the type (its flags cleared) and payload of each
+// netlink attribute of b, in order; a malformed one ends the walk.
+func attrs(b []byte, fn func(typ uint16, v []byte)) {
+	for len(b) >= 4 {
+		n := int(binary.NativeEndian.Uint16(b))
+		if n < 4 || n > len(b) {
+			return
+		}
+		fn(binary.NativeEndian.Uint16(b[2:])&nlaTypeMask, b[4:n])
+		b = b[min(len(b), (n+3)&^3):]
+	}
+}
+
+// nlaTypeMask clears an attribute type's nested and byte-order flags.
+const nlaTypeMask = 0x3fff
 
 // hasLabel reports whether the conntrack labels carry bit label (see
 // compiler.LabelBits).
@@ -229,38 +246,34 @@ type tuple struct {
 	proto        uint8
 }
 
-func (t *tuple) decode(ad *netlink.AttributeDecoder) error {
-	for ad.Next() {
-		switch ad.Type() {
+func (t *tuple) decode(b []byte) {
+	attrs(b, func(typ uint16, v []byte) {
+		switch typ {
 		case ctaTupleIP:
-			ad.Nested(func(ad *netlink.AttributeDecoder) error {
-				for ad.Next() {
-					switch ad.Type() {
-					case ctaIPv4Src:
-						t.src, _ = netip.AddrFromSlice(ad.Bytes())
-					case ctaIPv4Dst:
-						t.dst, _ = netip.AddrFromSlice(ad.Bytes())
-					}
+			attrs(v, func(typ uint16, v []byte) {
+				if len(v) != 4 {
+					return
 				}
-				return nil
+				switch typ {
+				case ctaIPv4Src:
+					t.src = netip.AddrFrom4([4]byte(v))
+				case ctaIPv4Dst:
+					t.dst = netip.AddrFrom4([4]byte(v))
+				}
 			})
 		case ctaTupleProto:
-			ad.Nested(func(ad *netlink.AttributeDecoder) error {
-				for ad.Next() {
-					switch ad.Type() {
-					case ctaProtoNum:
-						t.proto = ad.Uint8()
-					case ctaProtoSrcPort:
-						t.sport = ad.Uint16()
-					case ctaProtoDstPort:
-						t.dport = ad.Uint16()
-					}
+			attrs(v, func(typ uint16, v []byte) {
+				switch {
+				case typ == ctaProtoNum && len(v) == 1:
+					t.proto = v[0]
+				case typ == ctaProtoSrcPort && len(v) == 2:
+					t.sport = binary.BigEndian.Uint16(v)
+				case typ == ctaProtoDstPort && len(v) == 2:
+					t.dport = binary.BigEndian.Uint16(v)
 				}
-				return nil
 			})
 		}
-	}
-	return nil
+	})
 }
 
 // Delete removes the entry Scan passed to its callback; an entry that has

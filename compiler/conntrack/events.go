@@ -10,6 +10,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -56,7 +57,7 @@ type Subscription struct {
 	conn  *netlink.Conn
 	raw   syscall.RawConn
 	label int
-	buf   []byte
+	batch *linux.Batch
 }
 
 // Subscribe joins the conntrack event groups of the named namespace (the
@@ -64,7 +65,7 @@ type Subscription struct {
 // set. Events queue from here on: a dump taken after Subscribe misses none.
 func Subscribe(netns string, label int) (_ *Subscription, err error) {
 	defer func() { err = linux.Privileged(err) }()
-	s := &Subscription{label: label, buf: make([]byte, linux.DumpBuffer)}
+	s := &Subscription{label: label, batch: linux.NewBatch(eventBatch, 4096)}
 	cfg := &netlink.Config{}
 	if netns != "" {
 		if s.netns, err = linux.OpenNetNS(netns); err != nil {
@@ -92,10 +93,13 @@ func Subscribe(netns string, label int) (_ *Subscription, err error) {
 	return s, nil
 }
 
-// batchWait is how long Run lets events gather in the socket before it
-// reads them all: at thousands a second, a wakeup per event costs more than
-// the event.
-const batchWait = 100 * time.Millisecond
+// batchWait is how long Run lets events gather in the socket once it has
+// read all there were: at thousands a second, a wakeup per event costs
+// more than the event. eventBatch is how many it reads in one system call.
+const (
+	batchWait  = 100 * time.Millisecond
+	eventBatch = 128
+)
 
 // Run calls fn with each change of natpool's IPv4 source-NATed connections,
 // in the order the kernel reports them, until ctx ends (nil) or the
@@ -106,16 +110,9 @@ func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
 	var e Entry
-	var read time.Time
 	for {
-		n, err := linux.TryRecv(s.raw, s.buf)
-		read = time.Now()
-		if err == unix.EAGAIN { // all read: wait for the next, then let more gather
-			if n, err = linux.Recv(s.raw, s.buf); err == nil {
-				read = time.Now()
-				time.Sleep(batchWait)
-			}
-		}
+		datagrams, err := s.batch.Recv(s.raw)
+		read := time.Now()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -125,24 +122,35 @@ func (s *Subscription) Run(ctx context.Context, fn func(Change)) error {
 		if err != nil {
 			return fmt.Errorf("conntrack events: %w", linux.Privileged(err))
 		}
-		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-		if err != nil {
-			return fmt.Errorf("conntrack events: %w", err)
-		}
-		for _, m := range msgs {
-			delta := -1 // a destroy event
-			if m.Header.Type&0xff == ipctnlMsgCtNew {
-				delta = 1
-			}
-			if decodeEntry(m, s.label, &e) && e.Natpool && e.Translated {
-				c := Change{Connection: e.Connection, Delta: delta, Port: e.Port, At: read}
-				if at := e.Start; delta < 0 {
-					c.At = cmp.Or(e.Stop, read)
-				} else if !at.IsZero() {
-					c.At = at
+		for _, d := range datagrams {
+			for len(d) >= unix.NLMSG_HDRLEN {
+				// The header as syscall.ParseNetlinkMessage reads it,
+				// without a slice of messages for each datagram.
+				var m syscall.NetlinkMessage
+				m.Header = *(*syscall.NlMsghdr)(unsafe.Pointer(&d[0]))
+				n := int(m.Header.Len)
+				if n < unix.NLMSG_HDRLEN || n > len(d) {
+					return fmt.Errorf("conntrack events: a message of %d bytes in %d", n, len(d))
 				}
-				fn(c)
+				m.Data = d[unix.NLMSG_HDRLEN:n]
+				d = d[min(len(d), (n+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+				delta := -1 // a destroy event
+				if m.Header.Type&0xff == ipctnlMsgCtNew {
+					delta = 1
+				}
+				if decodeEntry(m, s.label, &e) && e.Natpool && e.Translated {
+					c := Change{Connection: e.Connection, Delta: delta, Port: e.Port, At: read}
+					if at := e.Start; delta < 0 {
+						c.At = cmp.Or(e.Stop, read)
+					} else if !at.IsZero() {
+						c.At = at
+					}
+					fn(c)
+				}
 			}
+		}
+		if len(datagrams) < eventBatch { // all read: let more gather
+			time.Sleep(batchWait)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,4 +59,66 @@ func Privileged(err error) error {
 		return fmt.Errorf("%w: %v", ErrPrivilege, err)
 	}
 	return err
+}
+
+// Batch receives many datagrams of a socket in one system call
+// (recvmmsg): a busy NAT box sends tens of thousands of conntrack events a
+// second, one datagram each, and a call for each would be most of what
+// reading them costs.
+type Batch struct {
+	bufs [][]byte
+	iovs []unix.Iovec
+	hdrs []mmsghdr
+	out  [][]byte
+}
+
+// mmsghdr is the kernel's struct mmsghdr.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// NewBatch returns a batch of n datagrams of up to size bytes each.
+func NewBatch(n, size int) *Batch {
+	b := &Batch{bufs: make([][]byte, n), iovs: make([]unix.Iovec, n), hdrs: make([]mmsghdr, n)}
+	mem := make([]byte, n*size)
+	for i := range n {
+		b.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(size)
+		b.hdrs[i].hdr.Iov = &b.iovs[i]
+		b.hdrs[i].hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// Recv waits for datagrams and returns those waiting, up to the batch's
+// number; they are valid until the next call. A datagram cut short by its
+// buffer's size is an error: unix.EMSGSIZE.
+func (b *Batch) Recv(raw syscall.RawConn) ([][]byte, error) {
+	var n int
+	var opErr error
+	err := raw.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		n, opErr = int(r), nil
+		if e != 0 {
+			opErr = e
+		}
+		return opErr != unix.EAGAIN
+	})
+	if err == nil {
+		err = opErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.out = b.out[:0]
+	for i := range n {
+		if b.hdrs[i].hdr.Flags&unix.MSG_TRUNC != 0 {
+			return nil, unix.EMSGSIZE
+		}
+		b.out = append(b.out, b.bufs[i][:b.hdrs[i].len])
+	}
+	return b.out, nil
 }

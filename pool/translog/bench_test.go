@@ -55,10 +55,10 @@ func BenchmarkWriter(b *testing.B) {
 		c := conns[k]
 		// The kernel keeps the source port unless the public address,
 		// port and destination are taken.
-		for alive[key{proto: c.Proto, public: c.Public, dst: c.Dst.Addr(), dstPort: c.Dst.Port()}] {
+		for alive[key{proto: c.Proto, public: ap(c.Public), dst: ap(c.Dst)}] {
 			c.Public = netip.AddrPortFrom(c.Public.Addr(), c.Public.Port()+1)
 		}
-		alive[key{proto: c.Proto, public: c.Public, dst: c.Dst.Addr(), dstPort: c.Dst.Port()}] = true
+		alive[key{proto: c.Proto, public: ap(c.Public), dst: ap(c.Dst)}] = true
 		w.Start(at, c)
 		e := at.Add(lives[k])
 		buckets[e.Unix()] = append(buckets[e.Unix()], end{e, c})
@@ -69,7 +69,7 @@ func BenchmarkWriter(b *testing.B) {
 				if s <= sec {
 					for _, x := range buckets[s] {
 						w.End(x.at, x.c)
-						delete(alive, key{proto: x.c.Proto, public: x.c.Public, dst: x.c.Dst.Addr(), dstPort: x.c.Dst.Port()})
+						delete(alive, key{proto: x.c.Proto, public: ap(x.c.Public), dst: ap(x.c.Dst)})
 					}
 					delete(buckets, s)
 				}

@@ -51,7 +51,7 @@ func Lookup(dir string, q Query) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &lookup{q: q, lo: millis(q.At.Add(-q.Slack)), hi: millis(q.At.Add(q.Slack)), want: publicKeyOf(q.Public),
+	l := &lookup{q: q, lo: millis(q.At.Add(-q.Slack)), hi: millis(q.At.Add(q.Slack)), want: publicKey(ap(q.Public)),
 		open: map[key]*Translation{}, res: &Result{}, last: -1}
 	if q.Dst.Addr().IsValid() {
 		l.dstHash = h.hash(q.Dst.Addr())
@@ -183,14 +183,14 @@ func (l *lookup) event(e *event) {
 		}
 		return
 	}
-	if e.conn.Public != l.q.Public || l.q.Proto != 0 && e.conn.Proto != l.q.Proto {
+	if publicKey(e.public) != l.want || l.q.Proto != 0 && e.proto != l.q.Proto {
 		return
 	}
 	k := e.key()
 	t := l.open[k]
 	switch e.kind {
 	case kindStart, kindBefore:
-		if t != nil && t.Inside == e.conn.Inside {
+		if t != nil && ap(t.Inside) == e.inside {
 			return // the same translation, carried into a segment or found again
 		}
 		if t != nil { // its end was not logged: it ended by now
@@ -200,7 +200,7 @@ func (l *lookup) event(e *event) {
 		if e.at > l.hi {
 			return
 		}
-		l.open[k] = &Translation{Conn: e.conn, DstHash: e.hash, Start: fromMillis(e.at), Before: e.kind == kindBefore}
+		l.open[k] = &Translation{Conn: e.conn(), DstHash: e.hash, Start: fromMillis(e.at), Before: e.kind == kindBefore}
 	case kindEnd:
 		if t != nil {
 			t.End = fromMillis(e.at)

@@ -1,7 +1,6 @@
 package translog
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,40 +43,65 @@ const (
 func isConn(kind byte) bool { return kind <= kindEnd || kind >= kindEndOnly }
 
 // tag is the byte of a destination that an end may name it by.
-func (k key) tag() byte {
-	var a [4]byte
-	if k.dst.IsValid() {
-		a = k.dst.As4()
-	}
-	return byte(k.hash) ^ a[3] ^ byte(k.dstPort)
-}
+func (k key) tag() byte { return byte(k.hash) ^ byte(k.dst>>16) ^ byte(k.dst) }
 
-// event is one event of a block, decoded.
+// event is one event of a block, decoded. It holds no pointer (addresses
+// and ports are packed as ap does), so that the writer's millions of open
+// translations cost the garbage collector nothing to scan.
 type event struct {
-	kind byte
-	at   int64 // Unix milliseconds
-	conn Conn  // Dst's address zero when the log keeps its hash
-	hash uint32
+	kind  byte
+	proto uint8
+	// clear: dst holds the destination's address; else only its port,
+	// and hash its address's keyed hash.
+	clear               bool
+	at                  int64 // Unix milliseconds
+	inside, public, dst uint64
+	hash                uint32
 	// span is a loss window's length before at, or a clock step.
 	span int64
 }
 
-// key is what names a connection among those alive: Proto, Public and Dst
-// (its hash when the address is not kept).
+// ap packs an IPv4 address and port in one word: the address above the
+// port, so that words order as addresses, then ports.
+func ap(a netip.AddrPort) uint64 {
+	if !a.Addr().Is4() {
+		return uint64(a.Port())
+	}
+	v := a.Addr().As4()
+	return uint64(binary.BigEndian.Uint32(v[:]))<<16 | uint64(a.Port())
+}
+
+// unap unpacks what ap packed.
+func unap(v uint64) netip.AddrPort {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], uint32(v>>16))
+	return netip.AddrPortFrom(netip.AddrFrom4(a), uint16(v))
+}
+
+// conn returns the event's connection, its destination's address the zero
+// Addr when the log keeps its hash.
+func (e *event) conn() Conn {
+	c := Conn{Proto: e.proto, Inside: unap(e.inside), Public: unap(e.public), Dst: unap(e.dst)}
+	if !e.clear {
+		c.Dst = netip.AddrPortFrom(netip.Addr{}, uint16(e.dst))
+	}
+	return c
+}
+
+// key is what names a connection among those alive: its protocol, public
+// address and port, and destination (its hash when the address is not
+// kept).
 type key struct {
-	proto   uint8
-	public  netip.AddrPort
-	dst     netip.Addr
-	hash    uint32
-	dstPort uint16
+	proto  uint8
+	public uint64
+	dst    uint64
+	hash   uint32
 }
 
 // publicOnly is the key's protocol and public address and port.
 func (k key) publicOnly() key { return key{proto: k.proto, public: k.public} }
 
-func (e *event) key() key {
-	return key{e.conn.Proto, e.conn.Public, e.conn.Dst.Addr(), e.hash, e.conn.Dst.Port()}
-}
+func (e *event) key() key { return key{e.proto, e.public, e.dst, e.hash} }
 
 // header encodes a segment's header.
 func header(plain bool, start int64) []byte {
@@ -106,16 +130,14 @@ func appendEvent(b []byte, e *event, prev int64) []byte {
 	b = binary.AppendVarint(b, e.at-prev)
 	switch e.kind {
 	case kindStart, kindBefore:
-		b = append(b, e.conn.Proto)
-		b = appendAddrPort(b, e.conn.Inside)
+		b = appendAP(append(b, e.proto), e.inside)
 		// The kernel keeps the source port when it is free: the public
 		// port as a difference is mostly 0.
-		a := e.conn.Public.Addr().As4()
-		b = binary.AppendVarint(append(b, a[:]...), int64(e.conn.Public.Port())-int64(e.conn.Inside.Port()))
+		b = binary.BigEndian.AppendUint32(b, uint32(e.public>>16))
+		b = binary.AppendVarint(b, int64(uint16(e.public))-int64(uint16(e.inside)))
 		b = appendDst(b, e)
 	case kindEnd, kindEndOnly, kindEndTag:
-		b = append(b, e.conn.Proto)
-		b = appendAddrPort(b, e.conn.Public)
+		b = appendAP(append(b, e.proto), e.public)
 		switch e.kind {
 		case kindEnd:
 			b = appendDst(b, e)
@@ -128,18 +150,17 @@ func appendEvent(b []byte, e *event, prev int64) []byte {
 	return b
 }
 
-func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
-	a := ap.Addr().As4()
-	return binary.BigEndian.AppendUint16(append(b, a[:]...), ap.Port())
+// appendAP encodes an address and port packed by ap: 6 bytes.
+func appendAP(b []byte, v uint64) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32(b, uint32(v>>16)), uint16(v))
 }
 
 // appendDst encodes the destination: its address, or its hash, and its port.
 func appendDst(b []byte, e *event) []byte {
-	if e.conn.Dst.Addr().IsValid() {
-		return appendAddrPort(b, e.conn.Dst)
+	if e.clear {
+		return appendAP(b, e.dst)
 	}
-	b = binary.BigEndian.AppendUint32(b, e.hash)
-	return binary.BigEndian.AppendUint16(b, e.conn.Dst.Port())
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32(b, e.hash), uint16(e.dst))
 }
 
 // errDamaged is a block whose events do not decode.
@@ -149,50 +170,33 @@ var errDamaged = errors.New("damaged block")
 func decodeEvents(b []byte, plain bool, fn func(*event) error) error {
 	var e event
 	prev := int64(0)
-	r := bytes.NewReader(b)
-	for r.Len() > 0 {
-		kind, _ := r.ReadByte()
-		d, err := binary.ReadVarint(r)
-		if err != nil {
-			return errDamaged
-		}
-		e = event{kind: kind, at: prev + d}
+	r := reader{b: b}
+	for len(r.b) > 0 {
+		kind := r.byte()
+		e = event{kind: kind, at: prev + r.varint(), clear: plain}
 		prev = e.at
 		switch kind {
 		case kindStart, kindBefore:
-			p, _ := r.ReadByte()
-			e.conn.Proto = p
-			e.conn.Inside = readAddrPort(r)
-			var a [4]byte
-			r.Read(a[:])
-			d, err := binary.ReadVarint(r)
-			if err != nil {
-				return errDamaged
-			}
-			e.conn.Public = netip.AddrPortFrom(netip.AddrFrom4(a), uint16(int64(e.conn.Inside.Port())+d))
-			readDst(r, &e, plain)
+			e.proto = r.byte()
+			e.inside = r.ap()
+			addr := uint64(r.uint32())
+			e.public = addr<<16 | uint64(uint16(int64(uint16(e.inside))+r.varint()))
+			r.dst(&e)
 		case kindEnd, kindEndOnly, kindEndTag:
-			p, _ := r.ReadByte()
-			e.conn.Proto = p
-			e.conn.Public = readAddrPort(r)
+			e.proto = r.byte()
+			e.public = r.ap()
 			switch kind {
 			case kindEnd:
-				readDst(r, &e, plain)
+				r.dst(&e)
 			case kindEndTag:
-				tag, err := r.ReadByte()
-				if err != nil {
-					return errDamaged
-				}
-				e.hash = uint32(tag)
+				e.hash = uint32(r.byte())
 			}
 		case kindLoss, kindClock:
-			if e.span, err = binary.ReadVarint(r); err != nil {
-				return errDamaged
-			}
+			e.span = r.varint()
 		default:
 			return errDamaged
 		}
-		if r.Len() < 0 {
+		if r.short {
 			return errDamaged
 		}
 		if err := fn(&e); err != nil {
@@ -202,32 +206,50 @@ func decodeEvents(b []byte, plain bool, fn func(*event) error) error {
 	return nil
 }
 
-func readAddrPort(r *bytes.Reader) netip.AddrPort {
-	var b [6]byte
-	if n, _ := r.Read(b[:]); n < 6 {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[:4])), binary.BigEndian.Uint16(b[4:]))
+// reader reads a block's events; short says it ran past their end.
+type reader struct {
+	b     []byte
+	short bool
 }
 
-func readDst(r *bytes.Reader, e *event, plain bool) {
-	ap := readAddrPort(r)
-	if plain {
-		e.conn.Dst = ap
+func (r *reader) take(n int) []byte {
+	if len(r.b) < n {
+		r.short, r.b = true, nil
+		return make([]byte, n)
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte     { return r.take(1)[0] }
+func (r *reader) uint32() uint32 { return binary.BigEndian.Uint32(r.take(4)) }
+func (r *reader) ap() uint64 {
+	return uint64(r.uint32())<<16 | uint64(binary.BigEndian.Uint16(r.take(2)))
+}
+func (r *reader) varint() (v int64) {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.short, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// dst reads a destination: its address, or its hash, and its port.
+func (r *reader) dst(e *event) {
+	if e.clear {
+		e.dst = r.ap()
 		return
 	}
-	a := ap.Addr().As4()
-	e.hash = binary.BigEndian.Uint32(a[:])
-	e.conn.Dst = netip.AddrPortFrom(netip.Addr{}, ap.Port())
+	e.hash = r.uint32()
+	e.dst = uint64(binary.BigEndian.Uint16(r.take(2)))
 }
 
-// publicKey is a public address and port as an index orders them.
+// publicKey is a public address and port, packed as ap packs them: as an
+// index orders them.
 type publicKey uint64
-
-func publicKeyOf(ap netip.AddrPort) publicKey {
-	a := ap.Addr().As4()
-	return publicKey(uint64(binary.BigEndian.Uint32(a[:]))<<16 | uint64(ap.Port()))
-}
 
 // appendKeys encodes a block's sorted, distinct public keys.
 func appendKeys(b []byte, keys []publicKey) []byte {
@@ -264,7 +286,7 @@ func sortedKeys(events []event) []publicKey {
 	var keys []publicKey
 	for i := range events {
 		if e := &events[i]; isConn(e.kind) {
-			keys = append(keys, publicKeyOf(e.conn.Public))
+			keys = append(keys, publicKey(e.public))
 		}
 	}
 	slices.Sort(keys)

@@ -4,10 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -48,9 +46,11 @@ type Writer struct {
 	// and not ended, which a new segment opens with.
 	events []event
 	open   map[key]event
-	// onPublic are the keys of the open translations of each protocol and
-	// public address and port: the others an end must be told from.
-	onPublic map[key][]key
+	// onPublic counts the open translations of each protocol and public
+	// address and port, and onTag those of each destination tag there:
+	// the others an end must be told from.
+	onPublic map[key]uint32
+	onTag    map[tagKey]uint32
 	// seen, during a resync, holds the open translations found again.
 	seen map[key]bool
 	raw  []byte
@@ -79,7 +79,7 @@ func Open(dir string, o Options, now time.Time) (w *Writer, notes []error, err e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	w = &Writer{dir: dir, o: o, open: map[key]event{}, onPublic: map[key][]key{}}
+	w = &Writer{dir: dir, o: o, open: map[key]event{}, onPublic: map[key]uint32{}, onTag: map[tagKey]uint32{}}
 	if w.h, err = loadKey(dir); err != nil {
 		return nil, nil, fmt.Errorf("translation log %s: its key: %w", dir, err)
 	}
@@ -126,7 +126,7 @@ func (w *Writer) Start(t time.Time, c Conn) { w.begin(kindStart, t, c) }
 // the log holds open already is only noted as found.
 func (w *Writer) Existing(t time.Time, c Conn) {
 	e := w.event(kindBefore, t, c)
-	if o, ok := w.open[e.key()]; ok && o.conn.Inside == e.conn.Inside {
+	if o, ok := w.open[e.key()]; ok && o.inside == e.inside {
 		if w.seen != nil {
 			w.seen[e.key()] = true
 		}
@@ -159,7 +159,8 @@ func (w *Writer) begin(kind byte, t time.Time, c Conn) {
 	e := w.event(kind, t, c)
 	k := e.key()
 	if _, ok := w.open[k]; !ok {
-		w.onPublic[k.publicOnly()] = append(w.onPublic[k.publicOnly()], k)
+		w.onPublic[k.publicOnly()]++
+		w.onTag[tagKey{k.publicOnly(), k.tag()}]++
 	}
 	w.open[k] = e
 	if w.seen != nil {
@@ -169,29 +170,37 @@ func (w *Writer) begin(kind byte, t time.Time, c Conn) {
 	w.Records++
 }
 
+// tagKey is a protocol and public address and port, and a destination tag.
+type tagKey struct {
+	public key
+	tag    byte
+}
+
 // End logs the end of a translation at t.
 func (w *Writer) End(t time.Time, c Conn) { w.end(w.event(kindEnd, t, c)) }
 
 // end logs e, an end, naming its translation as briefly as the others
 // open on its protocol and public address and port allow.
 func (w *Writer) end(e event) {
-	e.conn.Inside = netip.AddrPort{}
+	e.inside = 0
 	k := e.key()
 	if _, ok := w.open[k]; !ok { // its beginning is not in the log: all of it
 		w.events = append(w.events, e)
 		return
 	}
 	delete(w.open, k)
-	pk := k.publicOnly()
-	others := slices.DeleteFunc(w.onPublic[pk], func(o key) bool { return o == k })
-	if len(others) == 0 {
-		delete(w.onPublic, pk)
+	pk, tk := k.publicOnly(), tagKey{k.publicOnly(), k.tag()}
+	switch {
+	case w.onPublic[pk] == 1:
 		e.kind = kindEndOnly
-	} else {
-		w.onPublic[pk] = others
-		if !slices.ContainsFunc(others, func(o key) bool { return o.tag() == k.tag() }) {
-			e.kind, e.hash = kindEndTag, uint32(k.tag())
-		}
+	case w.onTag[tk] == 1:
+		e.kind, e.hash = kindEndTag, uint32(k.tag())
+	}
+	if w.onPublic[pk]--; w.onPublic[pk] == 0 {
+		delete(w.onPublic, pk)
+	}
+	if w.onTag[tk]--; w.onTag[tk] == 0 {
+		delete(w.onTag, tk)
 	}
 	w.events = append(w.events, e)
 }
@@ -207,10 +216,9 @@ func (w *Writer) ClockStep(t time.Time, step time.Duration) {
 }
 
 func (w *Writer) event(kind byte, t time.Time, c Conn) event {
-	e := event{kind: kind, at: millis(t), conn: c}
+	e := event{kind: kind, proto: c.Proto, clear: w.o.Plain, at: millis(t), inside: ap(c.Inside), public: ap(c.Public), dst: ap(c.Dst)}
 	if !w.o.Plain {
-		e.hash = w.h.hash(c.Dst.Addr())
-		e.conn.Dst = netip.AddrPortFrom(netip.Addr{}, c.Dst.Port())
+		e.hash, e.dst = w.h.hash(c.Dst.Addr()), uint64(c.Dst.Port())
 	}
 	return e
 }
