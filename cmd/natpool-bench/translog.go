@@ -61,7 +61,10 @@ func benchTranslog(b *bench) error {
 		watch.Process.Signal(unix.SIGTERM)
 		watch.Wait()
 	}()
-	if err := waitFor(func() bool { s, _ := os.ReadFile(log.Name()); return strings.Contains(string(s), "logging translations") }, time.Minute); err != nil {
+	if err := waitFor(func() bool {
+		s, _ := os.ReadFile(log.Name())
+		return strings.Contains(string(s), "logging translations")
+	}, time.Minute); err != nil {
 		return fmt.Errorf("natpool watch did not start logging: %w", err)
 	}
 	eventsFile, err := os.Create(filepath.Join(b.work, "translog-conntrack-E"))
