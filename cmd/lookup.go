@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,7 +90,7 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 	flags.TimeZone(cmd, &o.tz)
 	cmd.Flags().DurationVar(&o.slack, "slack", 5*time.Second, "with --at: plans that began or ended this close to TIME answer too")
 	journalFlag(cmd, &o.journal, true)
-	cmd.Flags().StringArrayVar(&o.logs, "log", nil, "with --at: answer PUBLIC:PORT from this translation log (natpool watch --log); repeat for several NAT boxes")
+	cmd.Flags().StringArrayVar(&o.logs, "log", nil, "with --at: answer PUBLIC:PORT from this translation log (natpool watch --log; default: the spec's log key); repeat for several NAT boxes")
 	_ = cmd.MarkFlagDirname("log")
 	cmd.Flags().StringVar(&o.dst, "dst", "", "with --log: only translations to this ADDR or ADDR:PORT")
 	return cmd
@@ -151,8 +152,14 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 	if o.slack < 0 {
 		return fmt.Errorf("--slack %s: want 0 or more", o.slack)
 	}
+	// The spec's log answers PUBLIC:PORT questions; the journal the rest.
+	if len(o.logs) == 0 && o.spec.file != "" && !slices.ContainsFunc(o.queries, func(q string) bool { _, err := netip.ParseAddrPort(q); return err != nil }) {
+		if spec, err := pool.LoadSpec(o.spec.file); err == nil && spec.Log != "" {
+			o.logs = []string{spec.Log}
+		}
+	}
 	if len(o.logs) > 0 || o.dst != "" {
-		return runLookupLog(o, t, stdout)
+		return runLookupLog(o, t, stdout, stderr)
 	}
 	if flags := o.spec.setFlags(); len(flags) > 0 {
 		return fmt.Errorf("--at answers from the plans the journal recorded: %s would change no answer (give the journal with --journal, or -f for its journal key)", strings.Join(flags, ", "))
@@ -196,7 +203,10 @@ func runLookupAt(o *lookupOptions, stdout, stderr io.Writer) error {
 }
 
 // runLookupLog answers PUBLIC:PORT queries at t from the translation logs.
-func runLookupLog(o *lookupOptions, t time.Time, stdout io.Writer) error {
+// Where the journal's plan in force gives the port to one host (block
+// mode), the log's answers are checked against it: a translation of
+// another host is named on stderr, exit 1.
+func runLookupLog(o *lookupOptions, t time.Time, stdout, stderr io.Writer) error {
 	if len(o.logs) == 0 {
 		return fmt.Errorf("--dst %s: it asks a translation log: give --log DIR", o.dst)
 	}
@@ -238,13 +248,49 @@ func runLookupLog(o *lookupOptions, t time.Time, stdout io.Writer) error {
 	} else {
 		err = render.LogText(stdout, answers)
 	}
+	agree := o.crossCheck(t, answers, stderr)
 	switch {
 	case err != nil:
 		return err
+	case !agree:
+		return &exitError{code: exitFound, msg: "the log and the plan in force disagree"}
 	case !complete:
 		return &exitError{code: exitFound, msg: "the log may miss translations of that time"}
 	case !found:
 		return &exitError{code: exitFound, msg: fmt.Sprintf("no translation logged at %s", t.UTC().Format(time.RFC3339))}
 	}
 	return nil
+}
+
+// crossCheck compares the log's answers with the owners of port blocks in
+// the plans the journals hold in force at t; false when a translation is
+// of another host than its port's owner. Without a journal, or a plan in
+// block mode, there is nothing to compare.
+func (o *lookupOptions) crossCheck(t time.Time, answers []render.LogAnswers, stderr io.Writer) bool {
+	_, fromSpec, err := o.spec.unplanned()
+	if err != nil {
+		return true
+	}
+	agree := true
+	for _, la := range answers {
+		a, err := box.LookupAt(o.world.journalPaths(o.journal, fromSpec), t, o.slack, []string{la.Query.Public.String()}, o.egress)
+		if err != nil {
+			return true
+		}
+		for _, pa := range a.Plans {
+			for _, owner := range pa.Answers {
+				if owner.Kind != pool.PortOwner || !owner.Private.IsValid() {
+					continue
+				}
+				for _, tr := range la.Result.Translations {
+					if tr.Inside.Addr() != owner.Private {
+						agree = false
+						fmt.Fprintf(stderr, "natpool: the plan %s in force (journal %s) gives %s to %s, but the log has %s on it\n",
+							pa.Span.Digest, pa.Journal, la.Query.Public, owner.Private, tr.Inside)
+					}
+				}
+			}
+		}
+	}
+	return agree
 }

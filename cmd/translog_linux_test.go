@@ -256,14 +256,14 @@ func (c *collector) created(t *testing.T) map[string]time.Time {
 }
 
 // logSite is a site of one ISP whose hosts 10.0.0.0/16 leave through a
-// hash plan, and the path of its spec.
-func logSite(t *testing.T) (*netnstest.Site, string) {
+// plan of strategy, and the path of its spec.
+func logSite(t *testing.T, strategy string) (*netnstest.Site, string) {
 	t.Helper()
 	keepHostState(t)
 	netnstest.Require(t, "conntrack")
 	s := netnstest.NewSite(t, sitePools[0])
 	spec := filepath.Join(t.TempDir(), "site.yaml")
-	writeFile(t, spec, fmt.Sprintf("egress:\n  - name: isp0\n    oif: wan0\n    private: [10.0.0.0/16]\n    pool: [%s]\n    strategy: hash\n", sitePools[0]))
+	writeFile(t, spec, fmt.Sprintf("egress:\n  - name: isp0\n    oif: wan0\n    private: [10.0.0.0/16]\n    pool: [%s]\n    strategy: %s\n", sitePools[0], strategy))
 	return s, spec
 }
 
@@ -304,7 +304,7 @@ func lookupLog(dir string, public netip.AddrPort, at time.Time) (int, string) {
 // answer in any window says it may be incomplete, exit 1.
 func TestTheTranslationLogUnderFaults(t *testing.T) {
 	t.Run("kill -9 and a torn tail", func(t *testing.T) {
-		s, spec := logSite(t)
+		s, spec := logSite(t, "hash")
 		dir := filepath.Join(t.TempDir(), "log")
 		w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
 		w.waitLog(t, 5*time.Second, "logging translations")
@@ -336,7 +336,7 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 		if after, _ := os.ReadFile(last); string(after) != string(torn) {
 			t.Error("the torn segment was rewritten")
 		}
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond)
 		for src, public := range early {
 			if code, out := lookupLog(dir, public, tEarly); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) {
 				t.Errorf("a flow from more than a second before the kill, %s as %s: exit %d\n%s", src, public, code, out)
@@ -349,7 +349,7 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 			if code, out := lookupLog(dir, public, killed.Add(200*time.Millisecond)); code != 1 || !strings.Contains(out, "may be missing") {
 				t.Errorf("a time between the kill and the restart: exit %d\n%s", code, out)
 			}
-			if code, out := lookupLog(dir, public, time.Now().Add(-time.Second)); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) || !strings.Contains(out, "began before the log") {
+			if code, out := lookupLog(dir, public, time.Now().Add(-1500 * time.Millisecond)); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) || !strings.Contains(out, "began before the log") {
 				t.Errorf("a flow alive across the restart, %s as %s: exit %d\n%s", src, public, code, out)
 			}
 			break
@@ -357,7 +357,7 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 	})
 
 	t.Run("a full disk", func(t *testing.T) {
-		s, spec := logSite(t)
+		s, spec := logSite(t, "hash")
 		dir := t.TempDir()
 		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "natpool-test", dir).CombinedOutput(); err != nil {
 			t.Fatalf("mount tmpfs: %v: %s", err, out)
@@ -395,7 +395,7 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 	})
 
 	t.Run("events lost", func(t *testing.T) {
-		s, spec := logSite(t)
+		s, spec := logSite(t, "hash")
 		dir := filepath.Join(t.TempDir(), "log")
 		w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
 		w.waitLog(t, 5*time.Second, "logging translations")
@@ -422,4 +422,22 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 			t.Errorf("a time events were lost: exit %d\n%s", code, out)
 		}
 	})
+}
+
+// In block mode the plan names the owner of a public port: the log's
+// answers agree with the journal's plan in force, and say so by exit 0.
+func TestTheTranslationLogAgreesWithThePortBlocks(t *testing.T) {
+	s, spec := logSite(t, "block")
+	dir := filepath.Join(t.TempDir(), "log")
+	w := startWatch(t, "-f", spec, "--netns", s.Box.Name, "--log", dir)
+	w.waitLog(t, 5*time.Second, "logging translations")
+	time.Sleep(1200 * time.Millisecond)
+	sent := flows(t, s, 1, 50)
+	time.Sleep(2500 * time.Millisecond)
+	for src, public := range sent {
+		code, stdout, stderr := run("lookup", "--at", time.Now().Add(-1500 * time.Millisecond).Format(time.RFC3339Nano), "--slack", "200ms", public.String(), "--log", dir, "--journal", w.journal)
+		if code != 0 || !strings.Contains(stdout, src.String()+" -> "+public.String()) || stderr != "" {
+			t.Errorf("%s as %s: exit %d\n%s%s", src, public, code, stdout, stderr)
+		}
+	}
 }

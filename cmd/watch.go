@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -107,7 +108,7 @@ command.`,
 	f.DurationVar(&o.resync, "resync", 5*time.Minute, "how often the counts are rebuilt from a full conntrack dump")
 	f.DurationVar(&o.refresh, "refresh", 5*time.Second, "how often the guard's drop counters are read (port use is counted at each scrape)")
 	f.StringVar(&o.probe, "probe", "8.8.8.8", "destination whose route says which interface carries an egress entry's hosts")
-	f.StringVar(&o.log, "log", "", "log every translation in this directory (default: none)")
+	f.StringVar(&o.log, "log", "", "log every translation in this directory (default: the spec's log key, else none)")
 	_ = cmd.MarkFlagDirname("log")
 	f.StringVar(&o.logDst, "log-destination", "hash", "how the log keeps destinations: hash (a keyed hash of the address, the port in clear) or plain")
 	_ = cmd.RegisterFlagCompletionFunc("log-destination", cobra.FixedCompletions([]string{"hash", "plain"}, cobra.ShellCompDirectiveNoFileComp))
@@ -200,8 +201,8 @@ func runWatch(o *watchOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	var logged *daemon.TranslationLog
-	if o.log != "" {
-		logged = &daemon.TranslationLog{Dir: o.log, Options: translog.Options{Plain: o.logDst == "plain", Keep: o.logKeep}}
+	if dir := cmp.Or(o.log, first.Spec.Log); dir != "" {
+		logged = &daemon.TranslationLog{Dir: dir, Options: translog.Options{Plain: o.logDst == "plain", Keep: o.logKeep}}
 	}
 	return daemon.Run(ctx, daemon.Config{
 		Box: b, Options: box.Options{Node: o.apply.node, Encoding: flags.Encodings[o.apply.encoding]},

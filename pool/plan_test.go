@@ -351,6 +351,19 @@ func TestSpecFileHostsAreRelativeToTheSpec(t *testing.T) {
 	}
 }
 
+func TestSpecFileJournalAndLogAreRelativeToTheSpec(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "spec.yaml")
+	os.WriteFile(path, []byte("journal: j\nlog: /var/log/natpool\negress:\n  - private: [10.0.0.0/24]\n    pool: [192.0.2.1]\n"), 0o644)
+	spec, err := LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Journal != filepath.Join(dir, "j") || spec.Log != "/var/log/natpool" {
+		t.Errorf("journal %q, log %q", spec.Journal, spec.Log)
+	}
+}
+
 func TestNewPlanRefusesBadTableNames(t *testing.T) {
 	es := EgressSpec{Private: []string{"10.16.0.0/24"}, Pool: []string{"192.76.8.0/29"}}
 	for table, want := range map[string]string{

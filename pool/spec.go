@@ -27,8 +27,11 @@ type Spec struct {
 	CTLabel string `yaml:"ct-label" json:"ct-label,omitempty"`
 	// Journal is where apply records the plans it puts in force (a path
 	// relative to the spec file; empty for the default).
-	Journal string       `yaml:"journal" json:"journal,omitempty"`
-	Egress  []EgressSpec `yaml:"egress" json:"egress"`
+	Journal string `yaml:"journal" json:"journal,omitempty"`
+	// Log is where watch logs every translation, and lookup --at reads
+	// them (a path relative to the spec file; empty for none).
+	Log    string       `yaml:"log" json:"log,omitempty"`
+	Egress []EgressSpec `yaml:"egress" json:"egress"`
 	// Nodes are the NAT boxes that share the pool, when several do.
 	Nodes   []NodeSpec  `yaml:"nodes" json:"nodes,omitempty"`
 	Cluster ClusterSpec `yaml:"cluster" json:"cluster,omitzero"`
@@ -114,8 +117,10 @@ func LoadSpec(path string) (Spec, error) {
 			spec.Egress[i].Hosts = filepath.Join(filepath.Dir(path), h)
 		}
 	}
-	if j := spec.Journal; j != "" && !filepath.IsAbs(j) {
-		spec.Journal = filepath.Join(filepath.Dir(path), j)
+	for _, p := range []*string{&spec.Journal, &spec.Log} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return spec, nil
 }

@@ -2,10 +2,12 @@ package translog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +21,10 @@ import (
 const (
 	segmentExt = ".seg"
 	indexExt   = ".idx"
+	// keysExt is the running index of a segment being written: an entry
+	// for each block, appended after it, so that a lookup reads only the
+	// blocks of its public address and port there too.
+	keysExt    = ".keys"
 	nameLayout = "20060102T150405.000Z"
 	indexMagic = "NPTI\x01"
 )
@@ -77,10 +83,10 @@ func (d *Damage) Error() string {
 // decoders decode blocks; one serves every reader of the process.
 var decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
 
-// scan reads a segment's blocks in order and calls fn with each block's
-// place and decoded events (valid during the call). A tail that is not a
-// whole block ends the scan with a *Damage.
-func scan(seg string, fn func(i int, b blockInfo, events []event) error) (plain bool, start int64, err error) {
+// scan reads a segment's blocks in order from offset from (0: the first)
+// and calls fn with each block's place and decoded events (valid during the
+// call). A tail that is not a whole block ends the scan with a *Damage.
+func scan(seg string, from int64, fn func(i int, b blockInfo, events []event) error) (plain bool, start int64, err error) {
 	f, err := os.Open(seg)
 	if err != nil {
 		return false, 0, err
@@ -99,6 +105,12 @@ func scan(seg string, fn func(i int, b blockInfo, events []event) error) (plain 
 		return false, 0, fmt.Errorf("%s: %w", seg, err)
 	}
 	offset := int64(headerSize)
+	if from > offset {
+		if _, err := r.Discard(int(from - offset)); err != nil {
+			return plain, start, &Damage{seg, offset, st.Size() - offset}
+		}
+		offset = from
+	}
 	var frame, raw []byte
 	var events []event
 	for i := 0; offset < st.Size(); i++ {
@@ -156,7 +168,7 @@ func seal(seg string, at int64) (damage *Damage, err error) {
 	var dir []blockInfo
 	var marks []event
 	var buf []byte
-	_, _, err = scan(seg, func(i int, b blockInfo, events []event) error {
+	_, _, err = scan(seg, 0, func(i int, b blockInfo, events []event) error {
 		dir = append(dir, b)
 		for _, e := range events {
 			if e.kind == kindLoss || e.kind == kindClock {
@@ -200,7 +212,14 @@ func seal(seg string, at int64) (damage *Damage, err error) {
 	if err := os.Chtimes(tmp, fromMillis(at), fromMillis(at)); err != nil {
 		return nil, err
 	}
-	return damage, os.Rename(tmp, strings.TrimSuffix(seg, segmentExt)+indexExt)
+	if err := os.Rename(tmp, strings.TrimSuffix(seg, segmentExt)+indexExt); err != nil {
+		return nil, err
+	}
+	// The running index of the blocks, which the index replaces.
+	if err := os.Remove(strings.TrimSuffix(seg, segmentExt) + keysExt); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return damage, nil
 }
 
 // index is what a query reads of a sealed segment's index: the blocks
@@ -278,7 +297,7 @@ func readIndex(seg string, k publicKey) (*index, error) {
 }
 
 // readEvent reads one mark (a loss or clock event, encoded relative to 0).
-func readEvent(r *bufio.Reader) (event, error) {
+func readEvent(r io.ByteReader) (event, error) {
 	kind, err := r.ReadByte()
 	if err != nil {
 		return event{}, err
@@ -299,4 +318,70 @@ func readBlock(f *os.File, b blockInfo, plain bool, fn func(*event) error) error
 		return fmt.Errorf("%s: block at offset %d: %w", f.Name(), b.offset, err)
 	}
 	return decodeEvents(raw, plain, fn)
+}
+
+// appendKeysEntry encodes a running index entry: the block's place and
+// times, its marks and its public keys, behind the entry's length.
+func appendKeysEntry(b []byte, bi blockInfo, events []event) []byte {
+	var p []byte
+	p = binary.AppendVarint(binary.AppendVarint(binary.AppendUvarint(binary.AppendUvarint(p, uint64(bi.offset)), uint64(bi.length)), bi.first), bi.last)
+	var marks []event
+	for _, e := range events {
+		if e.kind == kindLoss || e.kind == kindClock {
+			marks = append(marks, e)
+		}
+	}
+	p = binary.AppendUvarint(p, uint64(len(marks)))
+	for i := range marks {
+		p = appendEvent(p, &marks[i], 0)
+	}
+	p = appendKeys(p, sortedKeys(events))
+	return append(binary.AppendUvarint(b, uint64(len(p))), p...)
+}
+
+// readKeys reads a segment's running index for public key k: the blocks
+// it lists that hold k, every block's marks, and the offset up to which it
+// lists the blocks (past it, a lookup reads every block). A torn last
+// entry ends it.
+func readKeys(seg string, k publicKey) (blocks []blockInfo, marks []event, upTo int64) {
+	b, err := os.ReadFile(strings.TrimSuffix(seg, segmentExt) + keysExt)
+	if err != nil {
+		return nil, nil, 0
+	}
+	for len(b) > 0 {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			break
+		}
+		entry := bytes.NewReader(b[w : w+int(n)])
+		b = b[w+int(n):]
+		var bi blockInfo
+		o, err1 := binary.ReadUvarint(entry)
+		l, err2 := binary.ReadUvarint(entry)
+		bi.first, err = binary.ReadVarint(entry)
+		last, err3 := binary.ReadVarint(entry)
+		nm, err4 := binary.ReadUvarint(entry)
+		if errors.Join(err1, err2, err3, err4, err) != nil {
+			break
+		}
+		bi.offset, bi.length, bi.last = int64(o), int64(l), last
+		var ms []event
+		for range nm {
+			e, err := readEvent(entry)
+			if err != nil {
+				return blocks, marks, upTo
+			}
+			ms = append(ms, e)
+		}
+		has, err := hasKey(entry, k)
+		if err != nil {
+			break
+		}
+		marks = append(marks, ms...)
+		if has {
+			blocks = append(blocks, bi)
+		}
+		upTo = bi.offset + bi.length
+	}
+	return blocks, marks, upTo
 }

@@ -128,8 +128,19 @@ func (l *lookup) waiting() bool {
 // segment reads a segment's events of the public address and port, and
 // its marks.
 func (l *lookup) segment(seg string) error {
-	if !sealed(seg) { // being written: read it all
-		_, _, err := scan(seg, func(_ int, b blockInfo, events []event) error {
+	plain, _, err := segmentStart(seg)
+	if err != nil {
+		return err
+	}
+	if !sealed(seg) { // being written: its running index, then the blocks past it
+		blocks, marks, upTo := readKeys(seg, l.want)
+		for i := range marks {
+			l.event(&marks[i])
+		}
+		if err := l.blocks(seg, blocks, plain); err != nil {
+			return err
+		}
+		_, _, err := scan(seg, upTo, func(_ int, b blockInfo, events []event) error {
 			l.last = max(l.last, b.last)
 			for i := range events {
 				l.event(&events[i])
@@ -142,10 +153,6 @@ func (l *lookup) segment(seg string) error {
 		}
 		return err
 	}
-	plain, _, err := segmentStart(seg)
-	if err != nil {
-		return err
-	}
 	ix, err := readIndex(seg, l.want)
 	if err != nil {
 		return err
@@ -156,13 +163,32 @@ func (l *lookup) segment(seg string) error {
 	for i := range ix.marks {
 		l.event(&ix.marks[i])
 	}
+	blocks := make([]blockInfo, len(ix.blocks))
+	for i, b := range ix.blocks {
+		blocks[i] = ix.dir[b]
+	}
+	return l.blocks(seg, blocks, plain)
+}
+
+// blocks reads the translations' events of a segment's blocks that an
+// index listed: their marks came with the index.
+func (l *lookup) blocks(seg string, blocks []blockInfo, plain bool) error {
+	if len(blocks) == 0 {
+		return nil
+	}
 	f, err := os.Open(seg)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	for _, b := range ix.blocks {
-		if err := readBlock(f, ix.dir[b], plain, func(e *event) error { l.event(e); return nil }); err != nil {
+	for _, b := range blocks {
+		l.last = max(l.last, b.last)
+		if err := readBlock(f, b, plain, func(e *event) error {
+			if isConn(e.kind) {
+				l.event(e)
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 	}

@@ -158,7 +158,16 @@ func TestLookupAnswersExactlyTheTranslationsThatCoveredTheTime(t *testing.T) {
 				}
 			}
 			check("writing")
-			if err := w.Close(until); err != nil {
+			// A running index cut short: the blocks past it are read.
+			keys := strings.TrimSuffix(w.path, segmentExt) + keysExt
+			if st, err := os.Stat(keys); err != nil || st.Size() < 10 {
+				t.Fatalf("running index %s: %v", keys, err)
+			} else {
+				os.Truncate(keys, st.Size()/2)
+			}
+			check("writing, its running index torn")
+			// Closed later: the log covers the queries' slack past until.
+			if err := w.Close(until.Add(5 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			check("sealed")

@@ -39,6 +39,7 @@ type Writer struct {
 	h     hasher
 	enc   *zstd.Encoder
 	f     *os.File // nil while no segment is open
+	keys  *os.File // its running index; nil once a write to it failed
 	path  string
 	start int64 // the open segment's start
 	size  int64 // its bytes written whole
@@ -291,19 +292,41 @@ func (w *Writer) writeBlock(events []event) error {
 	}
 	frame := w.enc.EncodeAll(w.raw, make([]byte, blockHeader, blockHeader+len(w.raw)/4))
 	binary.BigEndian.PutUint32(frame, uint32(len(frame)-blockHeader))
+	bi := blockInfo{offset: w.size, length: int64(len(frame)), first: events[0].at, last: events[0].at}
+	for _, e := range events {
+		bi.first, bi.last = min(bi.first, e.at), max(bi.last, e.at)
+	}
 	if _, err := w.f.Write(frame); err != nil {
 		if terr := w.f.Truncate(w.size); terr != nil {
 			// The segment ends in a torn block: the next block goes to a
 			// new segment, and sealing reports the tail.
 			w.f.Close()
 			w.f = nil
+			w.closeKeys()
 		} else {
 			w.f.Seek(w.size, 0)
 		}
 		return err // it names the segment
 	}
 	w.size += int64(len(frame))
+	if w.keys != nil {
+		// An entry cut short would misread the next: the running index
+		// stops at the first that fails, and lookups read the blocks past
+		// it.
+		if _, err := w.keys.Write(appendKeysEntry(nil, bi, events)); err != nil {
+			w.keys.Close()
+			w.keys = nil
+		}
+	}
 	return nil
+}
+
+// closeKeys closes the running index of the segment.
+func (w *Writer) closeKeys() {
+	if w.keys != nil {
+		w.keys.Close()
+		w.keys = nil
+	}
 }
 
 // openSegment starts a segment at t, opening with the translations open.
@@ -319,6 +342,9 @@ func (w *Writer) openSegment(t int64) error {
 		return err
 	}
 	w.f, w.path, w.start, w.size, w.flushed = f, path, t, int64(headerSize), t
+	if w.keys, err = os.OpenFile(strings.TrimSuffix(path, segmentExt)+keysExt, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+		w.keys = nil // lookups read every block of the segment
+	}
 	carried := make([]event, 0, min(len(w.open), carriedBlock))
 	for _, e := range w.open {
 		if carried = append(carried, e); len(carried) == carriedBlock {
@@ -338,6 +364,7 @@ func (w *Writer) openSegment(t int64) error {
 func (w *Writer) closeSegment() error {
 	f := w.f
 	w.f = nil
+	w.closeKeys()
 	err := f.Close()
 	if err == nil {
 		_, err = seal(w.path, w.flushed)
