@@ -349,7 +349,7 @@ func TestTheTranslationLogUnderFaults(t *testing.T) {
 			if code, out := lookupLog(dir, public, killed.Add(200*time.Millisecond)); code != 1 || !strings.Contains(out, "may be missing") {
 				t.Errorf("a time between the kill and the restart: exit %d\n%s", code, out)
 			}
-			if code, out := lookupLog(dir, public, time.Now().Add(-1500 * time.Millisecond)); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) || !strings.Contains(out, "began before the log") {
+			if code, out := lookupLog(dir, public, time.Now().Add(-1500*time.Millisecond)); code != 0 || !strings.Contains(out, src.String()+" -> "+public.String()) || !strings.Contains(out, "began before the log") {
 				t.Errorf("a flow alive across the restart, %s as %s: exit %d\n%s", src, public, code, out)
 			}
 			break
@@ -435,7 +435,7 @@ func TestTheTranslationLogAgreesWithThePortBlocks(t *testing.T) {
 	sent := flows(t, s, 1, 50)
 	time.Sleep(2500 * time.Millisecond)
 	for src, public := range sent {
-		code, stdout, stderr := run("lookup", "--at", time.Now().Add(-1500 * time.Millisecond).Format(time.RFC3339Nano), "--slack", "200ms", public.String(), "--log", dir, "--journal", w.journal)
+		code, stdout, stderr := run("lookup", "--at", time.Now().Add(-1500*time.Millisecond).Format(time.RFC3339Nano), "--slack", "200ms", public.String(), "--log", dir, "--journal", w.journal)
 		if code != 0 || !strings.Contains(stdout, src.String()+" -> "+public.String()) || stderr != "" {
 			t.Errorf("%s as %s: exit %d\n%s%s", src, public, code, stdout, stderr)
 		}
