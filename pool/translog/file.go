@@ -175,7 +175,10 @@ func seal(seg string, at int64) (damage *Damage, err error) {
 				marks = append(marks, e)
 			}
 		}
-		buf = appendKeys(append(buf[:0], 1), sortedKeys(events))
+		// Each block's keys behind their length: a lookup skips to the next
+		// once it knows.
+		keys := appendKeys(nil, sortedKeys(events))
+		buf = append(binary.AppendUvarint(append(buf[:0], 1), uint64(len(keys))), keys...)
 		_, err := z.Write(buf)
 		return err
 	})
@@ -250,6 +253,7 @@ func readIndex(seg string, k publicKey) (*index, error) {
 	r := bufio.NewReaderSize(zr, 256<<10)
 	damaged := fmt.Errorf("%s: damaged index", f.Name())
 	ix := &index{}
+	var keys []byte
 	for i := 0; ; i++ {
 		more, err := binary.ReadUvarint(r)
 		if err != nil {
@@ -258,7 +262,15 @@ func readIndex(seg string, k publicKey) (*index, error) {
 		if more == 0 {
 			break
 		}
-		has, err := hasKey(r, k)
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > maxBlock {
+			return nil, damaged
+		}
+		keys = slices.Grow(keys[:0], int(n))[:n]
+		if _, err := io.ReadFull(r, keys); err != nil {
+			return nil, damaged
+		}
+		has, err := hasKey(keys, k)
 		if err != nil {
 			return nil, damaged
 		}
@@ -344,17 +356,23 @@ func appendKeysEntry(b []byte, bi blockInfo, events []event) []byte {
 // lists the blocks (past it, a lookup reads every block). A torn last
 // entry ends it.
 func readKeys(seg string, k publicKey) (blocks []blockInfo, marks []event, upTo int64) {
-	b, err := os.ReadFile(strings.TrimSuffix(seg, segmentExt) + keysExt)
+	f, err := os.Open(strings.TrimSuffix(seg, segmentExt) + keysExt)
 	if err != nil {
 		return nil, nil, 0
 	}
-	for len(b) > 0 {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 256<<10)
+	var whole []byte // an entry, read one at a time: an hour's index is large
+	for {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > maxBlock {
 			break
 		}
-		entry := bytes.NewReader(b[w : w+int(n)])
-		b = b[w+int(n):]
+		whole = slices.Grow(whole[:0], int(n))[:n]
+		if _, err := io.ReadFull(r, whole); err != nil {
+			break
+		}
+		entry := bytes.NewReader(whole)
 		var bi blockInfo
 		o, err1 := binary.ReadUvarint(entry)
 		l, err2 := binary.ReadUvarint(entry)
@@ -373,7 +391,7 @@ func readKeys(seg string, k publicKey) (blocks []blockInfo, marks []event, upTo 
 			}
 			ms = append(ms, e)
 		}
-		has, err := hasKey(entry, k)
+		has, err := hasKey(whole[len(whole)-entry.Len():], k) // the keys, last
 		if err != nil {
 			break
 		}

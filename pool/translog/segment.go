@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
 	"time"
@@ -262,23 +261,26 @@ func appendKeys(b []byte, keys []publicKey) []byte {
 	return b
 }
 
-// hasKey reports whether the encoded keys r reads next hold k, reading
-// them all.
-func hasKey(r io.ByteReader, k publicKey) (bool, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
+// hasKey reports whether the encoded keys b hold k. The keys ascend: it
+// stops at the first not below k.
+func hasKey(b []byte, k publicKey) (bool, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 {
 		return false, errDamaged
 	}
-	found, cur := false, publicKey(0)
+	b = b[w:]
+	cur := publicKey(0)
 	for range n {
-		d, err := binary.ReadUvarint(r)
-		if err != nil {
+		d, w := binary.Uvarint(b)
+		if w <= 0 {
 			return false, errDamaged
 		}
-		cur += publicKey(d)
-		found = found || cur == k
+		if cur += publicKey(d); cur >= k {
+			return cur == k, nil
+		}
+		b = b[w:]
 	}
-	return found, nil
+	return false, nil
 }
 
 // sortedKeys returns the distinct public keys of events.

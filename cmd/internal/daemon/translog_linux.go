@@ -72,13 +72,18 @@ func (d *daemon) followSessions(ctx context.Context, label int) {
 			d.c.Metrics.logEventsLost.Inc()
 			now := d.c.Clock.Now()
 			s.mu.Lock()
-			if s.w != nil {
+			logged := s.w != nil
+			if logged {
 				s.w.Loss(s.last, now)
 				s.w.Resync()
 			}
 			s.mu.Unlock()
-			fmt.Fprintf(d.c.Log, "translation log: conntrack events were lost; the log marks %s to %s, and a dump finds the translations alive\n",
-				s.last.Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
+			if logged {
+				fmt.Fprintf(d.c.Log, "translation log: conntrack events were lost; the log marks %s to %s, and a dump finds the translations alive\n",
+					s.last.Format(time.RFC3339Nano), now.Format(time.RFC3339Nano))
+			} else {
+				fmt.Fprintf(d.c.Log, "ipfix: conntrack events were lost after %s: the collectors miss them\n", s.last.Format(time.RFC3339Nano))
+			}
 		default:
 			d.c.Metrics.logErrors.Inc()
 			fmt.Fprintf(d.c.Log, "translation log: %v; retrying in a second\n", err)
