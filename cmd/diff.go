@@ -88,6 +88,7 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 		return nil
 	}
 	d.Churn, d.Chunks, d.Uplinks = render.Churn(oldPlan, newPlan), pool.ChunkChurn(oldPlan, newPlan), pool.UplinkChurn(oldPlan, newPlan)
+	d.Services = pool.ServiceChurn(oldPlan, newPlan)
 	var text bytes.Buffer // the diff, for JSON; text goes straight out
 	out := io.Writer(&text)
 	if o.output == "text" {

@@ -45,6 +45,9 @@ const DigestVersion = "natpool-digest-v1"
 //	uplinks POLICY STICKY TABLE PRIORITY MARK SEED BUCKETS
 //	member NAME WEIGHT LABEL       for each member, in order, and for balance
 //	                               "uplink-buckets LO-HI MEMBER" per run of buckets
+//	then, for each service (natpool 0.2.0 on):
+//	service NAME PROTOCOL INSIDE PORTS
+//	service-public EGRESS ADDR PORTS   for each of its public entries
 //
 // Addresses are dotted quads, numbers decimal (the seed 0x hex).
 func Digest(p *pool.Plan) string {
@@ -98,5 +101,8 @@ func canonical(w io.Writer, p *pool.Plan) {
 				c.Line("uplink-buckets", strconv.Itoa(int(r.Lo))+"-"+strconv.Itoa(int(r.Hi)), r.Owner)
 			}
 		}
+	}
+	for i := range p.Services {
+		p.Services[i].Canonical(c)
 	}
 }

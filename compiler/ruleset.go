@@ -45,6 +45,10 @@ type Ruleset struct {
 	// Uplinks is what a site with several uplinks adds; nil when the
 	// routes decide.
 	Uplinks *Uplinks
+	// Forwards send the connections to the services' public ports on to
+	// their servers; Hairpins let inside hosts reach them so too.
+	Forwards []Forward
+	Hairpins []Hairpin
 }
 
 // GuardChain is the chain of natpool's table that drops what would leave an
@@ -291,6 +295,7 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 	if p.Uplinks != nil {
 		rs.Uplinks = uplinks(p, o.Uplinks)
 	}
+	services(rs, p)
 	return rs
 }
 

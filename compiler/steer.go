@@ -172,7 +172,8 @@ func (rs *Ruleset) PeersComment() string {
 
 // stamped reports whether what follows a stamp's digest is natpool's.
 func stamped(what string) bool {
-	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ") || strings.HasPrefix(what, "uplinks ")
+	return strings.HasPrefix(what, "egress ") || strings.HasPrefix(what, "node ") || strings.HasPrefix(what, "guard ") || strings.HasPrefix(what, "uplinks ") ||
+		strings.HasPrefix(what, "service ") || strings.HasPrefix(what, "hairpin ")
 }
 
 // Reserved returns whether a policy rule sits where c puts natpool's: at one

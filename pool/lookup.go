@@ -18,6 +18,9 @@ const (
 	Reverse                     // public address -> the inside hosts it carries
 	PortOwner                   // public address and port -> the one inside host (block strategy)
 	NoMapping                   // the address has no mapping: Reason says why
+	// ServiceAnswer is a service with the address as its public (and the
+	// port among its ports) or inside address.
+	ServiceAnswer
 )
 
 // Answer is what one egress entry says about a looked-up address.
@@ -40,6 +43,11 @@ type Answer struct {
 	// by it (by its first while all are up; see UplinksIn); 0 otherwise.
 	Uplink int
 	InUse  bool
+	// Service names the service of a ServiceAnswer, with its Protocol and
+	// PublicPorts (Public is its address, Private and Ports the server's).
+	Service     string
+	Protocol    string
+	PublicPorts PortRange
 }
 
 // Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
@@ -52,13 +60,18 @@ func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var answers []Answer
 	var firstErr error
 	reason := "neither an inside host nor a public address of the plan"
 	if egress != "" {
 		if _, err := p.EgressNamed(egress); err != nil {
 			return nil, err
 		}
+	}
+	answers := slices.DeleteFunc(p.serviceAnswers(addr, port, hasPort), func(a Answer) bool { return egress != "" && a.Egress != egress })
+	if hasPort && len(answers) > 0 {
+		// A service's port: the server, whatever the strategy says of
+		// the address's other ports.
+		return answers, nil
 	}
 	for _, e := range p.Egress {
 		if egress != "" && e.Name != egress {

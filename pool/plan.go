@@ -75,7 +75,9 @@ type Plan struct {
 	Cluster *Cluster
 	// Uplinks is how a site's uplinks share its inside hosts; nil when
 	// the routes decide.
-	Uplinks  *Uplinks
+	Uplinks *Uplinks
+	// Services are the inside servers reached from outside.
+	Services []Service
 	Spec     Spec     // the spec the plan was made from
 	Warnings []string // things worth telling a person that do not stop the plan
 }
@@ -204,6 +206,10 @@ func NewPlan(spec Spec) (*Plan, error) {
 			return nil, err
 		}
 		p.Uplinks = u
+	}
+	var err error
+	if p.Services, err = newServices(spec.Services, p); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -16,6 +16,8 @@ type Record struct {
 	Egress  []EgressRecord `json:"egress"`
 	Cluster *ClusterRecord `json:"cluster,omitempty"`
 	Uplinks *UplinksRecord `json:"uplinks,omitempty"`
+	// Services are the plan's services, every public entry in full.
+	Services []ServiceSpec `json:"services,omitempty"`
 }
 
 // ClusterRecord is the cluster of a Record: its settings, its nodes, and
@@ -100,6 +102,9 @@ func (p *Plan) Record() Record {
 	if u := p.Uplinks; u != nil {
 		r.Uplinks = u.record()
 	}
+	for _, s := range p.Services {
+		r.Services = append(r.Services, s.Spec())
+	}
 	return r
 }
 
@@ -161,6 +166,10 @@ func (r Record) Plan() (*Plan, error) {
 		if p.Uplinks, err = r.Uplinks.uplinks(p.Egress); err != nil {
 			return nil, err
 		}
+	}
+	var err error
+	if p.Services, err = newServices(r.Services, p); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -13,6 +13,8 @@ type Report struct {
 	Nodes []NodeLoad
 	// Uplinks is how a site's uplinks share its hosts; nil without.
 	Uplinks *UplinksReport
+	// Services are the plan's services.
+	Services []Service
 }
 
 // UplinksReport is how a site's uplinks share its inside hosts, all up.
@@ -109,6 +111,7 @@ func (p *Plan) Report() *Report {
 		}
 		r.Uplinks = ur
 	}
+	r.Services = p.Services
 	return r
 }
 

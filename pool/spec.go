@@ -38,6 +38,9 @@ type Spec struct {
 	// Uplinks are the egress entries of a site that share its inside
 	// hosts, each through its own uplink, and how.
 	Uplinks UplinksSpec `yaml:"uplinks" json:"uplinks,omitzero"`
+	// Services are inside servers reached through the egress entries'
+	// public addresses.
+	Services []ServiceSpec `yaml:"services" json:"services,omitempty"`
 }
 
 // EgressSpec is one egress entry as written. Every value is kept as text so

@@ -24,6 +24,8 @@ type DiffReport struct {
 	Chunks         *pool.ClusterChurn // the chunks that change owner; nil without nodes
 	// Uplinks counts the hosts whose uplink changes; nil without uplinks.
 	Uplinks *pool.UplinkChurnReport
+	// Services are the services added, removed or changed.
+	Services []pool.ServiceChange
 }
 
 // EgressChurn is the churn of one egress entry; Change is "added" or
@@ -59,6 +61,9 @@ func DiffText(w io.Writer, d DiffReport) error {
 			fmt.Fprintln(w)
 		}
 	}
+	for _, s := range d.Services {
+		fmt.Fprintf(w, "churn: service %s is %s\n", s.Service, s.Change)
+	}
 	if u := d.Uplinks; u != nil {
 		fmt.Fprintf(w, "churn: uplinks: %d of %d hosts (%s) change uplink\n", u.Moved, u.Hosts, percent(u.MovedShare()))
 	}
@@ -87,15 +92,21 @@ func nodeText(name string) string {
 }
 
 type diffJSON struct {
-	Identical bool         `json:"identical"`
-	Format    string       `json:"format"`
-	Diff      string       `json:"diff"`
-	LeftOut   int          `json:"diff_lines_left_out"`
-	Removed   int          `json:"lines_removed"`
-	Added     int          `json:"lines_added"`
-	Churn     []churnJSON  `json:"churn"`
-	Chunks    *chunksJSON  `json:"chunks,omitempty"`
-	Uplinks   *uplinksJSON `json:"uplinks,omitempty"`
+	Identical bool          `json:"identical"`
+	Format    string        `json:"format"`
+	Diff      string        `json:"diff"`
+	LeftOut   int           `json:"diff_lines_left_out"`
+	Removed   int           `json:"lines_removed"`
+	Added     int           `json:"lines_added"`
+	Churn     []churnJSON   `json:"churn"`
+	Chunks    *chunksJSON   `json:"chunks,omitempty"`
+	Uplinks   *uplinksJSON  `json:"uplinks,omitempty"`
+	Services  []serviceJSON `json:"services,omitempty"`
+}
+
+type serviceJSON struct {
+	Service string `json:"service"`
+	Change  string `json:"change"`
 }
 
 type uplinksJSON struct {
@@ -138,6 +149,9 @@ func DiffJSON(w io.Writer, d DiffReport) error {
 	}
 	if u := d.Uplinks; u != nil {
 		out.Uplinks = &uplinksJSON{u.Hosts, u.Moved}
+	}
+	for _, s := range d.Services {
+		out.Services = append(out.Services, serviceJSON{s.Service, s.Change})
 	}
 	if c := d.Chunks; c != nil {
 		out.Chunks = &chunksJSON{Chunks: c.Chunks, Moves: []chunkMoveJSON{}}

@@ -41,6 +41,22 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 		}
 	}
 	fmt.Fprintf(b, "*nat\n:%s - [0:0]\n", chain)
+	services := IPTablesServiceChain(rs.Table)
+	if len(rs.Forwards) > 0 {
+		fmt.Fprintf(b, ":%s - [0:0]\n", services)
+	}
+	for _, h := range rs.Hairpins {
+		for _, src := range h.Sources {
+			fmt.Fprintf(b, "-A %s %s -d %s/32%s -m conntrack --ctstate DNAT -j MASQUERADE\n", chain, sourceMatch(compact(src)), h.Inside.Addr, iptablesPorts(h.Protocol, h.Inside.Ports))
+		}
+	}
+	for _, f := range rs.Forwards {
+		to := f.Inside.Addr.String()
+		if p := f.Port(); p != 0 {
+			to += fmt.Sprintf(":%d", p)
+		}
+		fmt.Fprintf(b, "-A %s -d %s/32%s -j DNAT --to-destination %s\n", services, f.Public.Addr, iptablesPorts(f.Protocol, f.Public.Ports), to)
+	}
 	maps := map[string]compiler.Map{}
 	for _, m := range rs.Maps {
 		maps[m.Name] = m
@@ -90,6 +106,9 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	}
 	if !o.NoJump {
 		fmt.Fprintf(b, "-I POSTROUTING 1 -j %s\n", chain)
+		if len(rs.Forwards) > 0 {
+			fmt.Fprintf(b, "-I PREROUTING 1 -j %s\n", services)
+		}
 	}
 	b.WriteString("COMMIT\n")
 	return b.Flush()
@@ -143,6 +162,20 @@ func oif(r compiler.Rule) string {
 // IPTablesChain is the name of natpool's iptables chain for table.
 func IPTablesChain(table string) string {
 	return strings.ToUpper(truncate(table, 28))
+}
+
+// IPTablesServiceChain is the name of the chain of table's services,
+// which PREROUTING jumps to.
+func IPTablesServiceChain(table string) string {
+	return strings.ToUpper(truncate(table, 24)) + "_SVC"
+}
+
+// iptablesPorts matches a service's protocol and destination ports.
+func iptablesPorts(protocol string, ports pool.PortRange) string {
+	if ports.Lo == ports.Hi {
+		return fmt.Sprintf(" -p %s --dport %d", protocol, ports.Lo)
+	}
+	return fmt.Sprintf(" -p %s --dport %d:%d", protocol, ports.Lo, ports.Hi)
 }
 
 // SetName is the ipset name of the set of the i-th public address of an

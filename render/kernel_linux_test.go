@@ -125,7 +125,22 @@ func TestRenderedRulesetsLoad(t *testing.T) {
 func TestNFTAndNFTJSONLoadTheSameTable(t *testing.T) {
 	ns := netnstest.New(t, "nft")
 	out := rendered(t)
-	for _, c := range cases {
+	// A site with uplinks and services too.
+	site, err := pool.PlanFile("../testdata/site.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"nft", "nft-json"} {
+		var b bytes.Buffer
+		if err := Ruleset(&b, io.Discard, site, format, Options{Version: version}); err != nil {
+			t.Fatal(err)
+		}
+		out["site."+extensions[format]] = b.String()
+	}
+	for _, c := range append(cases, struct {
+		name string
+		spec pool.EgressSpec
+	}{"site", pool.EgressSpec{}}) {
 		if c.spec.Strategy == "block" {
 			continue
 		}

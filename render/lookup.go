@@ -60,6 +60,8 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 			fmt.Fprintf(w, "%s <- %s%s\n", netip.AddrPortFrom(a.Public, a.Port), owner, nodesSuffix(a))
 		case pool.NoMapping:
 			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
+		case pool.ServiceAnswer:
+			fmt.Fprintf(w, "%s %s:%s -> %s:%s: service %s\n", a.Protocol, a.Public, portsText(a.PublicPorts), a.Private, portsText(a.Ports), a.Service)
 		case pool.Reverse:
 			fmt.Fprintf(w, "%s <- %s in %s%s\n", a.Public, Plural(a.Hosts, "host"), Plural(uint64(len(a.Ranges)), "range"), nodesSuffix(a))
 			if o.All {
@@ -131,6 +133,25 @@ type answerNone struct {
 	Query  string `json:"query"`
 	Mapped bool   `json:"mapped"`
 	Reason string `json:"reason"`
+}
+
+// answerService is a service answer.
+type answerService struct {
+	Egress       string `json:"egress,omitempty"`
+	Service      string `json:"service"`
+	Protocol     string `json:"protocol"`
+	Public       string `json:"public"`
+	PublicPorts  string `json:"public_ports"`
+	Private      string `json:"private"`
+	PrivatePorts string `json:"private_ports"`
+}
+
+// portsText writes a port range, one port alone.
+func portsText(p pool.PortRange) string {
+	if p.Lo == p.Hi {
+		return fmt.Sprint(p.Lo)
+	}
+	return p.String()
 }
 
 // answerOwner is a port answer: its "private" is null when no host owns the port.
@@ -254,6 +275,8 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 			out = append(out, ao)
 		case pool.NoMapping:
 			out = append(out, answerNone{Query: a.Query.String(), Reason: a.Reason})
+		case pool.ServiceAnswer:
+			out = append(out, answerService{egress, a.Service, a.Protocol, a.Public.String(), portsText(a.PublicPorts), a.Private.String(), portsText(a.Ports)})
 		case pool.Reverse:
 			aj := answerJSON{Egress: egress, Public: a.Public.String(), Hosts: &a.Hosts, Ranges: []string{}, Nodes: a.Nodes}
 			for _, r := range a.Ranges {

@@ -8,6 +8,7 @@ import (
 	"go4.org/netipx"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // header is the first line of every rendered ruleset: the natpool version and
@@ -75,6 +76,10 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	}
 	s.str("\tchain ").str(compiler.Chain).str(" {").end()
 	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
+	for _, h := range rs.Hairpins {
+		s.sources(h.Sources).str(" ip daddr ").addr(h.Inside.Addr).servicePorts(h.Protocol, h.Inside.Ports).
+			str(" ct status dnat masquerade comment ").str(strconv.Quote(rs.HairpinComment(h))).end()
+	}
 	st := rs.Steering
 	peers := st != nil && len(st.Peers) > 0
 	if peers {
@@ -115,6 +120,25 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		}
 		for _, m := range u.Members {
 			s.sources(u.Sources).str(" ct label ").num(uint64(m.Label)).str(" meta mark set ").mark(m.Mark).str(" comment ").str(comment).end()
+		}
+		for _, m := range rs.ReplyMarks() {
+			s.str("\t\tct direction reply ct mark ").mark(m).str(" meta mark set ").mark(m).str(" comment ").str(comment).end()
+		}
+		s.str("\t}").end()
+	}
+	if len(rs.Forwards) > 0 {
+		s.str("\tchain ").str(compiler.ServiceChain).str(" {").end()
+		s.str("\t\ttype nat hook prerouting priority dstnat; policy accept;").end()
+		for _, f := range rs.Forwards {
+			s.str("\t\tip daddr ").addr(f.Public.Addr).servicePorts(f.Protocol, f.Public.Ports)
+			if f.Mark != 0 {
+				s.str(" ct mark set ").mark(f.Mark)
+			}
+			s.str(" dnat ip to ").addr(f.Inside.Addr)
+			if p := f.Port(); p != 0 {
+				s.str(":").num(uint64(p))
+			}
+			s.str(" comment ").str(strconv.Quote(rs.ServiceComment(f))).end()
 		}
 		s.str("\t}").end()
 	}
@@ -201,6 +225,15 @@ func (s *stream) target(t compiler.Target) *stream {
 		s.str(" }")
 	case compiler.ByHost, compiler.ByHostBlock:
 		s.str("ip saddr map @").str(t.Map)
+	}
+	return s
+}
+
+// servicePorts writes a service's match of protocol and ports.
+func (s *stream) servicePorts(protocol string, ports pool.PortRange) *stream {
+	s.str(" meta l4proto ").str(protocol).str(" th dport ").num(uint64(ports.Lo))
+	if ports.Hi != ports.Lo {
+		s.str("-").num(uint64(ports.Hi))
 	}
 	return s
 }

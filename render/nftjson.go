@@ -49,9 +49,15 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 	}
 	command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.Chain,
 		"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
+	rule := func(chain, comment string, exprs ...any) {
+		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": chain, "comment": comment, "expr": exprs}}})
+	}
+	for _, h := range rs.Hairpins {
+		exprs := append([]any{sourcesMatch(h.Sources), match(daddr, h.Inside.Addr.String())}, servicePortsJSON(h.Protocol, h.Inside.Ports)...)
+		rule(compiler.Chain, rs.HairpinComment(h), append(exprs, flags(obj{"ct": obj{"key": "status"}}, "dnat"), obj{"masquerade": nil})...)
+	}
 	for _, r := range rs.Rules {
-		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.Chain,
-			"comment": rs.Comment(r), "expr": nftJSONExprs(r, rs.Label)}}})
+		rule(compiler.Chain, rs.Comment(r), nftJSONExprs(r, rs.Label)...)
 	}
 	command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.GuardChain,
 		"type": "filter", "hook": "postrouting", "prio": 110, "policy": "accept"}}})
@@ -62,8 +68,43 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 		}
 		exprs = append(exprs, obj{"match": obj{"op": "!", "left": obj{"ct": obj{"key": "status"}}, "right": "snat"}},
 			obj{"counter": obj{"packets": 0, "bytes": 0}}, obj{"drop": nil})
-		command(obj{"add": obj{"rule": obj{"family": "ip", "table": rs.Table, "chain": compiler.GuardChain,
-			"comment": rs.GuardComment(g), "expr": exprs}}})
+		rule(compiler.GuardChain, rs.GuardComment(g), exprs...)
+	}
+	if u := rs.Uplinks; u != nil {
+		comment := rs.UplinksComment()
+		command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.UplinkChain,
+			"type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}}})
+		var runs []any
+		for _, b := range u.Runs {
+			runs = append(runs, []any{obj{"range": []uint32{b.Lo, b.Hi}}, b.Mark})
+		}
+		hash := obj{"jhash": obj{"mod": u.Buckets, "seed": u.Seed, "expr": saddr}}
+		rule(compiler.UplinkChain, comment, sourcesMatch(u.Sources), flags(obj{"ct": obj{"key": "state"}}, "new"),
+			setTo(mark, obj{"map": obj{"key": hash, "data": obj{"set": runs}}}))
+		for _, m := range u.Members {
+			rule(compiler.UplinkChain, comment, match(mark, m.Mark), flags(obj{"ct": obj{"key": "state"}}, "new"), setTo(label, m.Label))
+		}
+		for _, m := range u.Members {
+			rule(compiler.UplinkChain, comment, sourcesMatch(u.Sources), flags(label, m.Label), setTo(mark, m.Mark))
+		}
+		for _, m := range rs.ReplyMarks() {
+			rule(compiler.UplinkChain, comment, match(obj{"ct": obj{"key": "direction"}}, "reply"), match(ctMark, m), setTo(mark, m))
+		}
+	}
+	if len(rs.Forwards) > 0 {
+		command(obj{"add": obj{"chain": obj{"family": "ip", "table": rs.Table, "name": compiler.ServiceChain,
+			"type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}})
+		for _, f := range rs.Forwards {
+			exprs := append([]any{match(daddr, f.Public.Addr.String())}, servicePortsJSON(f.Protocol, f.Public.Ports)...)
+			if f.Mark != 0 {
+				exprs = append(exprs, setTo(ctMark, f.Mark))
+			}
+			to := obj{"addr": f.Inside.Addr.String()}
+			if p := f.Port(); p != 0 {
+				to["port"] = p
+			}
+			rule(compiler.ServiceChain, rs.ServiceComment(f), append(exprs, obj{"dnat": to})...)
+		}
 	}
 	b.WriteString("\n  ]\n}\n")
 	return b.Flush()
@@ -83,10 +124,33 @@ func nftJSONMap(table string, m compiler.Map) obj {
 	return set
 }
 
-var saddr = obj{"payload": obj{"protocol": "ip", "field": "saddr"}}
+// The operands natpool's rules read and set.
+var (
+	saddr  = obj{"payload": obj{"protocol": "ip", "field": "saddr"}}
+	daddr  = obj{"payload": obj{"protocol": "ip", "field": "daddr"}}
+	mark   = obj{"meta": obj{"key": "mark"}}
+	ctMark = obj{"ct": obj{"key": "mark"}}
+	label  = obj{"ct": obj{"key": "label"}}
+)
 
 func match(left, right any) obj {
 	return obj{"match": obj{"op": "==", "left": left, "right": right}}
+}
+
+// flags matches a flag of a bitmask (ct state, ct status, ct label), as
+// nft writes `ct state new`.
+func flags(left, right any) obj {
+	return obj{"match": obj{"op": "in", "left": left, "right": right}}
+}
+
+// setTo sets key to value, as nft writes `meta mark set VALUE`.
+func setTo(key, value any) obj {
+	return obj{"mangle": obj{"key": key, "value": value}}
+}
+
+// servicePortsJSON matches a service's protocol and destination ports.
+func servicePortsJSON(protocol string, ports pool.PortRange) []any {
+	return []any{match(obj{"meta": obj{"key": "l4proto"}}, protocol), match(obj{"payload": obj{"protocol": "th", "field": "dport"}}, portRange(ports))}
 }
 
 // sourcesMatch matches the source address against ranges.
@@ -101,7 +165,7 @@ func sourcesMatch(ranges []netipx.IPRange) obj {
 	return match(saddr, obj{"set": set})
 }
 
-func nftJSONExprs(r compiler.Rule, label int) []any {
+func nftJSONExprs(r compiler.Rule, ctLabel int) []any {
 	exprs := []any{sourcesMatch(r.Sources)}
 	if r.OIF != "" {
 		exprs = append(exprs, match(obj{"meta": obj{"key": "oifname"}}, r.OIF))
@@ -130,7 +194,7 @@ func nftJSONExprs(r compiler.Rule, label int) []any {
 	if r.Ports != (pool.PortRange{}) {
 		snat["port"] = portRange(r.Ports)
 	}
-	return append(exprs, obj{"mangle": obj{"key": obj{"ct": obj{"key": "label"}}, "value": label}}, obj{"snat": snat})
+	return append(exprs, setTo(label, ctLabel), obj{"snat": snat})
 }
 
 // addrRange writes an address range as nft JSON does: an address, a prefix

@@ -40,7 +40,29 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 	if err := nodeSummary(w, r); err != nil {
 		return err
 	}
-	return uplinkSummary(w, r)
+	if err := uplinkSummary(w, r); err != nil {
+		return err
+	}
+	serviceSummary(w, r.Services)
+	return nil
+}
+
+// serviceSummary writes where each service is reached.
+func serviceSummary(w io.Writer, services []pool.Service) {
+	if len(services) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nservices:\n")
+	for _, s := range services {
+		fmt.Fprintf(w, "  %s (%s %s:%s): ", s.Name, s.Protocol, s.Inside, portsText(s.Ports))
+		for i, pub := range s.Public {
+			if i > 0 {
+				fmt.Fprint(w, ", ")
+			}
+			fmt.Fprintf(w, "%s:%s by %s", pub.Addr, portsText(pub.Ports), pub.Egress)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // uplinkSummary writes, for a site's uplinks, the hosts each carries first
@@ -174,7 +196,9 @@ type planJSON struct {
 	Nodes []nodeLoadJSON `json:"nodes,omitempty"`
 	// Uplinks is how a site's uplinks share its hosts (with uplinks only).
 	Uplinks *uplinksReportJSON `json:"uplinks,omitempty"`
-	Spec    pool.Spec          `json:"spec"`
+	// Services are the services, every public entry in full.
+	Services []pool.ServiceSpec `json:"services,omitempty"`
+	Spec     pool.Spec          `json:"spec"`
 }
 
 type uplinksReportJSON struct {
@@ -265,6 +289,9 @@ func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
 			uj.Members = append(uj.Members, uplinkLoadJSON{m.Name, m.OIF, m.Weight, m.Hosts, m.Share, m.Probe.Spec()})
 		}
 		out.Uplinks = uj
+	}
+	for _, s := range r.Services {
+		out.Services = append(out.Services, s.Spec())
 	}
 	for _, e := range r.Egress {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),

@@ -37,8 +37,8 @@ func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error 
 	if rs.Steering != nil && format != "nft" && format != "ip" {
 		return fmt.Errorf("format %s cannot carry a node's steering: render nft, or apply --node", format)
 	}
-	if rs.Uplinks != nil && format != "nft" && format != "ip" {
-		return fmt.Errorf("format %s cannot carry the uplinks' marks: render nft and ip, or apply", format)
+	if rs.Uplinks != nil && format != "nft" && format != "nft-json" && format != "ip" {
+		return fmt.Errorf("format %s cannot carry the uplinks' marks: render nft or nft-json, and ip; or apply", format)
 	}
 	switch format {
 	case "ip":

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natpool/natpool/compiler"
+	"github.com/natpool/natpool/pool"
 )
 
 // The kernel objects of a ruleset, built as nft builds them from the
@@ -172,6 +173,9 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		c.rules = append(c.rules, &nftables.Rule{Table: o.table, Chain: c.chain, Exprs: exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
 	}
+	for _, h := range rs.Hairpins {
+		add(nat, o.hairpinExprs(h), rs.HairpinComment(h))
+	}
 	if st := rs.Steering; st != nil && len(st.Peers) > 0 {
 		// Packets routed to a peer leave untranslated: the peer translates
 		// them. Their connection is labelled natpool's, so that watch may
@@ -225,9 +229,81 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 				&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m.Mark)})
 			add(c, append(x, setMark()), rs.UplinksComment())
 		}
+		for _, m := range rs.ReplyMarks() {
+			// A service's replies leave by the uplink its connection
+			// came through: the mark its forward kept.
+			x := []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
+				&expr.Ct{Register: reg1, Key: expr.CtKeyMARK},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)},
+				&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)}}
+			add(c, append(x, setMark()), rs.UplinksComment())
+		}
 		o.chains = append(o.chains, *c)
 	}
+	if len(rs.Forwards) > 0 {
+		svc := &chainRules{chain: &nftables.Chain{Name: compiler.ServiceChain, Table: o.table, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept}}
+		for _, f := range rs.Forwards {
+			add(svc, forwardExprs(f), rs.ServiceComment(f))
+		}
+		o.chains = append(o.chains, *svc)
+	}
 	return o, nil
+}
+
+// replyDirection is conntrack's direction of a connection's replies
+// (IP_CT_DIR_REPLY).
+const replyDirection = 1
+
+// forwardExprs sends a service's connection on to its server, as nft
+// encodes `ip daddr PUBLIC meta l4proto PROTO th dport PORTS [ct mark set
+// MARK] dnat ip to INSIDE[:PORT]`.
+func forwardExprs(f compiler.Forward) []expr.Any {
+	x := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(f.Public.Addr)}}
+	x = append(x, servicePorts(f.Protocol, f.Public.Ports)...)
+	if f.Mark != 0 {
+		x = append(x, &expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(f.Mark)},
+			&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyMARK})
+	}
+	x = append(x, &expr.Immediate{Register: reg1, Data: ip4(f.Inside.Addr)})
+	nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
+	if p := f.Port(); p != 0 {
+		x = append(x, &expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(p)})
+		nat.RegProtoMin, nat.Specified = reg2, true
+	}
+	return append(x, nat)
+}
+
+// servicePorts matches a service's protocol and destination ports, as nft
+// encodes `meta l4proto PROTO th dport PORTS`.
+func servicePorts(protocol string, ports pool.PortRange) []expr.Any {
+	proto := byte(unix.IPPROTO_TCP)
+	if protocol == "udp" {
+		proto = unix.IPPROTO_UDP
+	}
+	x := []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}}
+	if ports.Lo == ports.Hi {
+		return append(x, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(ports.Lo)})
+	}
+	return append(x, &expr.Cmp{Op: expr.CmpOpGte, Register: reg1, Data: binaryutil.BigEndian.PutUint16(ports.Lo)},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: binaryutil.BigEndian.PutUint16(ports.Hi)})
+}
+
+// hairpinExprs gives an inside host's connection to a service the box's
+// address, as nft encodes `ip saddr SOURCES ip daddr INSIDE meta l4proto
+// PROTO th dport PORTS ct status dnat masquerade`.
+func (o *objects) hairpinExprs(h compiler.Hairpin) []expr.Any {
+	x := o.sourceExprs(compiler.Rule{Egress: "hairpin " + h.Service, Sources: h.Sources})
+	x = append(x, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(h.Inside.Addr)})
+	x = append(x, servicePorts(h.Protocol, h.Inside.Ports)...)
+	return append(x, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+		&expr.Masq{})
 }
 
 // ctStateNew matches a connection's first packet, as nft encodes `ct state
@@ -266,6 +342,9 @@ func (o *objects) guardExprs(g compiler.Guard, st *compiler.Steering) []expr.Any
 // ipsSrcNAT is the conntrack status bit of a source-NATed connection
 // (IPS_SRC_NAT).
 const ipsSrcNAT = 1 << 4
+
+// ipsDstNAT is the status bit of a destination-NATed one (IPS_DST_NAT).
+const ipsDstNAT = 1 << 5
 
 // oifExprs matches the output interface, as nft encodes `oifname NAME`.
 func oifExprs(oif string) []expr.Any {
