@@ -30,6 +30,7 @@ type lookupOptions struct {
 	journal []string
 	logs    []string
 	dst     string
+	netns   string
 }
 
 func newLookupCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
@@ -40,7 +41,11 @@ func newLookupCmd(w *world, stdout, stderr io.Writer) *cobra.Command {
 		Long: `Lookup answers from the plan:
   inside address     its public address and port range
   public address     the inside hosts it carries, as ranges (--all: every host)
-  public:port        the one inside host that owns that port (block strategy)
+  public:port        the one inside host that owns that port (block strategy),
+                     or the service at that port
+  IPv6 address       the host of an IPv6 prefix translation both ways: inside
+                     to public, public to inside (a pool6 from-interface prefix
+                     is read from the uplink, in --netns)
 
 With several egress entries each entry that knows the address answers, unless
 --egress picks one. Every address is answered, one without a mapping (excluded,
@@ -92,6 +97,7 @@ lookup of an inside host, a journal that is missing or not natpool's).`,
 	journalFlag(cmd, &o.journal, true)
 	cmd.Flags().StringArrayVar(&o.logs, "log", nil, "with --at: answer PUBLIC:PORT from this translation log (natpool watch --log; default: the spec's log key); repeat for several NAT boxes")
 	_ = cmd.MarkFlagDirname("log")
+	flags.Netns(cmd, &o.netns)
 	cmd.Flags().StringVar(&o.dst, "dst", "", "with --log: only translations to this ADDR or ADDR:PORT")
 	return cmd
 }
@@ -107,6 +113,9 @@ func runLookup(o *lookupOptions, stdout, stderr io.Writer) error {
 	}
 	plan, err := o.spec.plan(stderr)
 	if err != nil {
+		return err
+	}
+	if err := box.New(o.netns, box.LinuxKernels, nil).UplinkPrefixes(plan); err != nil {
 		return err
 	}
 	var answers []pool.Answer

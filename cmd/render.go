@@ -33,6 +33,8 @@ Formats:
              is declared, flushed and refilled, and POSTROUTING jumps to it
              (first in the chain); a restore file cannot add the jump only when
              it is missing, so render reloads with --no-jump
+  ip6tables  ip6tables-restore --noflush input: the IPv6 prefix translations
+             (private6, pool6) as NETMAP, both ways
   ipset      ipset restore input: the hash strategy's per-address sets
   bird       a node's BIRD 2 configuration (with --node): its chunks of the
              pool announced to the upstream ranked for the node, and the

@@ -18,8 +18,11 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 	t.Parallel()
 	for _, format := range render.Formats {
 		args := []string{"render", "-f", "../testdata/campus.yaml", "--format", format}
-		if format == "bird" || format == "ip" { // one node's configuration, its policy routing
+		switch format {
+		case "bird", "ip": // one node's configuration, its policy routing
 			args = []string{"render", "-f", "../testdata/cluster.yaml", "--format", format, "--node", "nat1"}
+		case "ip6tables": // IPv6 prefix translations
+			args = []string{"render", "-f", "../testdata/site.yaml", "--format", format}
 		}
 		code, stdout, stderr := run(args...)
 		if code != 0 {
@@ -33,15 +36,17 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 	}
 }
 
-// A site's policy routing, as ip -batch takes it, is reviewed as the
-// ruleset is.
+// A site's policy routing, as ip -batch takes it, and its IPv6 prefix
+// translations for ip6tables are reviewed as the ruleset is.
 func TestRenderSitePolicyRoutingGolden(t *testing.T) {
 	t.Parallel()
-	code, stdout, stderr := run("render", "-f", "../testdata/site.yaml", "--format", "ip")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
+	for _, format := range []string{"ip", "ip6tables"} {
+		code, stdout, stderr := run("render", "-f", "../testdata/site.yaml", "--format", format)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+		}
+		golden.Check(t, "render-site."+format, stdout)
 	}
-	golden.Check(t, "render-site.ip", stdout)
 }
 
 // writeSpec writes a one-entry spec and returns its path.

@@ -38,6 +38,8 @@ const DigestVersion = "natpool-digest-v1"
 //	then, for an uplink (natpool 0.2.0 on; an entry without is as before):
 //	gateway ADDR                   when the spec gives it
 //	probe RELIABILITY INTERVAL TIMEOUT DOWN UP LATENCY LOSS   and "target KIND:ADDR[:PORT]" per target
+//	npt INSIDE=PUBLIC              for each IPv6 prefix translation (PUBLIC may
+//	                               be from-interface; natpool 0.2.0 on)
 //	then, for a plan with nodes (natpool 0.2.0 on; a plan without is as before):
 //	cluster CHUNK TABLE PRIORITY MARK
 //	node NAME WEIGHT ADDRESS AS NEIGHBOR NEIGHBOR-AS SOURCE HOLD   for each node, in spec order
@@ -80,6 +82,9 @@ func canonical(w io.Writer, p *pool.Plan) {
 			for _, t := range pr.Targets {
 				c.Line("target", t)
 			}
+		}
+		for _, n := range e.NPT {
+			c.Line("npt", n)
 		}
 	}
 	// The nodes decide who serves which chunk, and how: they are part of

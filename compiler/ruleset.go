@@ -49,6 +49,9 @@ type Ruleset struct {
 	// their servers; Hairpins let inside hosts reach them so too.
 	Forwards []Forward
 	Hairpins []Hairpin
+	// Prefixes6 are the IPv6 prefix translations, in natpool's ip6 table
+	// of the same name; none: no ip6 table.
+	Prefixes6 []Prefix6
 }
 
 // GuardChain is the chain of natpool's table that drops what would leave an
@@ -280,6 +283,9 @@ type Options struct {
 	// Uplinks says, for a plan with uplinks, what is known of each member
 	// (by member); nil: every one up, nothing learned.
 	Uplinks []UplinkFacts
+	// Addrs6 are the global IPv6 addresses of the interfaces whose prefix
+	// an entry's pool6 takes (from-interface), by interface.
+	Addrs6 map[string]netip.Addr
 }
 
 // Compile builds the ruleset of a plan.
@@ -296,6 +302,7 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 		rs.Uplinks = uplinks(p, o.Uplinks)
 	}
 	services(rs, p)
+	rs.Prefixes6 = prefixes6(p, o.Addrs6)
 	return rs
 }
 

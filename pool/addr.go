@@ -119,7 +119,7 @@ func parseRange(s string) (netipx.IPRange, string) {
 		case err != nil:
 			return a, "is not an IPv4 address, prefix or range"
 		case !a.Is4():
-			return a, "is IPv6: natpool maps IPv4 only"
+			return a, "is IPv6 in a list of IPv4: IPv6 prefixes go in private6 and pool6"
 		}
 		return a, ""
 	}

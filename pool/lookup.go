@@ -21,6 +21,9 @@ const (
 	// ServiceAnswer is a service with the address as its public (and the
 	// port among its ports) or inside address.
 	ServiceAnswer
+	// PrefixAnswer is an IPv6 host of an entry's prefix translation, NPT:
+	// Private inside and Public (invalid while the prefix is not known).
+	PrefixAnswer
 )
 
 // Answer is what one egress entry says about a looked-up address.
@@ -48,6 +51,8 @@ type Answer struct {
 	Service     string
 	Protocol    string
 	PublicPorts PortRange
+	// NPT is the prefix translation of a PrefixAnswer.
+	NPT NPT
 }
 
 // Lookup answers for "ADDR" or "ADDR:PORT" from every egress entry that knows
@@ -56,6 +61,17 @@ type Answer struct {
 // error is a question that cannot be asked (a bad address, a port lookup
 // of an inside host or outside block mode).
 func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
+	if a, err := netip.ParseAddr(query); err == nil && a.Is6() {
+		if egress != "" {
+			if _, err := p.EgressNamed(egress); err != nil {
+				return nil, err
+			}
+		}
+		if answers := p.NPTAnswers(a, egress); len(answers) > 0 {
+			return answers, nil
+		}
+		return []Answer{{Kind: NoMapping, Query: a, Reason: "in no private6 or pool6 prefix of the plan"}}, nil
+	}
 	addr, port, hasPort, err := ParseQuery(query)
 	if err != nil {
 		return nil, err

@@ -107,6 +107,8 @@ type Egress struct {
 	Gateway netip.Addr
 	// Probe is how watch tests the uplink; nil: its link alone says.
 	Probe *Probe
+	// NPT are the entry's IPv6 prefix translations; nil for none.
+	NPT []NPT
 
 	inside []span
 	index  map[uint32]int // public address -> index in Pool
@@ -352,6 +354,9 @@ func newEgress(es EgressSpec, warnings *[]string) (*Egress, error) {
 		}
 	}
 	if err := e.setUplink(es); err != nil {
+		return nil, err
+	}
+	if err := e.setNPT(es); err != nil {
 		return nil, err
 	}
 	if err := e.setAddresses(es, warnings); err != nil {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"strings"
 
 	"go4.org/netipx"
 )
@@ -61,6 +62,9 @@ type EgressRecord struct {
 
 	Gateway string     `json:"gateway,omitempty"`
 	Probe   *ProbeSpec `json:"probe,omitempty"`
+	// NPT are the IPv6 prefix translations, INSIDE=PUBLIC or
+	// INSIDE=from-interface.
+	NPT []string `json:"npt,omitempty"`
 }
 
 // Record returns what the plan decided, for the journal.
@@ -82,6 +86,9 @@ func (p *Plan) Record() Record {
 			er.Gateway = e.Gateway.String()
 		}
 		er.Probe = e.Probe.Spec()
+		for _, n := range e.NPT {
+			er.NPT = append(er.NPT, n.String())
+		}
 		r.Egress = append(r.Egress, er)
 	}
 	if c := p.Cluster; c != nil {
@@ -218,6 +225,14 @@ func (er EgressRecord) egress() (*Egress, error) {
 	if e.Mapping, err = kind.restore(e, er); err != nil {
 		return e, err
 	}
-	err = e.setUplink(EgressSpec{Gateway: er.Gateway, Probe: er.Probe})
+	if err = e.setUplink(EgressSpec{Gateway: er.Gateway, Probe: er.Probe}); err != nil {
+		return e, err
+	}
+	var es EgressSpec
+	for _, n := range er.NPT {
+		inside, public, _ := strings.Cut(n, "=")
+		es.Private6, es.Pool6 = append(es.Private6, inside), append(es.Pool6, public)
+	}
+	err = e.setNPT(es)
 	return e, err
 }

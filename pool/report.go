@@ -41,6 +41,7 @@ type EgressReport struct {
 	Strategy Strategy
 	Ports    PortRange
 	Settings []Setting // the strategy's settings, defaults included
+	NPT      []NPT     // the IPv6 prefix translations
 
 	Hosts     uint64 // mapped inside hosts
 	Unmapped  uint64 // inside hosts no public address carries (octet values outside the range)
@@ -116,7 +117,7 @@ func (p *Plan) Report() *Report {
 }
 
 func (e *Egress) report() EgressReport {
-	r := EgressReport{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports,
+	r := EgressReport{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports, NPT: e.NPT,
 		Settings: e.Mapping.settings(), HasActive: e.Active != nil}
 	hosts := make([]uint64, len(e.Pool))
 	e.eachMapped(func(_ uint32, i int) { hosts[i]++ })

@@ -77,6 +77,12 @@ type EgressSpec struct {
 	Gateway string `yaml:"gateway" json:"gateway,omitempty"`
 	// Probe tells watch how to know the uplink carries traffic.
 	Probe *ProbeSpec `yaml:"probe" json:"probe,omitempty"`
+
+	// Private6 are inside IPv6 prefixes, each translated to the prefix of
+	// the same place in Pool6, of the same length; Pool6 may instead be
+	// [from-interface], the prefix of the uplink's global address.
+	Private6 []string `yaml:"private6" json:"private6,omitempty"`
+	Pool6    []string `yaml:"pool6" json:"pool6,omitempty"`
 }
 
 // Option names an egress option by its flag name, with a pointer to its value.

@@ -41,7 +41,7 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 		}
 	}
 	fmt.Fprintf(b, "*nat\n:%s - [0:0]\n", chain)
-	services := IPTablesServiceChain(rs.Table)
+	services := IPTablesPreChain(rs.Table)
 	if len(rs.Forwards) > 0 {
 		fmt.Fprintf(b, ":%s - [0:0]\n", services)
 	}
@@ -114,6 +114,34 @@ func IPTables(w, stderr io.Writer, rs *compiler.Ruleset, o Options) error {
 	return b.Flush()
 }
 
+// IP6Tables writes the IPv6 prefix translations as ip6tables-restore input
+// for the nat table, for `ip6tables-restore --noflush`: NETMAP in natpool's
+// chain, which POSTROUTING jumps to, and back in its services chain, which
+// PREROUTING jumps to. It has no guard, as iptables has none.
+func IP6Tables(w io.Writer, rs *compiler.Ruleset, o Options) error {
+	if len(rs.Prefixes6) == 0 {
+		return fmt.Errorf("format ip6tables: the plan has no IPv6 prefix translations (private6 and pool6)")
+	}
+	chain, pre := IPTablesChain(rs.Table), IPTablesPreChain(rs.Table)
+	b := bufio.NewWriter(w)
+	fmt.Fprintf(b, "# %s\n", header(o.Version, rs.Digest))
+	fmt.Fprintf(b, "# Load with: ip6tables-restore --noflush; for a reload with the jumps in place, render with --no-jump.\n")
+	fmt.Fprintf(b, "*nat\n:%s - [0:0]\n:%s - [0:0]\n", chain, pre)
+	for _, x := range rs.Prefixes6 {
+		if !x.Public.IsValid() {
+			fmt.Fprintf(b, "# egress %s: the prefix of %s is not known here: no translation\n", x.Egress, x.OIF)
+			continue
+		}
+		fmt.Fprintf(b, "-A %s -s %s -o %s -j NETMAP --to %s\n", chain, x.Inside, x.OIF, x.Public)
+		fmt.Fprintf(b, "-A %s -d %s -i %s -j NETMAP --to %s\n", pre, x.Public, x.OIF, x.Inside)
+	}
+	if !o.NoJump {
+		fmt.Fprintf(b, "-I POSTROUTING 1 -j %s\n-I PREROUTING 1 -j %s\n", chain, pre)
+	}
+	b.WriteString("COMMIT\n")
+	return b.Flush()
+}
+
 // iptablesRules writes the SNAT rules of natpool's chain.
 type iptablesRules struct {
 	b     *bufio.Writer
@@ -164,10 +192,10 @@ func IPTablesChain(table string) string {
 	return strings.ToUpper(truncate(table, 28))
 }
 
-// IPTablesServiceChain is the name of the chain of table's services,
-// which PREROUTING jumps to.
-func IPTablesServiceChain(table string) string {
-	return strings.ToUpper(truncate(table, 24)) + "_SVC"
+// IPTablesPreChain is the name of natpool's chain for table that
+// PREROUTING jumps to: the services', and the prefix translations' way in.
+func IPTablesPreChain(table string) string {
+	return strings.ToUpper(truncate(table, 24)) + "_PRE"
 }
 
 // iptablesPorts matches a service's protocol and destination ports.

@@ -62,6 +62,8 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
 		case pool.ServiceAnswer:
 			fmt.Fprintf(w, "%s %s:%s -> %s:%s: service %s\n", a.Protocol, a.Public, portsText(a.PublicPorts), a.Private, portsText(a.Ports), a.Service)
+		case pool.PrefixAnswer:
+			fmt.Fprintf(w, "%s <-> %s (prefix %s <-> %s)\n", a.Private, publicText(a.Public), a.NPT.Inside, prefixText6(a.NPT, "the uplink"))
 		case pool.Reverse:
 			fmt.Fprintf(w, "%s <- %s in %s%s\n", a.Public, Plural(a.Hosts, "host"), Plural(uint64(len(a.Ranges)), "range"), nodesSuffix(a))
 			if o.All {
@@ -144,6 +146,33 @@ type answerService struct {
 	PublicPorts  string `json:"public_ports"`
 	Private      string `json:"private"`
 	PrivatePorts string `json:"private_ports"`
+}
+
+// answerPrefix is an IPv6 prefix translation's answer: its "public" is
+// null while an uplink's prefix is not known.
+type answerPrefix struct {
+	Egress       string  `json:"egress,omitempty"`
+	Private      string  `json:"private"`
+	Public       *string `json:"public"`
+	InsidePrefix string  `json:"inside_prefix"`
+	PublicPrefix string  `json:"public_prefix"`
+}
+
+// publicText writes a public IPv6 address, or that it is not known.
+func publicText(a netip.Addr) string {
+	if !a.IsValid() {
+		return "(not known here)"
+	}
+	return a.String()
+}
+
+// prefixText6 writes the public prefix of a translation, or where it
+// comes from: the address of uplink (a name, or "the uplink").
+func prefixText6(n pool.NPT, uplink string) string {
+	if n.Public.IsValid() {
+		return n.Public.String()
+	}
+	return "the prefix of " + uplink + "'s global address"
 }
 
 // portsText writes a port range, one port alone.
@@ -275,6 +304,13 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 			out = append(out, ao)
 		case pool.NoMapping:
 			out = append(out, answerNone{Query: a.Query.String(), Reason: a.Reason})
+		case pool.PrefixAnswer:
+			ap := answerPrefix{Egress: egress, Private: a.Private.String(), InsidePrefix: a.NPT.Inside.String(), PublicPrefix: prefixText6(a.NPT, "the uplink")}
+			if a.Public.IsValid() {
+				s := a.Public.String()
+				ap.Public = &s
+			}
+			out = append(out, ap)
 		case pool.ServiceAnswer:
 			out = append(out, answerService{egress, a.Service, a.Protocol, a.Public.String(), portsText(a.PublicPorts), a.Private.String(), portsText(a.Ports)})
 		case pool.Reverse:

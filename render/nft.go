@@ -143,7 +143,43 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 		s.str("\t}").end()
 	}
 	s.str("}").end()
+	if len(rs.Prefixes6) > 0 {
+		s.prefixes6(rs)
+	}
 	return s.flush()
+}
+
+// prefixes6 writes natpool's ip6 table, replaced as the ip table is.
+func (s *stream) prefixes6(rs *compiler.Ruleset) {
+	s.str("add table ip6 ").str(rs.Table).end()
+	s.str("delete table ip6 ").str(rs.Table).end()
+	s.str("table ip6 ").str(rs.Table).str(" {").end()
+	s.str("\tchain ").str(compiler.Chain).str(" {").end()
+	s.str("\t\ttype nat hook postrouting priority srcnat; policy accept;").end()
+	for _, x := range rs.Prefixes6 {
+		if x.Public.IsValid() {
+			s.str("\t\tip6 saddr ").str(x.Inside.String()).str(" oifname ").str(strconv.Quote(x.OIF)).
+				str(" snat ip6 prefix to ").str(x.Public.String()).str(" comment ").str(strconv.Quote(rs.Prefix6Comment(x))).end()
+		}
+	}
+	s.str("\t}").end()
+	s.str("\tchain ").str(compiler.PreroutingChain).str(" {").end()
+	s.str("\t\ttype nat hook prerouting priority dstnat; policy accept;").end()
+	for _, x := range rs.Prefixes6 {
+		if x.Public.IsValid() {
+			s.str("\t\tip6 daddr ").str(x.Public.String()).str(" iifname ").str(strconv.Quote(x.OIF)).
+				str(" dnat ip6 prefix to ").str(x.Inside.String()).str(" comment ").str(strconv.Quote(rs.Prefix6Comment(x))).end()
+		}
+	}
+	s.str("\t}").end()
+	s.str("\tchain ").str(compiler.GuardChain).str(" {").end()
+	s.str("\t\ttype filter hook postrouting priority srcnat + 10; policy accept;").end()
+	for _, x := range rs.Prefixes6 {
+		s.str("\t\tip6 saddr ").str(x.Inside.String()).str(" oifname ").str(strconv.Quote(x.OIF)).
+			str(" ct status ! snat counter drop comment ").str(strconv.Quote(rs.Guard6Comment(x))).end()
+	}
+	s.str("\t}").end()
+	s.str("}").end()
 }
 
 // rule writes rule r as nft text, ending its last line. A jhash map goes a

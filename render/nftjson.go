@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 
 	"go4.org/netipx"
 
@@ -106,8 +107,46 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 			rule(compiler.ServiceChain, rs.ServiceComment(f), append(exprs, obj{"dnat": to})...)
 		}
 	}
+	if len(rs.Prefixes6) > 0 {
+		prefixes6JSON(rs, command)
+	}
 	b.WriteString("\n  ]\n}\n")
 	return b.Flush()
+}
+
+// prefixes6JSON writes the commands of natpool's ip6 table, replaced as
+// the ip table is.
+func prefixes6JSON(rs *compiler.Ruleset, command func(obj)) {
+	table := obj{"family": "ip6", "name": rs.Table}
+	command(obj{"add": obj{"table": table}})
+	command(obj{"delete": obj{"table": table}})
+	command(obj{"add": obj{"table": table}})
+	chain := func(name, kind, hook string, prio int) {
+		command(obj{"add": obj{"chain": obj{"family": "ip6", "table": rs.Table, "name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}}})
+	}
+	rule := func(chain, comment string, exprs ...any) {
+		command(obj{"add": obj{"rule": obj{"family": "ip6", "table": rs.Table, "chain": chain, "comment": comment, "expr": exprs}}})
+	}
+	field := func(name string) obj { return obj{"payload": obj{"protocol": "ip6", "field": name}} }
+	prefix := func(p netip.Prefix) obj { return obj{"prefix": obj{"addr": p.Addr().String(), "len": p.Bits()}} }
+	to := func(p netip.Prefix) obj { return obj{"addr": prefix(p), "flags": "netmap", "type_flags": "prefix"} }
+	chain(compiler.Chain, "nat", "postrouting", 100)
+	for _, x := range rs.Prefixes6 {
+		if x.Public.IsValid() {
+			rule(compiler.Chain, rs.Prefix6Comment(x), match(field("saddr"), prefix(x.Inside)), match(obj{"meta": obj{"key": "oifname"}}, x.OIF), obj{"snat": to(x.Public)})
+		}
+	}
+	chain(compiler.PreroutingChain, "nat", "prerouting", -100)
+	for _, x := range rs.Prefixes6 {
+		if x.Public.IsValid() {
+			rule(compiler.PreroutingChain, rs.Prefix6Comment(x), match(field("daddr"), prefix(x.Public)), match(obj{"meta": obj{"key": "iifname"}}, x.OIF), obj{"dnat": to(x.Inside)})
+		}
+	}
+	chain(compiler.GuardChain, "filter", "postrouting", 110)
+	for _, x := range rs.Prefixes6 {
+		rule(compiler.GuardChain, rs.Guard6Comment(x), match(field("saddr"), prefix(x.Inside)), match(obj{"meta": obj{"key": "oifname"}}, x.OIF),
+			obj{"match": obj{"op": "!", "left": obj{"ct": obj{"key": "status"}}, "right": "snat"}}, obj{"counter": obj{"packets": 0, "bytes": 0}}, obj{"drop": nil})
+	}
 }
 
 func nftJSONMap(table string, m compiler.Map) obj {

@@ -36,6 +36,9 @@ func PlanTable(w io.Writer, r *pool.Report) error {
 			return err
 		}
 		fmt.Fprintln(w, summary(e))
+		for _, n := range e.NPT {
+			fmt.Fprintf(w, "IPv6: %s <-> %s, 1:1, each host keeping its interface identifier\n", n.Inside, prefixText6(n, e.OIF))
+		}
 	}
 	if err := nodeSummary(w, r); err != nil {
 		return err
@@ -252,6 +255,7 @@ func nodeLoadsJSON(nodes []pool.NodeLoad, capacity bool) []nodeLoadJSON {
 
 type egressJSON struct {
 	Name            string            `json:"name"`
+	NPT             []string          `json:"npt,omitempty"` // INSIDE=PUBLIC (or =from-interface)
 	OIF             string            `json:"oif,omitempty"`
 	Strategy        pool.Strategy     `json:"strategy"`
 	Ports           string            `json:"ports"`
@@ -297,6 +301,9 @@ func PlanJSON(w io.Writer, r *pool.Report, spec pool.Spec) error {
 		ej := egressJSON{Name: e.Name, OIF: e.OIF, Strategy: e.Strategy, Ports: e.Ports.String(),
 			Hosts: e.Hosts, Unmapped: e.Unmapped, PublicAddrs: len(e.Public),
 			Imbalance: e.Imbalance, Min: e.Min, Max: e.Max}
+		for _, n := range e.NPT {
+			ej.NPT = append(ej.NPT, n.String())
+		}
 		if len(e.Settings) > 0 {
 			ej.Settings = map[string]string{}
 			for _, s := range e.Settings {

@@ -9,7 +9,7 @@ import (
 )
 
 // Formats are the ruleset formats, the first the default.
-var Formats = []string{"nft", "nft-json", "iptables", "ipset", "bird", "ip"}
+var Formats = []string{"nft", "nft-json", "iptables", "ip6tables", "ipset", "bird", "ip"}
 
 // Options say how a ruleset is written.
 type Options struct {
@@ -37,7 +37,7 @@ func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error 
 	if rs.Steering != nil && format != "nft" && format != "ip" {
 		return fmt.Errorf("format %s cannot carry a node's steering: render nft, or apply --node", format)
 	}
-	if rs.Uplinks != nil && format != "nft" && format != "nft-json" && format != "ip" {
+	if rs.Uplinks != nil && format != "nft" && format != "nft-json" && format != "ip" && format != "ip6tables" {
 		return fmt.Errorf("format %s cannot carry the uplinks' marks: render nft or nft-json, and ip; or apply", format)
 	}
 	switch format {
@@ -48,7 +48,12 @@ func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error 
 	case "nft-json":
 		return NFTJSON(w, rs, o.Version)
 	case "iptables":
+		if len(rs.Prefixes6) > 0 {
+			fmt.Fprintf(stderr, "natpool: warning: iptables carries IPv4 only: render the IPv6 prefix translations with --format ip6tables\n")
+		}
 		return IPTables(w, stderr, rs, o)
+	case "ip6tables":
+		return IP6Tables(w, rs, o)
 	case "ipset":
 		return IPSet(w, rs, o.Version)
 	}

@@ -355,3 +355,34 @@ func Misplaced(p *pool.Plan, self int, live func(node int) bool) Selector {
 		return false
 	}
 }
+
+// DeletePrefix6 deletes the IPv6 entries an IPv6 prefix translation from
+// inside to public made: connections from inside translated into public,
+// and connections to public translated into inside. It is for a public
+// prefix that is gone (an uplink's delegated prefix changed): their
+// replies would go to addresses no longer routed to the box. A small
+// site's IPv6 table is dumped whole.
+func (c *Conntrack) DeletePrefix6(inside, public netip.Prefix) (_ int, err error) {
+	defer func() { err = linux.Privileged(err) }()
+	flows, err := c.conn.Dump(nil)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range flows {
+		orig, reply := f.TupleOrig.IP, f.TupleReply.IP
+		if !orig.SourceAddress.Is6() {
+			continue
+		}
+		out := inside.Contains(orig.SourceAddress) && public.Contains(reply.DestinationAddress)
+		in := public.Contains(orig.DestinationAddress) && inside.Contains(reply.SourceAddress)
+		if !out && !in {
+			continue
+		}
+		if err := c.conn.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

@@ -158,6 +158,36 @@ func (r *Routing) kernelRoute(cr compiler.Route) (*netlink.Route, error) {
 // Uplink returns what the kernel says of interface oif as an uplink: its
 // first IPv4 address, and the gateway of the main table's preferred default
 // route through it (invalid when it has none).
+// Addr6 returns the global IPv6 address on interface oif that a pool6
+// from-interface takes its prefix from: the first of universe scope that
+// is not unique-local; invalid when it has none (or there is no oif).
+func (r *Routing) Addr6(oif string) (netip.Addr, error) {
+	link, err := r.handle.LinkByName(oif)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return netip.Addr{}, nil
+		}
+		return netip.Addr{}, Privileged(fmt.Errorf("interface %s: %w", oif, err))
+	}
+	addrs, err := r.handle.AddrList(link, unix.AF_INET6)
+	if err != nil {
+		return netip.Addr{}, Privileged(fmt.Errorf("addresses of %s: %w", oif, err))
+	}
+	for _, a := range addrs {
+		if x, ok := netip.AddrFromSlice(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE && Global6(x) {
+			return x, nil
+		}
+	}
+	return netip.Addr{}, nil
+}
+
+// Global6 reports whether a is an IPv6 address a delegated prefix may
+// hold: global unicast, not unique-local (fc00::/7).
+func Global6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsPrivate()
+}
+
 func (r *Routing) Uplink(oif string) (addr, gateway netip.Addr, err error) {
 	link, err := r.handle.LinkByName(oif)
 	if err != nil {

@@ -92,12 +92,14 @@ func (r *Routing) RouteOut(src, dst netip.Addr) (string, error) {
 }
 
 // Change is what changed in a namespace's links and routes: a link came,
-// went, gained or lost its carrier or up state, or an IPv4 address (Link,
-// its name); an
-// IPv4 route changed (Route, in Table, to Dst); or, All, changes came
-// faster than they were taken and any of them may have.
+// went, gained or lost its carrier or up state, an IPv4 address, or a
+// global IPv6 address (Addr6) (Link, its name); an IPv4 route changed
+// (Route, in Table, to Dst); or, All, changes came faster than they were
+// taken and any of them may have.
 type Change struct {
-	Link  string
+	Link string
+	// Addr6 says that a global IPv6 address of Link came or went.
+	Addr6 bool
 	Route bool
 	Table int
 	Dst   netip.Prefix
@@ -172,14 +174,16 @@ func (r *Routing) Follow(ctx context.Context, changed chan<- Change) error {
 			}
 			// An uplink's own address: what natpool's rules for its own
 			// packets say.
-			if a.LinkAddress.IP.To4() != nil {
+			// A global IPv6 one: the prefix a pool6 from-interface takes.
+			x, _ := netip.AddrFromSlice(a.LinkAddress.IP)
+			if v4 := a.LinkAddress.IP.To4() != nil; v4 || Global6(x) {
 				n := name[int32(a.LinkIndex)]
 				if n == "" {
 					if l, err := r.handle.LinkByIndex(a.LinkIndex); err == nil {
 						n = l.Attrs().Name
 					}
 				}
-				send(Change{Link: n})
+				send(Change{Link: n, Addr6: !v4})
 			}
 		case rt, ok := <-routes:
 			if !ok {

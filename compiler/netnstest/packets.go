@@ -158,7 +158,11 @@ func (ns *NS) ListenUDP(addr netip.AddrPort) *net.UDPConn {
 	ns.t.Helper()
 	var conn *net.UDPConn
 	err := linux.Within(ns.Name, func() (err error) {
-		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		network := "udp4"
+		if addr.Addr().Is6() {
+			network = "udp6"
+		}
+		conn, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
 		return err
 	})
 	if err != nil {

@@ -17,9 +17,9 @@ import (
 // ruleText writes a rule's expressions in nft's syntax, as far as they can
 // be told from the kernel's bytecode: the statements nft would list for
 // natpool's rules, and a recognisable form for other tools' rules. Lookups
-// are named by ref.
-func ruleText(exprs []expr.Any, ref func(*expr.Lookup) string) string {
-	d := decompiler{regs: map[uint32]operand{}, ref: ref}
+// are named by ref. ip6 says the rule is of an ip6 table.
+func ruleText(exprs []expr.Any, ref func(*expr.Lookup) string, ip6 bool) string {
+	d := decompiler{regs: map[uint32]operand{}, ref: ref, ip6: ip6}
 	for i := 0; i < len(exprs); i++ {
 		// A bounded range is two comparisons of one register.
 		if lo, ok := exprs[i].(*expr.Cmp); ok && lo.Op == expr.CmpOpGte && i+1 < len(exprs) {
@@ -49,6 +49,7 @@ type operandKind int
 const (
 	rawValue operandKind = iota
 	addrValue
+	addr6Value
 	ifnameValue
 	protoValue
 	portValue
@@ -76,6 +77,14 @@ func (o operand) value(data []byte) string {
 			return fmt.Sprintf("%s/%d", a, 8*n)
 		}
 		return a
+	case o.kind == addr6Value && len(data) <= 16:
+		var b [16]byte
+		copy(b[:], data)
+		a := netip.AddrFrom16(b).String()
+		if n := len(data); n < 16 {
+			return fmt.Sprintf("%s/%d", a, 8*n)
+		}
+		return a
 	case o.kind == portValue && len(data) == 2:
 		return fmt.Sprint(binary.BigEndian.Uint16(data))
 	case o.kind == hostValue && len(data) == 4:
@@ -97,6 +106,7 @@ type decompiler struct {
 	regs map[uint32]operand
 	ref  func(*expr.Lookup) string
 	out  []string
+	ip6  bool
 }
 
 // reg returns what a register holds; a 4-byte register inside a 16-byte one
@@ -128,7 +138,7 @@ func reg(r uint32) uint32 {
 func (d *decompiler) expr(e expr.Any) {
 	switch e := e.(type) {
 	case *expr.Payload:
-		d.set(e.DestRegister, payloadOperand(e))
+		d.set(e.DestRegister, payloadOperand(e, d.ip6))
 	case *expr.Meta:
 		o := operand{text: metaNames[e.Key]}
 		if o.text == "" {
@@ -181,7 +191,11 @@ func (d *decompiler) expr(e expr.Any) {
 			d.out = append(d.out, "verdict") // google/nftables reads no verdict kind back
 			return
 		}
-		d.set(e.Register, operand{text: bytesText(e.Data), data: e.Data})
+		text := bytesText(e.Data)
+		if d.ip6 && len(e.Data) == 16 {
+			text = netip.AddrFrom16([16]byte(e.Data)).String()
+		}
+		d.set(e.Register, operand{text: text, data: e.Data})
 	case *expr.Verdict:
 		d.out = append(d.out, verdictText(e))
 	case *expr.Ct:
@@ -239,8 +253,14 @@ func labelsText(b []byte) string {
 	return strings.Join(labels, ", ")
 }
 
-func payloadOperand(e *expr.Payload) operand {
+func payloadOperand(e *expr.Payload, ip6 bool) operand {
 	switch {
+	case ip6 && e.Base == expr.PayloadBaseNetworkHeader && (e.Offset == 8 || e.Offset == 24) && e.Len <= 16:
+		field := "ip6 saddr"
+		if e.Offset == 24 {
+			field = "ip6 daddr"
+		}
+		return operand{text: field, kind: addr6Value}
 	case e.Base == expr.PayloadBaseNetworkHeader && (e.Offset == 12 || e.Offset == 16) && e.Len <= 4:
 		field := "ip saddr"
 		if e.Offset == 16 {
@@ -289,7 +309,16 @@ func (d *decompiler) natText(e *expr.NAT) string {
 	if e.Type == expr.NATTypeDestNAT {
 		kind = "dnat"
 	}
-	text := kind + " ip to "
+	family := "ip"
+	if e.Family == unix.NFPROTO_IPV6 {
+		family = "ip6"
+	}
+	to := " to "
+	if e.Prefix {
+		to = " prefix to "
+	}
+	text := kind + " " + family + to
+
 	// Address and ports that are all parts of one map lookup's value are
 	// that map's interval data, which nft lists as the lookup alone.
 	parts := []uint32{e.RegAddrMin, e.RegAddrMax, e.RegProtoMin, e.RegProtoMax}

@@ -137,8 +137,13 @@ type TableStamp struct {
 // Stamp reads the stamp natpool writes on its rules (Ruleset.Comment) from
 // the table of that name.
 func (k *Kernel) Stamp(table string) (_ TableStamp, err error) {
+	return k.stamp(table, nftables.TableFamilyIPv4)
+}
+
+// stamp reads natpool's stamp from the table of that name and family.
+func (k *Kernel) stamp(table string, family nftables.TableFamily) (_ TableStamp, err error) {
 	defer func() { err = linux.Privileged(err) }()
-	t, err := k.conn.ListTableOfFamily(table, nftables.TableFamilyIPv4)
+	t, err := k.conn.ListTableOfFamily(table, family)
 	if errors.Is(err, unix.ENOENT) {
 		return TableStamp{}, nil
 	}
@@ -146,7 +151,7 @@ func (k *Kernel) Stamp(table string) (_ TableStamp, err error) {
 		return TableStamp{}, err
 	}
 	st := TableStamp{Exists: true}
-	chains, err := k.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := k.conn.ListChainsOfTableFamily(family)
 	if err != nil {
 		return st, err
 	}
@@ -207,19 +212,27 @@ func (k *Kernel) GuardDrops(table string) (_ map[string]uint64, err error) {
 
 // NotNatpoolsError is a table natpool refuses to replace or delete: it
 // exists and carries no natpool stamp.
-type NotNatpoolsError struct{ Table string }
+type NotNatpoolsError struct{ Family, Table string }
 
 func (e *NotNatpoolsError) Error() string {
-	return fmt.Sprintf("table ip %s is not natpool's: none of its rules carries natpool's stamp, and natpool never replaces or deletes a table it did not create (name another with --table)", e.Table)
+	return fmt.Sprintf("table %s %s is not natpool's: none of its rules carries natpool's stamp, and natpool never replaces or deletes a table it did not create (name another with --table)", e.Family, e.Table)
 }
 
-// claim refuses a table that exists and is not natpool's.
-func (k *Kernel) claim(table string) (TableStamp, error) {
+// claim refuses a table that exists and is not natpool's, in either
+// family, and says whether natpool's ip6 table exists.
+func (k *Kernel) claim(table string) (TableStamp, bool, error) {
 	st, err := k.Stamp(table)
 	if err == nil && st.Exists && !st.Natpool {
-		err = &NotNatpoolsError{table}
+		err = &NotNatpoolsError{"ip", table}
 	}
-	return st, err
+	if err != nil {
+		return st, false, err
+	}
+	st6, err := k.stamp(table, nftables.TableFamilyIPv6)
+	if err == nil && st6.Exists && !st6.Natpool {
+		err = &NotNatpoolsError{"ip6", table}
+	}
+	return st, st6.Exists, err
 }
 
 // Apply replaces natpool's table with rs in one transaction: the kernel
@@ -228,7 +241,8 @@ func (k *Kernel) claim(table string) (TableStamp, error) {
 // that natpool did not make is refused and left alone.
 func (k *Kernel) Apply(rs *compiler.Ruleset) (err error) {
 	defer func() { err = linux.Privileged(err) }()
-	if _, err := k.claim(rs.Table); err != nil {
+	_, had6, err := k.claim(rs.Table)
+	if err != nil {
 		return err
 	}
 	// A batch of a million elements is as large as the ruleset it comes
@@ -239,6 +253,7 @@ func (k *Kernel) Apply(rs *compiler.Ruleset) (err error) {
 	if err != nil {
 		return err
 	}
+	o.drop6 = had6 && o.table6 == nil
 	elements := 0
 	for _, s := range o.sets {
 		elements += s.n
@@ -314,9 +329,16 @@ func (o *objects) steps() iter.Seq[step] {
 // message it refuses.
 func (k *Kernel) send(o *objects, n int) error {
 	c := k.conn
-	c.AddTable(o.table) // so that deleting it cannot fail on a first apply
-	c.DelTable(o.table)
-	c.AddTable(o.table)
+	for _, t := range []*nftables.Table{o.table, o.table6} {
+		if t != nil {
+			c.AddTable(t) // so that deleting it cannot fail on a first apply
+			c.DelTable(t)
+			c.AddTable(t)
+		}
+	}
+	if o.drop6 {
+		c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv6, Name: o.table.Name})
+	}
 	for _, ch := range o.chains {
 		c.AddChain(ch.chain)
 	}
@@ -378,10 +400,15 @@ func (k *Kernel) refusal(o *objects, err error) error {
 // name that natpool did not make is refused and left alone.
 func (k *Kernel) Delete(table string) (_ bool, err error) {
 	defer func() { err = linux.Privileged(err) }()
-	st, err := k.claim(table)
-	if err != nil || !st.Exists {
+	st, has6, err := k.claim(table)
+	if err != nil || !st.Exists && !has6 {
 		return false, err
 	}
-	k.conn.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
+	if st.Exists {
+		k.conn.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
+	}
+	if has6 {
+		k.conn.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv6, Name: table})
+	}
 	return true, k.conn.Flush()
 }

@@ -38,8 +38,13 @@ const (
 // objects is a ruleset as kernel objects, in the order a batch creates them.
 type objects struct {
 	table  *nftables.Table
-	chains []chainRules      // the NAT chain, then a cluster node's steer chain
+	chains []chainRules      // the NAT chain, then a cluster node's steer chain, ..., then the ip6 table's
 	sets   []setWithElements // named maps, then each rule's anonymous sets
+	// table6 is the ip6 table of the same name, for the IPv6 prefix
+	// translations; nil for none. drop6 deletes natpool's ip6 table that
+	// a ruleset without them leaves behind.
+	table6 *nftables.Table
+	drop6  bool
 }
 
 // add records a set, giving it its batch-local ID now, so that the lookups
@@ -170,7 +175,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		o.add(setWithElements{s, "map " + m.Name, m.Len, chunked(m, encode)})
 	}
 	add := func(c *chainRules, exprs []expr.Any, comment string) {
-		c.rules = append(c.rules, &nftables.Rule{Table: o.table, Chain: c.chain, Exprs: exprs,
+		c.rules = append(c.rules, &nftables.Rule{Table: c.chain.Table, Chain: c.chain, Exprs: exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
 	}
 	for _, h := range rs.Hairpins {
@@ -241,6 +246,9 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		}
 		o.chains = append(o.chains, *c)
 	}
+	if len(rs.Prefixes6) > 0 {
+		o.prefixes6(rs, add)
+	}
 	if len(rs.Forwards) > 0 {
 		svc := &chainRules{chain: &nftables.Chain{Name: compiler.ServiceChain, Table: o.table, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept}}
@@ -250,6 +258,61 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		o.chains = append(o.chains, *svc)
 	}
 	return o, nil
+}
+
+// prefixes6 adds natpool's ip6 table: its NAT chains (a prefix
+// translation each way per known prefix) and its guard.
+func (o *objects) prefixes6(rs *compiler.Ruleset, add func(*chainRules, []expr.Any, string)) {
+	o.table6 = &nftables.Table{Family: nftables.TableFamilyIPv6, Name: rs.Table}
+	accept := nftables.ChainPolicyAccept
+	post := &chainRules{chain: &nftables.Chain{Name: compiler.Chain, Table: o.table6, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}}
+	pre := &chainRules{chain: &nftables.Chain{Name: compiler.PreroutingChain, Table: o.table6, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept}}
+	guard := &chainRules{chain: &nftables.Chain{Name: compiler.GuardChain, Table: o.table6, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource + 10), Policy: &accept}}
+	for _, x := range rs.Prefixes6 {
+		if x.Public.IsValid() {
+			out := append(prefix6Match(8, x.Inside), oifExprs(x.OIF)...)
+			add(post, append(out, prefixNAT(expr.NATTypeSourceNAT, x.Public)...), rs.Prefix6Comment(x))
+			in := append(prefix6Match(24, x.Public), &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(x.OIF)})
+			add(pre, append(in, prefixNAT(expr.NATTypeDestNAT, x.Inside)...), rs.Prefix6Comment(x))
+		}
+		g := append(prefix6Match(8, x.Inside), oifExprs(x.OIF)...)
+		add(guard, append(g, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsSrcNAT), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
+			&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), rs.Guard6Comment(x))
+	}
+	o.chains = append(o.chains, *post, *pre, *guard)
+}
+
+// prefix6Match matches the IPv6 address at offset (8: source, 24:
+// destination) against a prefix, as nft encodes `ip6 saddr PREFIX`: the
+// bytes the prefix covers, masked when it ends within one.
+func prefix6Match(offset uint32, p netip.Prefix) []expr.Any {
+	n := uint32(p.Bits()+7) / 8
+	a := p.Addr().As16()
+	x := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: n}}
+	if p.Bits()%8 != 0 {
+		m := make([]byte, n)
+		for i := range m {
+			m[i] = 0xff
+		}
+		m[n-1] = byte(0xff << (8 - p.Bits()%8))
+		x = append(x, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: n, Mask: m, Xor: make([]byte, n)})
+	}
+	return append(x, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: a[:n]})
+}
+
+// prefixNAT translates to a prefix, keeping the host bits, as nft encodes
+// `snat ip6 prefix to PREFIX` (and dnat): the prefix's first and last
+// addresses, and the NETMAP flag.
+func prefixNAT(kind expr.NATType, p netip.Prefix) []expr.Any {
+	first, last := p.Addr().As16(), netipx.PrefixLastIP(p).As16()
+	return []expr.Any{&expr.Immediate{Register: reg1, Data: first[:]}, &expr.Immediate{Register: reg2, Data: last[:]},
+		&expr.NAT{Type: kind, Family: unix.NFPROTO_IPV6, RegAddrMin: reg1, RegAddrMax: reg2, Prefix: true}}
 }
 
 // replyDirection is conntrack's direction of a connection's replies

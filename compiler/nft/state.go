@@ -104,7 +104,10 @@ type chainRules struct {
 }
 
 func (o *objects) state(chains []chainRules, objects []string, resolve func(*expr.Lookup) (setWithElements, bool)) *TableState {
-	st := &TableState{Objects: objects, program: program(chains, resolve)}
+	// The ip6 table's chains are listed as "ip6 NAME"; the program runs
+	// the ip table's, which IPv4 packets meet.
+	v4 := slices.DeleteFunc(slices.Clone(chains), func(c chainRules) bool { return c.chain.Table.Family == nftables.TableFamilyIPv6 })
+	st := &TableState{Objects: objects, program: program(v4, resolve)}
 	for _, s := range o.sets {
 		if !s.set.Anonymous {
 			st.Maps = append(st.Maps, MapState{Name: s.set.Name, Type: setType(s.set), Elements: elementsText(s)})
@@ -112,6 +115,9 @@ func (o *objects) state(chains []chainRules, objects []string, resolve func(*exp
 	}
 	for _, c := range chains {
 		cs := ChainState{Name: c.chain.Name, Hook: hookText(c.chain)}
+		if c.chain.Table.Family == nftables.TableFamilyIPv6 {
+			cs.Name = "ip6 " + cs.Name
+		}
 		for i, r := range c.rules {
 			// A rule's anonymous sets are listed as maps of their own,
 			// named by the rule and their order in it, so that a change of
@@ -131,7 +137,7 @@ func (o *objects) state(chains []chainRules, objects []string, resolve func(*exp
 				return "{" + name + "}"
 			}
 			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			cs.Rules = append(cs.Rules, RuleState{Comment: comment, Text: ruleText(r.Exprs, ref)})
+			cs.Rules = append(cs.Rules, RuleState{Comment: comment, Text: ruleText(r.Exprs, ref, c.chain.Table.Family == nftables.TableFamilyIPv6)})
 		}
 		st.Chains = append(st.Chains, cs)
 	}
@@ -183,6 +189,25 @@ func (k *Kernel) Read(table string) (_ *TableState, err error) {
 			return nil, fmt.Errorf("chain %s: %w", ch.Name, err)
 		}
 		chains = append(chains, chainRules{ch, rules})
+	}
+	// natpool's ip6 table of the same name: its chains.
+	if t6, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv6); err == nil {
+		all6, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv6)
+		if err != nil {
+			return nil, err
+		}
+		for _, ch := range all6 {
+			if ch.Table.Name != table {
+				continue
+			}
+			rules, err := c.GetRules(t6, ch)
+			if err != nil {
+				return nil, fmt.Errorf("chain ip6 %s: %w", ch.Name, err)
+			}
+			chains = append(chains, chainRules{ch, rules})
+		}
+	} else if !errors.Is(err, unix.ENOENT) {
+		return nil, err
 	}
 	objects, err := k.objectsText(t)
 	if err != nil {

@@ -5,6 +5,7 @@ package box
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/natpool/natpool/compiler"
@@ -136,6 +137,23 @@ func compileFor(r Routing, plan *pool.Plan, o Options) (*compiler.Ruleset, error
 			co.Uplinks = append(co.Uplinks, f)
 		}
 	}
+	for _, e := range plan.Egress {
+		for _, n := range e.NPT {
+			if !n.FromInterface {
+				continue
+			}
+			a, err := r.Addr6(e.OIF)
+			if err != nil {
+				return nil, err
+			}
+			if a.IsValid() {
+				if co.Addrs6 == nil {
+					co.Addrs6 = map[string]netip.Addr{}
+				}
+				co.Addrs6[e.OIF] = a
+			}
+		}
+	}
 	return compiler.Compile(plan, co), nil
 }
 
@@ -196,7 +214,7 @@ func applyRouting(t Tables, r Routing, rs *compiler.Ruleset, p policy) error {
 func claimable(t Tables, table string) error {
 	st, err := t.Stamp(table)
 	if err == nil && st.Exists && !st.Natpool {
-		err = &nft.NotNatpoolsError{Table: table}
+		err = &nft.NotNatpoolsError{Family: "ip", Table: table}
 	}
 	return err
 }
@@ -254,7 +272,7 @@ func (b *Box) DryRun(plan *pool.Plan, o Options) (render.DryRunReport, error) {
 	case err != nil:
 		return r, err
 	case st.Exists && !st.Natpool:
-		return r, &nft.NotNatpoolsError{Table: rs.Table}
+		return r, &nft.NotNatpoolsError{Family: "ip", Table: rs.Table}
 	case !st.Exists:
 		r.Create = true
 		return r, nil
@@ -310,4 +328,34 @@ func (b *Box) Delete(table string, dryRun bool) (render.DeleteReport, error) {
 		return err
 	})
 	return rep, err
+}
+
+// UplinkPrefixes puts in plan the public IPv6 prefixes its entries take
+// from their uplinks' addresses (pool6 from-interface), as the namespace
+// holds them now; an uplink without a global IPv6 address leaves its
+// prefix unknown.
+func (b *Box) UplinkPrefixes(plan *pool.Plan) error {
+	var r Routing
+	for _, e := range plan.Egress {
+		for i, n := range e.NPT {
+			if !n.FromInterface {
+				continue
+			}
+			if r == nil {
+				var err error
+				if r, err = b.Kernels(b.Netns).Routing(); err != nil {
+					return err
+				}
+				defer r.Close()
+			}
+			a, err := r.Addr6(e.OIF)
+			if err != nil {
+				return err
+			}
+			if a.IsValid() {
+				e.NPT[i] = n.WithPublic(a)
+			}
+		}
+	}
+	return nil
 }

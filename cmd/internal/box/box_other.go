@@ -55,3 +55,7 @@ func (b *Box) Reassert(*pool.Plan, Options) (Applied, error) { return Applied{},
 
 // CountLive needs Linux.
 func (b *Box) CountLive(*pool.Plan) (*pool.LiveCounter, error) { return nil, errLinux }
+
+// UplinkPrefixes needs Linux to read the uplinks; their prefixes stay
+// unknown.
+func (b *Box) UplinkPrefixes(*pool.Plan) error { return nil }

@@ -181,7 +181,7 @@ func (p fakeTables) Apply(rs *compiler.Ruleset) (err error) {
 	p.do(func(n *FakeNamespace) {
 		switch {
 		case n.Foreign[rs.Table]:
-			err = &nft.NotNatpoolsError{Table: rs.Table}
+			err = &nft.NotNatpoolsError{Family: "ip", Table: rs.Table}
 		case n.FailApply != nil:
 			err, n.FailApply = n.FailApply, nil
 		default:
@@ -195,7 +195,7 @@ func (p fakeTables) Apply(rs *compiler.Ruleset) (err error) {
 func (p fakeTables) Delete(table string) (deleted bool, err error) {
 	p.do(func(n *FakeNamespace) {
 		if n.Foreign[table] {
-			err = &nft.NotNatpoolsError{Table: table}
+			err = &nft.NotNatpoolsError{Family: "ip", Table: table}
 			return
 		}
 		_, deleted = n.Tables[table]
@@ -348,6 +348,8 @@ func (p fakeRouting) Uplink(oif string) (addr, gw netip.Addr, err error) {
 	return addr, gw, nil
 }
 
+func (p fakeRouting) Addr6(string) (netip.Addr, error) { return netip.Addr{}, nil }
+
 func (p fakeRouting) RPFilter(string) (int, error) { return 2, nil }
 
 func (p fakeRouting) LinksUp() (up map[string]bool, err error) {
@@ -396,6 +398,8 @@ func (p fakeConntrack) Delete(e *conntrack.Entry) (err error) {
 	})
 	return nil
 }
+
+func (p fakeConntrack) DeletePrefix6(netip.Prefix, netip.Prefix) (int, error) { return 0, nil }
 
 func (p fakeEvents) Run(ctx context.Context, fn func(conntrack.Change)) error {
 	var events chan conntrack.Change

@@ -70,6 +70,9 @@ type Routing interface {
 	// Uplink says what the kernel knows of interface oif as an uplink: its
 	// address and its gateway in the main table (invalid when none).
 	Uplink(oif string) (addr, gateway netip.Addr, err error)
+	// Addr6 returns the global IPv6 address on oif whose prefix a pool6
+	// from-interface takes (invalid when none).
+	Addr6(oif string) (netip.Addr, error)
 	// RPFilter returns the reverse-path filter in force on interface oif
 	// (0 off, 1 strict, 2 loose).
 	RPFilter(oif string) (int, error)
@@ -85,6 +88,9 @@ type Routing interface {
 type Conntrack interface {
 	Scan(label int, fn func(*conntrack.Entry) error) (int, error)
 	Delete(e *conntrack.Entry) error
+	// DeletePrefix6 deletes the IPv6 entries a prefix translation from
+	// inside to public made, and returns how many.
+	DeletePrefix6(inside, public netip.Prefix) (int, error)
 	Close() error
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +49,9 @@ type daemon struct {
 	ctx      context.Context
 	// up follows a site's uplinks; nil without.
 	up *uplinks
+	// prefixes6 are the public prefixes in force of the entries whose
+	// pool6 is their uplink's (from-interface), by entry; invalid: none.
+	prefixes6 map[string]netip.Prefix
 }
 
 // Run puts plan in force and looks after it until ctx ends, planning the
@@ -55,7 +59,7 @@ type daemon struct {
 // daemon on the same table of the same namespace is refused.
 func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) error {
 	d := &daemon{c: c, active: map[string]bool{}, peerUp: map[string]bool{}, holds: map[string]Timer{},
-		unstable: map[string]time.Time{}, due: make(chan string, 16), tally: &tally{}, ctx: ctx}
+		unstable: map[string]time.Time{}, due: make(chan string, 16), tally: &tally{}, ctx: ctx, prefixes6: map[string]netip.Prefix{}}
 	c.Metrics.usage.Store(ptr(d.tally.usage))
 	requests := make(chan Reload)
 	release, err := c.Box.Kernels(c.Box.Netns).Claim(claimName(plan.Table), func(conn net.Conn) { serveReload(ctx, conn, requests) })
@@ -137,6 +141,59 @@ func Run(ctx context.Context, c Config, plan *pool.Plan, reloads <-chan Reload) 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// followPrefix puts in force the public IPv6 prefix of an entry whose
+// pool6 is its uplink's (from-interface) when the uplink's global address
+// moved to another prefix (a new delegation), then deletes the conntrack
+// entries of the old prefix: their replies would go to addresses no longer
+// routed to the box. The first look only notes the prefix: the plan was
+// applied with it.
+func (d *daemon) followPrefix(e *pool.Egress) {
+	i := slices.IndexFunc(e.NPT, func(n pool.NPT) bool { return n.FromInterface })
+	if i < 0 {
+		return
+	}
+	a, err := d.routing.Addr6(e.OIF)
+	if err != nil {
+		fmt.Fprintf(d.c.Log, "egress %s: %v\n", e.Name, err)
+		return
+	}
+	n := e.NPT[i]
+	var now netip.Prefix
+	if a.IsValid() {
+		now = n.WithPublic(a).Public
+	}
+	was, known := d.prefixes6[e.Name]
+	d.prefixes6[e.Name] = now
+	if !known || was == now {
+		return
+	}
+	fmt.Fprintf(d.c.Log, "egress %s: the IPv6 prefix of %s is %s (was %s): applying\n", e.Name, e.OIF, prefixText(now), prefixText(was))
+	if err := d.put(d.plan); err != nil {
+		fmt.Fprintf(d.c.Log, "egress %s: applying the new prefix failed: %v\n", e.Name, err)
+		return
+	}
+	if !was.IsValid() {
+		return
+	}
+	c, err := d.c.Box.Kernels(d.c.Box.Netns).Conntrack()
+	if err == nil {
+		defer c.Close()
+		var flushed int
+		if flushed, err = c.DeletePrefix6(n.Inside, was); err == nil {
+			fmt.Fprintf(d.c.Log, "egress %s: flushed %d conntrack entries of the old prefix %s\n", e.Name, flushed, was)
+			return
+		}
+	}
+	fmt.Fprintf(d.c.Log, "egress %s: flushing the entries of the old prefix %s failed: %v\n", e.Name, was, err)
+}
+
+func prefixText(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "none"
+	}
+	return p.String()
+}
 
 // lookAtAll looks at every uplink and the peers.
 func (d *daemon) lookAtAll() {
@@ -351,6 +408,13 @@ func (d *daemon) changed(ch linux.Change) {
 			d.hold(e.Name)
 		}
 		d.hold(peersKey)
+	case ch.Link != "" && ch.Addr6:
+		// A delegated prefix moves rarely and at once: no hold-down.
+		for _, e := range d.plan.Egress {
+			if pool.MatchesInterface(e.OIF, ch.Link) {
+				d.followPrefix(e)
+			}
+		}
 	case ch.Link != "":
 		for _, e := range d.plan.Egress {
 			if pool.MatchesInterface(e.OIF, ch.Link) {
@@ -396,6 +460,7 @@ func (d *daemon) uplink(e *pool.Egress) {
 	if e.OIF == "" {
 		return // leaves by any interface: nothing to follow
 	}
+	d.followPrefix(e)
 	links, err := d.routing.LinksUp()
 	if err != nil {
 		fmt.Fprintf(d.c.Log, "links: %v\n", err)
