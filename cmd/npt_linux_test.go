@@ -44,9 +44,10 @@ func site6(t *testing.T, s *netnstest.Site, delegated [][]string) ([]netip.Addr,
 		u := netip.MustParseAddr(fmt.Sprintf("2001:db8:10%d::1", i))
 		s.Net.MustRun("", "ip", "-6", "addr", "add", u.String()+"/128", "dev", "lo", "nodad")
 		upstreams = append(upstreams, u)
-		if i == 0 {
-			s.Box.MustRun("", "ip", "-6", "route", "add", "default", "via", "fe80::2", "dev", wan)
-		} else {
+		// Default routes by every ISP, ISP 0's preferred; upstream i by
+		// ISP i.
+		s.Box.MustRun("", "ip", "-6", "route", "add", "default", "via", "fe80::2", "dev", wan, "metric", fmt.Sprint(1024+i))
+		if i > 0 {
 			s.Box.MustRun("", "ip", "-6", "route", "add", u.String(), "via", "fe80::2", "dev", wan)
 		}
 	}
@@ -155,6 +156,7 @@ func TestIPv6HostsLeaveByEachISPsPrefixAndFollowANewDelegation(t *testing.T) {
     pool: [%s]
     private6: [fd00:1::/64]
     pool6: [from-interface]
+uplinks: {policy: balance}
 `, sitePools[0], sitePools[1]))
 	w := startWatch(t, "-f", spec, "--netns", s.Box.Name)
 	if out := must(t, 0, "status", "-f", spec, "--netns", s.Box.Name, "--journal", w.journal); !strings.Contains(out, "in sync") {
@@ -190,6 +192,25 @@ func TestIPv6HostsLeaveByEachISPsPrefixAndFollowANewDelegation(t *testing.T) {
 		}
 	}
 	reach([]string{"2001:db8:a::/64", "2001:db8:b::/64"}, 3*time.Second)
+
+	// A client of the internet reaches an inside host at ISP 1's prefix,
+	// and the answers leave through ISP 1, though the box's default route
+	// is ISP 0's.
+	client, server := netip.MustParseAddr("2001:db8:200::1"), hosts[3]
+	s.Net.MustRun("", "ip", "-6", "addr", "add", client.String()+"/128", "dev", "lo", "nodad")
+	s.Net.MustRun(`table ip6 seen {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		iifname "isp0" ip6 saddr 2001:db8:b::/64 counter comment "isp0"
+		iifname "isp1" ip6 saddr 2001:db8:b::/64 counter comment "isp1"
+	}
+}
+`, "nft", "-f", "-")
+	serveUDPEcho(t, s.LAN, netip.AddrPortFrom(server, 7))
+	echoUDP(t, s.Net, client, netip.AddrPortFrom(public(server, "2001:db8:b::/64"), 7))
+	if seen := nftCounters(t, s.Net, "ip6", "seen"); seen["isp1"] == 0 || seen["isp0"] != 0 {
+		t.Errorf("answers from ISP 1's prefix, by the ISP they came through: %v", seen)
+	}
 	entries := func(prefix string) int {
 		return strings.Count(s.Box.MustRun("", "conntrack", "-L", "-f", "ipv6"), "dst="+strings.TrimSuffix(prefix, "/64"))
 	}

@@ -36,6 +36,8 @@ Formats:
   ip6tables  ip6tables-restore --noflush input: the IPv6 prefix translations
              (private6, pool6) as NETMAP, both ways
   ipset      ipset restore input: the hash strategy's per-address sets
+  ip         ip -batch input: natpool's policy rules and routes (uplinks, a node)
+  ip6        ip -6 -batch input: the IPv6 ones of uplinks with private6 and pool6
   bird       a node's BIRD 2 configuration (with --node): its chunks of the
              pool announced to the upstream ranked for the node, and the
              sessions to its peers that fill the routing tables steering uses

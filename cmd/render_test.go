@@ -21,7 +21,7 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 		switch format {
 		case "bird", "ip": // one node's configuration, its policy routing
 			args = []string{"render", "-f", "../testdata/cluster.yaml", "--format", format, "--node", "nat1"}
-		case "ip6tables": // IPv6 prefix translations
+		case "ip6tables", "ip6": // IPv6 prefix translations
 			args = []string{"render", "-f", "../testdata/site.yaml", "--format", format}
 		}
 		code, stdout, stderr := run(args...)
@@ -36,11 +36,11 @@ func TestRenderStampsVersionAndDigest(t *testing.T) {
 	}
 }
 
-// A site's policy routing, as ip -batch takes it, and its IPv6 prefix
-// translations for ip6tables are reviewed as the ruleset is.
+// A site's policy routing, as ip -batch and ip -6 -batch take it, and its
+// IPv6 prefix translations for ip6tables are reviewed as the ruleset is.
 func TestRenderSitePolicyRoutingGolden(t *testing.T) {
 	t.Parallel()
-	for _, format := range []string{"ip", "ip6tables"} {
+	for _, format := range []string{"ip", "ip6", "ip6tables"} {
 		code, stdout, stderr := run("render", "-f", "../testdata/site.yaml", "--format", format)
 		if code != 0 {
 			t.Fatalf("%s: exit %d: %s", format, code, stderr)

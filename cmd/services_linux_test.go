@@ -97,7 +97,7 @@ func TestServicesAnswerThroughTheUplinkTheyWereReachedBy(t *testing.T) {
 	}
 	checkSeen := func() {
 		t.Helper()
-		counts := nftCounters(t, s.Net, "seen")
+		counts := nftCounters(t, s.Net, "ip", "seen")
 		t.Logf("packets the internet saw, by ISP and source: %v", counts)
 		for i := range 2 {
 			for j, a := range publics {
@@ -223,7 +223,7 @@ func echoUDP(t *testing.T, ns *netnstest.NS, src netip.Addr, dst netip.AddrPort)
 	t.Helper()
 	var c *net.UDPConn
 	if err := linux.Within(ns.Name, func() (err error) {
-		c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(dst))
+		c, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(dst))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -240,12 +240,12 @@ func echoUDP(t *testing.T, ns *netnstest.NS, src netip.Addr, dst netip.AddrPort)
 	t.Errorf("no UDP echo from %s to %s", src, dst)
 }
 
-// nftCounters reads the packets of each counted rule of a table in ns, by
-// the rule's comment.
-func nftCounters(t *testing.T, ns *netnstest.NS, table string) map[string]int {
+// nftCounters reads the packets of each counted rule of a table of family
+// in ns, by the rule's comment.
+func nftCounters(t *testing.T, ns *netnstest.NS, family, table string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, line := range strings.Split(ns.MustRun("", "nft", "list", "table", "ip", table), "\n") {
+	for _, line := range strings.Split(ns.MustRun("", "nft", "list", "table", family, table), "\n") {
 		_, comment, ok := strings.Cut(line, `comment "`)
 		i := strings.Index(line, "packets ")
 		if !ok || i < 0 {

@@ -88,12 +88,15 @@ func services(rs *Ruleset, p *pool.Plan) {
 func (rs *Ruleset) ReplyMarks() []uint32 {
 	var marks []uint32
 	for _, f := range rs.Forwards {
-		if f.Mark != 0 && !slices.Contains(marks, f.Mark) {
-			marks = append(marks, f.Mark)
-		}
+		marks = append(marks, f.Mark)
 	}
+	return uniqueMarks(marks)
+}
+
+// uniqueMarks returns the marks that are set (not 0), ascending, once each.
+func uniqueMarks(marks []uint32) []uint32 {
 	slices.Sort(marks)
-	return marks
+	return slices.DeleteFunc(slices.Compact(marks), func(m uint32) bool { return m == 0 })
 }
 
 // ServiceComment is the stamp on a rule of the services chain.

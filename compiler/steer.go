@@ -51,6 +51,7 @@ type PolicyRule struct {
 	From     netip.Prefix
 	Table    int
 	Suppress bool
+	V6       bool // an IPv6 rule (ip -6 rule)
 }
 
 // String writes the rule as `ip rule` lists it.

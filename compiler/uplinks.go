@@ -57,6 +57,9 @@ type UplinkFacts struct {
 	// Gateway is its next hop: the spec's, or the main table's default
 	// route through it; invalid while none is known.
 	Gateway netip.Addr
+	// Gateway6 is its IPv6 next hop, the main table's IPv6 default route
+	// through it, for an entry with IPv6 prefix translations.
+	Gateway6 netip.Addr
 }
 
 // Route is a route natpool keeps in one of its routing tables: a unicast
@@ -129,6 +132,20 @@ func uplinks(p *pool.Plan, facts []UplinkFacts) *Uplinks {
 		for _, r := range out.Sources {
 			for _, pfx := range r.Prefixes() {
 				out.Routes = append(out.Routes, Route{Table: mm.Table, Dst: pfx, Throw: true})
+			}
+		}
+		if npt := p.Egress[m.Egress].NPT; len(npt) > 0 {
+			// IPv6: the replies of connections that came in through the
+			// uplink to its prefix carry its mark (in the ip6 table) and
+			// leave by its table, as in IPv4.
+			out.Rules = append(out.Rules,
+				PolicyRule{Priority: u.Priority, Mark: mm.Mark, Table: mainTable, Suppress: true, V6: true},
+				PolicyRule{Priority: u.Priority + 1, Mark: mm.Mark, Table: mm.Table, V6: true})
+			if gw := facts[i].Gateway6; gw.IsValid() {
+				out.Routes = append(out.Routes, Route{Table: mm.Table, Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), Gateway: gw, OIF: m.OIF})
+			}
+			for _, n := range npt {
+				out.Routes = append(out.Routes, Route{Table: mm.Table, Dst: n.Inside, Throw: true})
 			}
 		}
 	}

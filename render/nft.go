@@ -122,7 +122,7 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 			s.sources(u.Sources).str(" ct label ").num(uint64(m.Label)).str(" meta mark set ").mark(m.Mark).str(" comment ").str(comment).end()
 		}
 		for _, m := range rs.ReplyMarks() {
-			s.str("\t\tct direction reply ct mark ").mark(m).str(" meta mark set ").mark(m).str(" comment ").str(comment).end()
+			s.replyMark(m, rs.UplinksComment())
 		}
 		s.str("\t}").end()
 	}
@@ -167,8 +167,11 @@ func (s *stream) prefixes6(rs *compiler.Ruleset) {
 	s.str("\t\ttype nat hook prerouting priority dstnat; policy accept;").end()
 	for _, x := range rs.Prefixes6 {
 		if x.Public.IsValid() {
-			s.str("\t\tip6 daddr ").str(x.Public.String()).str(" iifname ").str(strconv.Quote(x.OIF)).
-				str(" dnat ip6 prefix to ").str(x.Inside.String()).str(" comment ").str(strconv.Quote(rs.Prefix6Comment(x))).end()
+			s.str("\t\tip6 daddr ").str(x.Public.String()).str(" iifname ").str(strconv.Quote(x.OIF))
+			if x.Mark != 0 {
+				s.str(" ct mark set ").mark(x.Mark)
+			}
+			s.str(" dnat ip6 prefix to ").str(x.Inside.String()).str(" comment ").str(strconv.Quote(rs.Prefix6Comment(x))).end()
 		}
 	}
 	s.str("\t}").end()
@@ -179,7 +182,21 @@ func (s *stream) prefixes6(rs *compiler.Ruleset) {
 			str(" ct status ! snat counter drop comment ").str(strconv.Quote(rs.Guard6Comment(x))).end()
 	}
 	s.str("\t}").end()
+	if marks := rs.Marks6(); len(marks) > 0 {
+		s.str("\tchain ").str(compiler.UplinkChain).str(" {").end()
+		s.str("\t\ttype filter hook prerouting priority mangle; policy accept;").end()
+		for _, m := range marks {
+			s.replyMark(m, rs.Uplinks6Comment())
+		}
+		s.str("\t}").end()
+	}
 	s.str("}").end()
+}
+
+// replyMark writes the rule that marks the replies of the connections
+// that keep mark m.
+func (s *stream) replyMark(m uint32, comment string) {
+	s.str("\t\tct direction reply ct mark ").mark(m).str(" meta mark set ").mark(m).str(" comment ").str(strconv.Quote(comment)).end()
 }
 
 // rule writes rule r as nft text, ending its last line. A jhash map goes a

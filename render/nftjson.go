@@ -89,7 +89,7 @@ func NFTJSON(w io.Writer, rs *compiler.Ruleset, version string) error {
 			rule(compiler.UplinkChain, comment, sourcesMatch(u.Sources), flags(label, m.Label), setTo(mark, m.Mark))
 		}
 		for _, m := range rs.ReplyMarks() {
-			rule(compiler.UplinkChain, comment, match(obj{"ct": obj{"key": "direction"}}, "reply"), match(ctMark, m), setTo(mark, m))
+			rule(compiler.UplinkChain, comment, replyMarkJSON(m)...)
 		}
 	}
 	if len(rs.Forwards) > 0 {
@@ -139,7 +139,11 @@ func prefixes6JSON(rs *compiler.Ruleset, command func(obj)) {
 	chain(compiler.PreroutingChain, "nat", "prerouting", -100)
 	for _, x := range rs.Prefixes6 {
 		if x.Public.IsValid() {
-			rule(compiler.PreroutingChain, rs.Prefix6Comment(x), match(field("daddr"), prefix(x.Public)), match(obj{"meta": obj{"key": "iifname"}}, x.OIF), obj{"dnat": to(x.Inside)})
+			in := []any{match(field("daddr"), prefix(x.Public)), match(obj{"meta": obj{"key": "iifname"}}, x.OIF)}
+			if x.Mark != 0 {
+				in = append(in, setTo(ctMark, x.Mark))
+			}
+			rule(compiler.PreroutingChain, rs.Prefix6Comment(x), append(in, obj{"dnat": to(x.Inside)})...)
 		}
 	}
 	chain(compiler.GuardChain, "filter", "postrouting", 110)
@@ -147,6 +151,17 @@ func prefixes6JSON(rs *compiler.Ruleset, command func(obj)) {
 		rule(compiler.GuardChain, rs.Guard6Comment(x), match(field("saddr"), prefix(x.Inside)), match(obj{"meta": obj{"key": "oifname"}}, x.OIF),
 			obj{"match": obj{"op": "!", "left": obj{"ct": obj{"key": "status"}}, "right": "snat"}}, obj{"counter": obj{"packets": 0, "bytes": 0}}, obj{"drop": nil})
 	}
+	if marks := rs.Marks6(); len(marks) > 0 {
+		chain(compiler.UplinkChain, "filter", "prerouting", -150)
+		for _, m := range marks {
+			rule(compiler.UplinkChain, rs.Uplinks6Comment(), replyMarkJSON(m)...)
+		}
+	}
+}
+
+// replyMarkJSON marks the replies of the connections that keep mark m.
+func replyMarkJSON(m uint32) []any {
+	return []any{match(obj{"ct": obj{"key": "direction"}}, "reply"), match(ctMark, m), setTo(mark, m)}
 }
 
 func nftJSONMap(table string, m compiler.Map) obj {

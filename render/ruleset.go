@@ -9,7 +9,7 @@ import (
 )
 
 // Formats are the ruleset formats, the first the default.
-var Formats = []string{"nft", "nft-json", "iptables", "ip6tables", "ipset", "bird", "ip"}
+var Formats = []string{"nft", "nft-json", "iptables", "ip6tables", "ipset", "bird", "ip", "ip6"}
 
 // Options say how a ruleset is written.
 type Options struct {
@@ -34,15 +34,15 @@ func Ruleset(w, stderr io.Writer, p *pool.Plan, format string, o Options) error 
 		return BIRD(w, p, o.Node, o.Version)
 	}
 	rs := compiler.Compile(p, compiler.Options{Encoding: compiler.PerHost, Node: o.Node})
-	if rs.Steering != nil && format != "nft" && format != "ip" {
+	if rs.Steering != nil && format != "nft" && format != "ip" && format != "ip6" {
 		return fmt.Errorf("format %s cannot carry a node's steering: render nft, or apply --node", format)
 	}
-	if rs.Uplinks != nil && format != "nft" && format != "nft-json" && format != "ip" && format != "ip6tables" {
+	if rs.Uplinks != nil && format != "nft" && format != "nft-json" && format != "ip" && format != "ip6" && format != "ip6tables" {
 		return fmt.Errorf("format %s cannot carry the uplinks' marks: render nft or nft-json, and ip; or apply", format)
 	}
 	switch format {
-	case "ip":
-		return IP(w, rs, o.Version)
+	case "ip", "ip6":
+		return IP(w, rs, o.Version, format == "ip6")
 	case "nft":
 		return NFT(w, rs, o.Version)
 	case "nft-json":

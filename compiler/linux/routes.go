@@ -21,17 +21,19 @@ import (
 // Routes returns natpool's routes, in every table (those of protocol 78,
 // as its rules are), and, as `ip route` lists them, the others in tables.
 func (r *Routing) Routes(tables []int) (mine []compiler.Route, foreign []string, err error) {
-	all, err := r.handle.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RuleProtocol},
-		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return nil, nil, Privileged(fmt.Errorf("listing natpool's routes: %w", err))
-	}
-	for _, rt := range all {
-		cr, err := r.route(rt, rt.Table)
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		all, err := r.handle.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RuleProtocol},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, Privileged(fmt.Errorf("listing natpool's routes: %w", err))
 		}
-		mine = append(mine, cr)
+		for _, rt := range all {
+			cr, err := r.route(rt, rt.Table)
+			if err != nil {
+				return nil, nil, err
+			}
+			mine = append(mine, cr)
+		}
 	}
 	for _, table := range tables {
 		routes, err := r.tableRoutes(table)
@@ -53,13 +55,17 @@ func (r *Routing) Routes(tables []int) (mine []compiler.Route, foreign []string,
 
 // route reads a kernel route of table as natpool writes routes.
 func (r *Routing) route(rt netlink.Route, table int) (compiler.Route, error) {
-	cr := compiler.Route{Table: table, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Throw: rt.Type == unix.RTN_THROW}
+	family, any := unix.AF_INET, netip.IPv4Unspecified()
+	if rt.Family == unix.AF_INET6 {
+		family, any = unix.AF_INET6, netip.IPv6Unspecified()
+	}
+	cr := compiler.Route{Table: table, Dst: netip.PrefixFrom(any, 0), Throw: rt.Type == unix.RTN_THROW}
 	if rt.Dst != nil {
 		ones, _ := rt.Dst.Mask.Size()
-		a, _ := netip.AddrFromSlice(rt.Dst.IP.To4())
+		a, _ := ipOf(rt.Dst.IP, family)
 		cr.Dst = netip.PrefixFrom(a, ones)
 	}
-	if gw, ok := netip.AddrFromSlice(rt.Gw.To4()); ok {
+	if gw, ok := ipOf(rt.Gw, family); ok {
 		cr.Gateway = gw
 	}
 	if rt.LinkIndex > 0 && !cr.Throw {
@@ -137,7 +143,10 @@ func (r *Routing) deleteRoute(cr compiler.Route) error {
 // kernelRoute is cr as the kernel takes it, marked natpool's.
 func (r *Routing) kernelRoute(cr compiler.Route) (*netlink.Route, error) {
 	rt := &netlink.Route{Table: cr.Table, Protocol: RuleProtocol, Family: unix.AF_INET,
-		Dst: &net.IPNet{IP: cr.Dst.Addr().AsSlice(), Mask: net.CIDRMask(cr.Dst.Bits(), 32)}}
+		Dst: &net.IPNet{IP: cr.Dst.Addr().AsSlice(), Mask: net.CIDRMask(cr.Dst.Bits(), cr.Dst.Addr().BitLen())}}
+	if cr.Dst.Addr().Is6() {
+		rt.Family = unix.AF_INET6
+	}
 	if cr.Throw {
 		rt.Type = unix.RTN_THROW
 		return rt, nil
@@ -158,37 +167,18 @@ func (r *Routing) kernelRoute(cr compiler.Route) (*netlink.Route, error) {
 // Uplink returns what the kernel says of interface oif as an uplink: its
 // first IPv4 address, and the gateway of the main table's preferred default
 // route through it (invalid when it has none).
-// Addr6 returns the global IPv6 address on interface oif that a pool6
-// from-interface takes its prefix from: the first of universe scope that
-// is not unique-local; invalid when it has none (or there is no oif).
-func (r *Routing) Addr6(oif string) (netip.Addr, error) {
-	link, err := r.handle.LinkByName(oif)
-	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
-			return netip.Addr{}, nil
-		}
-		return netip.Addr{}, Privileged(fmt.Errorf("interface %s: %w", oif, err))
-	}
-	addrs, err := r.handle.AddrList(link, unix.AF_INET6)
-	if err != nil {
-		return netip.Addr{}, Privileged(fmt.Errorf("addresses of %s: %w", oif, err))
-	}
-	for _, a := range addrs {
-		if x, ok := netip.AddrFromSlice(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE && Global6(x) {
-			return x, nil
-		}
-	}
-	return netip.Addr{}, nil
-}
-
-// Global6 reports whether a is an IPv6 address a delegated prefix may
-// hold: global unicast, not unique-local (fc00::/7).
-func Global6(a netip.Addr) bool {
-	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsPrivate()
-}
-
 func (r *Routing) Uplink(oif string) (addr, gateway netip.Addr, err error) {
+	return r.uplink(oif, unix.AF_INET)
+}
+
+// Uplink6 is Uplink for IPv6: the first global address on oif that is not
+// unique-local (whose prefix a pool6 from-interface takes), and the gateway
+// of the main table's preferred IPv6 default route through it.
+func (r *Routing) Uplink6(oif string) (addr, gateway netip.Addr, err error) {
+	return r.uplink(oif, unix.AF_INET6)
+}
+
+func (r *Routing) uplink(oif string, family int) (addr, gateway netip.Addr, err error) {
 	link, err := r.handle.LinkByName(oif)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
@@ -197,17 +187,17 @@ func (r *Routing) Uplink(oif string) (addr, gateway netip.Addr, err error) {
 		}
 		return addr, gateway, Privileged(fmt.Errorf("interface %s: %w", oif, err))
 	}
-	addrs, err := r.handle.AddrList(link, unix.AF_INET)
+	addrs, err := r.handle.AddrList(link, family)
 	if err != nil {
 		return addr, gateway, Privileged(fmt.Errorf("addresses of %s: %w", oif, err))
 	}
 	for _, a := range addrs {
-		if x, ok := netip.AddrFromSlice(a.IP.To4()); ok && a.Scope == unix.RT_SCOPE_UNIVERSE {
+		if x, ok := ipOf(a.IP, family); ok && a.Scope == unix.RT_SCOPE_UNIVERSE && (family == unix.AF_INET || Global6(x)) {
 			addr = x
 			break
 		}
 	}
-	routes, err := r.handle.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: link.Attrs().Index},
+	routes, err := r.handle.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: link.Attrs().Index},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	if err != nil {
 		return addr, gateway, Privileged(fmt.Errorf("routes through %s: %w", oif, err))
@@ -219,11 +209,22 @@ func (r *Routing) Uplink(oif string) (addr, gateway netip.Addr, err error) {
 				continue // not a default route
 			}
 		}
-		if gw, ok := netip.AddrFromSlice(rt.Gw.To4()); ok && (best < 0 || rt.Priority < best) {
+		if gw, ok := ipOf(rt.Gw, family); ok && (best < 0 || rt.Priority < best) {
 			gateway, best = gw, rt.Priority
 		}
 	}
 	return addr, gateway, nil
+}
+
+// ipOf reads an address of family (AF_INET or AF_INET6) from ip.
+func ipOf(ip net.IP, family int) (netip.Addr, bool) {
+	if family == unix.AF_INET {
+		return netip.AddrFromSlice(ip.To4())
+	}
+	if ip.To4() != nil {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFromSlice(ip.To16())
 }
 
 // RPFilter returns the reverse-path filter in force on interface oif:
@@ -246,4 +247,10 @@ func (r *Routing) RPFilter(oif string) (int, error) {
 		return nil
 	})
 	return most, err
+}
+
+// Global6 reports whether a is an IPv6 address a delegated prefix may
+// hold: global unicast, not unique-local (fc00::/7).
+func Global6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsPrivate()
 }

@@ -35,27 +35,29 @@ func (e *ForeignError) Error() string {
 	return fmt.Sprintf("%s%s sits in natpool's policy-routing ranges (the spec's cluster: priority, table and mark) but is not natpool's: natpool changed nothing; move it, or give natpool other ranges", e.What[0], more)
 }
 
-// PolicyRules returns natpool's IPv4 policy rules, in the kernel's order,
+// PolicyRules returns natpool's policy rules, IPv4 then IPv6, each in the kernel's order,
 // and, as `ip rule` lists them, the other rules that sit where reserved
 // says natpool's go.
 func (r *Routing) PolicyRules(reserved func(compiler.PolicyRule) bool) (mine []compiler.PolicyRule, foreign []string, err error) {
-	rules, err := r.handle.RuleList(unix.AF_INET)
-	if err != nil {
-		return nil, nil, Privileged(fmt.Errorf("listing policy rules: %w", err))
-	}
-	for _, rule := range rules {
-		pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table, Suppress: rule.SuppressPrefixlen == 0}
-		if rule.Src != nil {
-			ones, _ := rule.Src.Mask.Size()
-			if a, ok := netip.AddrFromSlice(rule.Src.IP.To4()); ok {
-				pr.From = netip.PrefixFrom(a, ones)
-			}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		rules, err := r.handle.RuleList(family)
+		if err != nil {
+			return nil, nil, Privileged(fmt.Errorf("listing policy rules: %w", err))
 		}
-		switch {
-		case rule.Protocol == RuleProtocol:
-			mine = append(mine, pr)
-		case reserved(pr):
-			foreign = append(foreign, ruleText(rule))
+		for _, rule := range rules {
+			pr := compiler.PolicyRule{Priority: rule.Priority, Mark: rule.Mark, Table: rule.Table, Suppress: rule.SuppressPrefixlen == 0, V6: family == unix.AF_INET6}
+			if rule.Src != nil {
+				ones, _ := rule.Src.Mask.Size()
+				if a, ok := ipOf(rule.Src.IP, family); ok {
+					pr.From = netip.PrefixFrom(a, ones)
+				}
+			}
+			switch {
+			case rule.Protocol == RuleProtocol:
+				mine = append(mine, pr)
+			case reserved(pr):
+				foreign = append(foreign, ruleText(rule))
+			}
 		}
 	}
 	return mine, foreign, nil
@@ -130,13 +132,16 @@ func (r *Routing) DeletePolicyRules() (int, error) {
 func rule(pr compiler.PolicyRule) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
+	if pr.V6 {
+		r.Family = unix.AF_INET6
+	}
 	r.Priority, r.Table = pr.Priority, pr.Table
 	if pr.Mark != 0 {
 		all := ^uint32(0)
 		r.Mark, r.Mask = pr.Mark, &all
 	}
 	if pr.From.IsValid() {
-		r.Src = &net.IPNet{IP: pr.From.Addr().AsSlice(), Mask: net.CIDRMask(pr.From.Bits(), 32)}
+		r.Src = &net.IPNet{IP: pr.From.Addr().AsSlice(), Mask: net.CIDRMask(pr.From.Bits(), pr.From.Addr().BitLen())}
 	}
 	if pr.Suppress {
 		r.SuppressPrefixlen = 0

@@ -237,12 +237,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		for _, m := range rs.ReplyMarks() {
 			// A service's replies leave by the uplink its connection
 			// came through: the mark its forward kept.
-			x := []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
-				&expr.Ct{Register: reg1, Key: expr.CtKeyMARK},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)},
-				&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)}}
-			add(c, append(x, setMark()), rs.UplinksComment())
+			add(c, replyMark(m), rs.UplinksComment())
 		}
 		o.chains = append(o.chains, *c)
 	}
@@ -277,6 +272,9 @@ func (o *objects) prefixes6(rs *compiler.Ruleset, add func(*chainRules, []expr.A
 			add(post, append(out, prefixNAT(expr.NATTypeSourceNAT, x.Public)...), rs.Prefix6Comment(x))
 			in := append(prefix6Match(24, x.Public), &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(x.OIF)})
+			if x.Mark != 0 {
+				in = append(in, setCtMark(x.Mark)...)
+			}
 			add(pre, append(in, prefixNAT(expr.NATTypeDestNAT, x.Inside)...), rs.Prefix6Comment(x))
 		}
 		g := append(prefix6Match(8, x.Inside), oifExprs(x.OIF)...)
@@ -286,6 +284,31 @@ func (o *objects) prefixes6(rs *compiler.Ruleset, add func(*chainRules, []expr.A
 			&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), rs.Guard6Comment(x))
 	}
 	o.chains = append(o.chains, *post, *pre, *guard)
+	if marks := rs.Marks6(); len(marks) > 0 {
+		c := &chainRules{chain: &nftables.Chain{Name: compiler.UplinkChain, Table: o.table6, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}}
+		for _, m := range marks {
+			add(c, replyMark(m), rs.Uplinks6Comment())
+		}
+		o.chains = append(o.chains, *c)
+	}
+}
+
+// setCtMark keeps a mark on the connection, as nft encodes `ct mark set
+// MARK`.
+func setCtMark(m uint32) []expr.Any {
+	return []expr.Any{&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)},
+		&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyMARK}}
+}
+
+// replyMark marks the replies of the connections that keep mark m, as nft
+// encodes `ct direction reply ct mark M meta mark set M`.
+func replyMark(m uint32) []expr.Any {
+	return []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
+		&expr.Ct{Register: reg1, Key: expr.CtKeyMARK},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)},
+		&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)}, setMark()}
 }
 
 // prefix6Match matches the IPv6 address at offset (8: source, 24:
@@ -327,8 +350,7 @@ func forwardExprs(f compiler.Forward) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(f.Public.Addr)}}
 	x = append(x, servicePorts(f.Protocol, f.Public.Ports)...)
 	if f.Mark != 0 {
-		x = append(x, &expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(f.Mark)},
-			&expr.Ct{Register: reg1, SourceRegister: true, Key: expr.CtKeyMARK})
+		x = append(x, setCtMark(f.Mark)...)
 	}
 	x = append(x, &expr.Immediate{Register: reg1, Data: ip4(f.Inside.Addr)})
 	nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}

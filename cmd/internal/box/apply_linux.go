@@ -134,6 +134,11 @@ func compileFor(r Routing, plan *pool.Plan, o Options) (*compiler.Ruleset, error
 			if f.Address, f.Gateway, err = r.Uplink(m.OIF); err != nil {
 				return nil, err
 			}
+			if len(plan.Egress[m.Egress].NPT) > 0 {
+				if _, f.Gateway6, err = r.Uplink6(m.OIF); err != nil {
+					return nil, err
+				}
+			}
 			co.Uplinks = append(co.Uplinks, f)
 		}
 	}
@@ -142,7 +147,7 @@ func compileFor(r Routing, plan *pool.Plan, o Options) (*compiler.Ruleset, error
 			if !n.FromInterface {
 				continue
 			}
-			a, err := r.Addr6(e.OIF)
+			a, _, err := r.Uplink6(e.OIF)
 			if err != nil {
 				return nil, err
 			}
@@ -348,7 +353,7 @@ func (b *Box) UplinkPrefixes(plan *pool.Plan) error {
 				}
 				defer r.Close()
 			}
-			a, err := r.Addr6(e.OIF)
+			a, _, err := r.Uplink6(e.OIF)
 			if err != nil {
 				return err
 			}

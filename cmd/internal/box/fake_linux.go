@@ -348,7 +348,7 @@ func (p fakeRouting) Uplink(oif string) (addr, gw netip.Addr, err error) {
 	return addr, gw, nil
 }
 
-func (p fakeRouting) Addr6(string) (netip.Addr, error) { return netip.Addr{}, nil }
+func (p fakeRouting) Uplink6(string) (addr, gw netip.Addr, err error) { return addr, gw, nil }
 
 func (p fakeRouting) RPFilter(string) (int, error) { return 2, nil }
 

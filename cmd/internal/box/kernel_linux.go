@@ -70,9 +70,9 @@ type Routing interface {
 	// Uplink says what the kernel knows of interface oif as an uplink: its
 	// address and its gateway in the main table (invalid when none).
 	Uplink(oif string) (addr, gateway netip.Addr, err error)
-	// Addr6 returns the global IPv6 address on oif whose prefix a pool6
-	// from-interface takes (invalid when none).
-	Addr6(oif string) (netip.Addr, error)
+	// Uplink6 is Uplink for IPv6: the global address on oif whose prefix
+	// a pool6 from-interface takes, and the main table's IPv6 gateway.
+	Uplink6(oif string) (addr, gateway netip.Addr, err error)
 	// RPFilter returns the reverse-path filter in force on interface oif
 	// (0 off, 1 strict, 2 loose).
 	RPFilter(oif string) (int, error)

@@ -153,7 +153,7 @@ func (d *daemon) followPrefix(e *pool.Egress) {
 	if i < 0 {
 		return
 	}
-	a, err := d.routing.Addr6(e.OIF)
+	a, _, err := d.routing.Uplink6(e.OIF)
 	if err != nil {
 		fmt.Fprintf(d.c.Log, "egress %s: %v\n", e.Name, err)
 		return
