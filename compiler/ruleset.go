@@ -298,11 +298,11 @@ func Compile(p *pool.Plan, o Options) *Ruleset {
 	if o.Node != "" {
 		rs.Steering = steering(rs, p, o.Node)
 	}
-	if p.Uplinks != nil {
-		rs.Uplinks = uplinks(p, o.Uplinks)
-	}
 	services(rs, p)
 	rs.Prefixes6 = prefixes6(p, o.Addrs6)
+	if p.Uplinks != nil {
+		rs.Uplinks = uplinks(p, o.Uplinks, rs.Prefixes6)
+	}
 	return rs
 }
 

@@ -92,8 +92,8 @@ func dst(p netip.Prefix) string {
 }
 
 // uplinks compiles the uplinks of p given what is known of each member
-// (facts; nil: all up, nothing learned).
-func uplinks(p *pool.Plan, facts []UplinkFacts) *Uplinks {
+// (facts; nil: all up, nothing learned) and the IPv6 prefix translations.
+func uplinks(p *pool.Plan, facts []UplinkFacts, prefixes6 []Prefix6) *Uplinks {
 	u := p.Uplinks
 	if facts == nil {
 		facts = make([]UplinkFacts, len(u.Members))
@@ -146,6 +146,15 @@ func uplinks(p *pool.Plan, facts []UplinkFacts) *Uplinks {
 			}
 			for _, n := range npt {
 				out.Routes = append(out.Routes, Route{Table: mm.Table, Dst: n.Inside, Throw: true})
+			}
+			// The box's own packets from the uplink's public prefixes
+			// leave by it, as from its IPv4 address.
+			for _, x := range prefixes6 {
+				if x.Egress == m.Name && x.Public.IsValid() {
+					out.Rules = append(out.Rules,
+						PolicyRule{Priority: u.Priority, From: x.Public, Table: mainTable, Suppress: true, V6: true},
+						PolicyRule{Priority: u.Priority + 1, From: x.Public, Table: mm.Table, V6: true})
+				}
 			}
 		}
 	}
