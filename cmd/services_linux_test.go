@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -256,4 +257,26 @@ func nftCounters(t *testing.T, ns *netnstest.NS, family, table string) map[strin
 		out[strings.TrimSuffix(comment, `"`)] = n
 	}
 	return out
+}
+
+// A node of a cluster carries the services too: apply --node loads them,
+// and status compares them.
+func TestServicesLoadOnANodeOfACluster(t *testing.T) {
+	keepHostState(t)
+	text, err := os.ReadFile("../testdata/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := filepath.Join(t.TempDir(), "cluster.yaml")
+	writeFile(t, spec, string(text)+`services:
+  - {name: web, protocol: tcp, inside: "100.64.0.80:80", public: ["isp=198.51.100.1"]}
+`)
+	ns := netnstest.New(t, "nft")
+	ipIn(t, ns, "link", "set", "lo", "up")
+	args := []string{"-f", spec, "--node", "nat1", "--netns", ns.Name, "--journal", filepath.Join(t.TempDir(), "journal")}
+	must(t, 0, append([]string{"apply"}, args...)...)
+	must(t, 0, append([]string{"status"}, args...)...)
+	if chain := ns.MustRun("", "nft", "list", "chain", "ip", "natpool", compiler.ServiceChain); !strings.Contains(chain, "ip daddr 198.51.100.1 tcp dport 80 dnat to 100.64.0.80") {
+		t.Errorf("the services chain of node nat1:\n%s", chain)
+	}
 }
