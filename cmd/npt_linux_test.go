@@ -172,6 +172,7 @@ uplinks: {policy: balance}
 	}
 	reach := func(prefixes []string, within time.Duration) {
 		t.Helper()
+		got.reset()
 		for i, u := range upstreams {
 			for _, h := range hosts {
 				want := public(h, prefixes[i])
@@ -256,6 +257,11 @@ uplinks: {policy: balance}
 	if out := must(t, 0, "status", "-f", spec, "--netns", s.Box.Name, "--journal", w.journal); !strings.Contains(out, "in sync") {
 		t.Errorf("status after the new delegation:\n%s", out)
 	}
+
+	// watch puts back an ip6 table someone deleted.
+	s.Box.MustRun("", "nft", "delete", "table", "ip6", "natpool")
+	w.waitLog(t, 5*time.Second, "has lost its ip6 table: restored plan")
+	reach([]string{"2001:db8:a::/64", "2001:db8:c::/64"}, 3*time.Second)
 
 	// A translation that is gone is drift; apply --delete takes both tables.
 	w.stop()

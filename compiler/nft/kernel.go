@@ -132,12 +132,21 @@ type TableStamp struct {
 	Exists  bool
 	Natpool bool   // a rule of the table carries natpool's stamp
 	Digest  string // the digest the stamp names; "" when unknown
+	// Digest6 is the digest natpool's ip6 table of the same name names,
+	// "" when there is none.
+	Digest6 string
 }
 
 // Stamp reads the stamp natpool writes on its rules (Ruleset.Comment) from
-// the table of that name.
-func (k *Kernel) Stamp(table string) (_ TableStamp, err error) {
-	return k.stamp(table, nftables.TableFamilyIPv4)
+// the table of that name, and from its ip6 table.
+func (k *Kernel) Stamp(table string) (TableStamp, error) {
+	st, err := k.stamp(table, nftables.TableFamilyIPv4)
+	if err != nil {
+		return st, err
+	}
+	st6, err := k.stamp(table, nftables.TableFamilyIPv6)
+	st.Digest6 = st6.Digest
+	return st, err
 }
 
 // stamp reads natpool's stamp from the table of that name and family.
@@ -221,7 +230,7 @@ func (e *NotNatpoolsError) Error() string {
 // claim refuses a table that exists and is not natpool's, in either
 // family, and says whether natpool's ip6 table exists.
 func (k *Kernel) claim(table string) (TableStamp, bool, error) {
-	st, err := k.Stamp(table)
+	st, err := k.stamp(table, nftables.TableFamilyIPv4)
 	if err == nil && st.Exists && !st.Natpool {
 		err = &NotNatpoolsError{"ip", table}
 	}

@@ -172,6 +172,9 @@ func (p fakeTables) Stamp(table string) (st nft.TableStamp, err error) {
 		st.Exists = mine || n.Foreign[table]
 		if mine {
 			st.Natpool, st.Digest = true, rs.Digest
+			if len(rs.Prefixes6) > 0 {
+				st.Digest6 = rs.Digest
+			}
 		}
 	})
 	return st, nil

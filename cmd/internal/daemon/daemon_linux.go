@@ -340,7 +340,14 @@ func RequestReload(b *box.Box, table string) (Outcome, error) {
 // tableHolds reports whether natpool's table holds the plan in force.
 func (d *daemon) tableHolds() bool {
 	st, err := d.stamp()
-	return err == nil && st.Exists && st.Digest == d.digest
+	return err == nil && d.inForce(st)
+}
+
+// inForce reports whether natpool's tables, as st says, hold the plan in
+// force: the ip table, and the ip6 table when the plan translates IPv6.
+func (d *daemon) inForce(st nft.TableStamp) bool {
+	ip6 := slices.ContainsFunc(d.plan.Egress, func(e *pool.Egress) bool { return len(e.NPT) > 0 })
+	return st.Exists && st.Digest == d.digest && (!ip6 || st.Digest6 == d.digest)
 }
 
 func (d *daemon) stamp() (nft.TableStamp, error) {
@@ -365,7 +372,7 @@ func (d *daemon) checkTable() {
 		d.tableOK = false
 		d.c.Metrics.tableInSync.Set(0)
 		return
-	case st.Exists && st.Digest == d.digest:
+	case d.inForce(st):
 		if !d.tableOK {
 			fmt.Fprintf(d.c.Log, "table ip %s in %s holds plan %s again\n", d.plan.Table, render.Where(d.c.Box.Netns), d.digest)
 		}
@@ -378,8 +385,10 @@ func (d *daemon) checkTable() {
 	switch {
 	case st.Exists && !st.Natpool:
 		why = "is no longer natpool's"
-	case st.Exists:
+	case st.Exists && st.Digest != d.digest:
 		why = "holds plan " + st.Digest
+	case st.Exists:
+		why = "has lost its ip6 table"
 	}
 	wasOK := d.tableOK
 	d.tableOK = false
