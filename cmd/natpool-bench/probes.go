@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/natpool/natpool/compiler/linux"
 	"github.com/natpool/natpool/compiler/netnstest"
 )
@@ -82,23 +80,11 @@ func watchShare(b *bench, box, spec string, load time.Duration, changes *int) (f
 	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
 		return 0, err
 	}
-	watch := exec.Command(b.natpool, "watch", "-f", path, "--netns", box, "--journal", filepath.Join(b.work, "probes-journal"))
-	log, err := os.Create(filepath.Join(b.work, "probes.log"))
+	watch, logPath, stop, err := b.startWatch("probes.log", "watching ", "-f", path, "--netns", box, "--journal", filepath.Join(b.work, "probes-journal"))
 	if err != nil {
 		return 0, err
 	}
-	defer log.Close()
-	watch.Stdout, watch.Stderr = log, log
-	if err := watch.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		watch.Process.Signal(unix.SIGTERM)
-		watch.Wait()
-	}()
-	if err := waitFor(func() bool { s, _ := os.ReadFile(log.Name()); return strings.Contains(string(s), "watching ") }, time.Minute); err != nil {
-		return 0, fmt.Errorf("natpool watch did not start: %w", err)
-	}
+	defer stop()
 	time.Sleep(3 * time.Second) // past the first rounds
 	cpu0, err := cpuTicks(watch.Process.Pid)
 	if err != nil {
@@ -110,7 +96,7 @@ func watchShare(b *bench, box, spec string, load time.Duration, changes *int) (f
 	if err != nil {
 		return 0, err
 	}
-	text, _ := os.ReadFile(log.Name())
+	text, _ := os.ReadFile(logPath)
 	*changes += strings.Count(string(text), "uplink isp")
 	return float64(cpu1-cpu0) / 100 / time.Since(t0).Seconds(), nil
 }

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/natpool/natpool/compiler/netnstest"
 )
 
 // 12. natpool watch --log at 20,000 new translations a second, each ended
@@ -46,27 +46,12 @@ func benchTranslog(b *bench) error {
 	spec := []string{"--private", "100.64.0.0/12", "--pool", "198.18.0.0/26", "--strategy", "hash", "--oif", "uplink0", "--netns", ns}
 	dir := filepath.Join(b.work, "translog")
 	addr := fmt.Sprintf("127.0.0.1:%d", 30000+(os.Getpid()+1)%10000)
-	watch := exec.Command(b.natpool, append([]string{"watch", "--journal", filepath.Join(b.work, "translog-journal"), "--metrics", addr,
+	watch, _, stop, err := b.startWatch("translog-watch.log", "logging translations", append([]string{"--journal", filepath.Join(b.work, "translog-journal"), "--metrics", addr,
 		"--resync", "1h", "--log", dir}, spec...)...)
-	log, err := os.Create(filepath.Join(b.work, "translog-watch.log"))
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	watch.Stdout, watch.Stderr = log, log
-	if err := watch.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		watch.Process.Signal(unix.SIGTERM)
-		watch.Wait()
-	}()
-	if err := waitFor(func() bool {
-		s, _ := os.ReadFile(log.Name())
-		return strings.Contains(string(s), "logging translations")
-	}, time.Minute); err != nil {
-		return fmt.Errorf("natpool watch did not start logging: %w", err)
-	}
+	defer stop()
 	eventsFile, err := os.Create(filepath.Join(b.work, "translog-conntrack-E"))
 	if err != nil {
 		return err
@@ -176,24 +161,9 @@ func middleTranslation(path string, t time.Time) (netip.AddrPort, time.Time, err
 		if err != nil || time.Unix(0, int64(ts*1e9)).Before(t) {
 			continue
 		}
-		var dsts, dports []string
-		for _, field := range strings.Fields(line) {
-			k, v, _ := strings.Cut(field, "=")
-			switch k {
-			case "dst":
-				dsts = append(dsts, v)
-			case "dport":
-				dports = append(dports, v)
-			}
+		if flow, ok := netnstest.ParseFlow(line); ok {
+			return flow.Translated, time.Unix(0, int64(ts*1e9)).Add(time.Second), nil
 		}
-		if len(dsts) != 2 || len(dports) != 2 {
-			continue
-		}
-		public, err := netip.ParseAddrPort(dsts[1] + ":" + dports[1])
-		if err != nil {
-			continue
-		}
-		return public, time.Unix(0, int64(ts*1e9)).Add(time.Second), nil
 	}
 	return netip.AddrPort{}, time.Time{}, fmt.Errorf("%s: no new translation after %s", path, t)
 }

@@ -52,25 +52,13 @@ func benchWatch(b *bench) error {
 
 	addr := fmt.Sprintf("127.0.0.1:%d", 30000+os.Getpid()%10000)
 	const resync = time.Minute // after the load, not during it
-	watch := exec.Command(b.natpool, append([]string{"watch", "--journal", filepath.Join(b.work, "journal"), "--metrics", addr,
+	started := time.Now()
+	watch, _, stop, err := b.startWatch("watch.log", "watching ", append([]string{"--journal", filepath.Join(b.work, "journal"), "--metrics", addr,
 		"--resync", resync.String()}, spec...)...)
-	log, err := os.Create(filepath.Join(b.work, "watch.log"))
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	watch.Stdout, watch.Stderr = log, log
-	if err := watch.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		watch.Process.Signal(unix.SIGTERM)
-		watch.Wait()
-	}()
-	started := time.Now()
-	if err := waitFor(func() bool { s, _ := os.ReadFile(log.Name()); return strings.Contains(string(s), "watching ") }, time.Minute); err != nil {
-		return fmt.Errorf("natpool watch did not start: %w", err)
-	}
+	defer stop()
 	// Steady state: the first count, from a dump, is published.
 	if err := waitFor(func() bool { n, _ := scrapeTotal(addr); return n >= entries }, time.Minute); err != nil {
 		return fmt.Errorf("natpool watch did not count the entries: %w", err)
@@ -181,6 +169,31 @@ func benchWatch(b *bench) error {
 		fmt.Sprintf("target: 100 ms, 200 MB; watch used %.1f%% of a core (conntrack -E, printing the same events: %.1f%%); a burst of 1000 new connections is in the metrics %.0f ms after conntrack holds it (median of 5; target 100 ms); after a resync it counts %.0f, conntrack -C %d (%+.2f%%)",
 			100*busy, 100*floor, 1000*lags.median().seconds, counted, held, off))
 	return nil
+}
+
+// startWatch starts natpool watch with args, its output in the file
+// logName of the work directory, and returns it once that says ready; stop
+// ends it (SIGTERM) and waits for it.
+func (b *bench) startWatch(logName, ready string, args ...string) (watch *exec.Cmd, logPath string, stop func(), err error) {
+	log, err := os.Create(filepath.Join(b.work, logName))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	defer log.Close()
+	watch = exec.Command(b.natpool, append([]string{"watch"}, args...)...)
+	watch.Stdout, watch.Stderr = log, log
+	if err := watch.Start(); err != nil {
+		return nil, "", nil, err
+	}
+	stop = func() {
+		watch.Process.Signal(unix.SIGTERM)
+		watch.Wait()
+	}
+	if err := waitFor(func() bool { s, _ := os.ReadFile(log.Name()); return strings.Contains(string(s), ready) }, time.Minute); err != nil {
+		stop()
+		return nil, "", nil, fmt.Errorf("natpool watch did not start (%q): %w", ready, err)
+	}
+	return watch, log.Name(), stop, nil
 }
 
 // raiseConntrackMax raises the host's conntrack limit to at least n and

@@ -93,9 +93,10 @@ type Entry struct {
 }
 
 // Scan dumps the IPv4 conntrack table and calls fn with each entry as it
-// is decoded, label being the conntrack label bit natpool's rules set. fn may Delete the entry; it must not keep it. Scan returns how
-// many IPv4 entries the table held; nothing of the dump outlives it, so a
-// scan of millions of entries runs in constant memory.
+// is decoded, label being the conntrack label bit natpool's rules set. fn
+// may Delete the entry; it must not keep it. Scan returns how many IPv4
+// entries the table held; nothing of the dump outlives it, so a scan of
+// millions of entries runs in constant memory.
 //
 // The dump runs on a socket of its own, read 32 KiB at a time, and decodes
 // only the fields natpool needs: the kernel sizes each round of a dump by

@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"strconv"
 	"strings"
-	"testing"
 
 	"golang.org/x/sys/unix"
 
@@ -208,36 +206,45 @@ func (ns *NS) AllFlows() []Flow {
 	var flows []Flow
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		var src, dst []string
-		var sport, dport []string
-		for _, field := range strings.Fields(sc.Text()) {
-			k, v, _ := strings.Cut(field, "=")
-			switch k {
-			case "src":
-				src = append(src, v)
-			case "dst":
-				dst = append(dst, v)
-			case "sport":
-				sport = append(sport, v)
-			case "dport":
-				dport = append(dport, v)
-			}
+		if f, ok := ParseFlow(sc.Text()); ok {
+			flows = append(flows, f)
 		}
-		if len(src) != 2 || len(dst) != 2 || len(sport) != 2 || len(dport) != 2 {
-			continue
-		}
-		flows = append(flows, Flow{Src: addrPort(ns.t, src[0], sport[0]), Translated: addrPort(ns.t, dst[1], dport[1])})
 	}
 	return flows
 }
 
-func addrPort(t testing.TB, addr, port string) netip.AddrPort {
-	a, err := netip.ParseAddr(addr)
-	p, perr := strconv.ParseUint(port, 10, 16)
-	if err != nil || perr != nil {
-		t.Fatalf("conntrack printed %s port %s", addr, port)
+// ParseFlow reads an entry as conntrack -L or -E prints it: its original
+// source, and the destination of its replies (its translated source);
+// false for a line that is not one.
+func ParseFlow(line string) (Flow, bool) {
+	var src, dst, sport, dport []string
+	for _, field := range strings.Fields(line) {
+		k, v, _ := strings.Cut(field, "=")
+		switch k {
+		case "src":
+			src = append(src, v)
+		case "dst":
+			dst = append(dst, v)
+		case "sport":
+			sport = append(sport, v)
+		case "dport":
+			dport = append(dport, v)
+		}
 	}
-	return netip.AddrPortFrom(a, uint16(p))
+	if len(src) != 2 || len(dst) != 2 || len(sport) != 2 || len(dport) != 2 {
+		return Flow{}, false
+	}
+	from, errFrom := netip.ParseAddrPort(joinHostPort(src[0], sport[0]))
+	to, errTo := netip.ParseAddrPort(joinHostPort(dst[1], dport[1]))
+	return Flow{Src: from, Translated: to}, errFrom == nil && errTo == nil
+}
+
+// joinHostPort writes ADDR:PORT, [ADDR]:PORT for IPv6.
+func joinHostPort(addr, port string) string {
+	if strings.Contains(addr, ":") {
+		return "[" + addr + "]:" + port
+	}
+	return addr + ":" + port
 }
 
 func runIP(args ...string) (string, error) {
