@@ -175,37 +175,17 @@ func (k *Kernel) Read(table string) (_ *TableState, err error) {
 		byName[s.Name] = sw
 		o.sets = append(o.sets, sw)
 	}
-	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := k.chainsOf(t)
 	if err != nil {
 		return nil, err
 	}
-	var chains []chainRules
-	for _, ch := range all {
-		if ch.Table.Name != table {
-			continue
-		}
-		rules, err := c.GetRules(t, ch)
-		if err != nil {
-			return nil, fmt.Errorf("chain %s: %w", ch.Name, err)
-		}
-		chains = append(chains, chainRules{ch, rules})
-	}
 	// natpool's ip6 table of the same name: its chains.
 	if t6, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv6); err == nil {
-		all6, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv6)
+		chains6, err := k.chainsOf(t6)
 		if err != nil {
 			return nil, err
 		}
-		for _, ch := range all6 {
-			if ch.Table.Name != table {
-				continue
-			}
-			rules, err := c.GetRules(t6, ch)
-			if err != nil {
-				return nil, fmt.Errorf("chain ip6 %s: %w", ch.Name, err)
-			}
-			chains = append(chains, chainRules{ch, rules})
-		}
+		chains = append(chains, chains6...)
 	} else if !errors.Is(err, unix.ENOENT) {
 		return nil, err
 	}
@@ -217,6 +197,26 @@ func (k *Kernel) Read(table string) (_ *TableState, err error) {
 		s, ok := byName[l.SetName]
 		return s, ok
 	}), nil
+}
+
+// chainsOf returns the chains of table t with their rules.
+func (k *Kernel) chainsOf(t *nftables.Table) ([]chainRules, error) {
+	all, err := k.conn.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return nil, err
+	}
+	var chains []chainRules
+	for _, ch := range all {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		rules, err := k.conn.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("chain %s: %w", ch.Name, err)
+		}
+		chains = append(chains, chainRules{ch, rules})
+	}
+	return chains, nil
 }
 
 // objectsText lists a table's stateful objects and flowtables, which
