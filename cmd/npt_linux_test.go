@@ -254,6 +254,10 @@ uplinks: {policy: balance}
 			t.Errorf("lookup: want %q for the inside host and its public address:\n%s", line, out)
 		}
 	}
+	// The journal answers for a given prefix at a time past.
+	if out := must(t, 0, "lookup", "--journal", w.journal, "--at", "now", "2001:db8:a::a5"); !strings.Contains(out, "[isp0] fd00:1::a5 <-> 2001:db8:a::a5") {
+		t.Errorf("lookup --at:\n%s", out)
+	}
 	if out := must(t, 0, "status", "-f", spec, "--netns", s.Box.Name, "--journal", w.journal); !strings.Contains(out, "in sync") {
 		t.Errorf("status after the new delegation:\n%s", out)
 	}

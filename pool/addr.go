@@ -195,12 +195,13 @@ func parsePort(s string) (uint16, bool) {
 	return uint16(n), err == nil && n > 0 && s[0] != '0'
 }
 
-// ParseQuery parses a lookup argument: "ADDR" or "ADDR:PORT".
+// ParseQuery parses a lookup argument: "ADDR" or "ADDR:PORT" (IPv4), or
+// an IPv6 address, which IPv6 prefix translations answer.
 func ParseQuery(s string) (addr netip.Addr, port uint16, hasPort bool, err error) {
-	host, p, ok := strings.Cut(s, ":")
-	if ok && strings.Contains(p, ":") { // an IPv6 address, not ADDR:PORT
-		host, ok = s, false
+	if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+		return a, 0, false, nil
 	}
+	host, p, ok := strings.Cut(s, ":")
 	if addr, err = ParseAddr(host); err != nil {
 		return netip.Addr{}, 0, false, err
 	}

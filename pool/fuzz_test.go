@@ -97,6 +97,12 @@ func FuzzParseQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if addr.Is6() { // an IPv6 address, as written, without a port
+			if a, err := netip.ParseAddr(s); err != nil || a != addr || hasPort {
+				t.Errorf("%q parses as %s port %d (%v)", s, addr, port, hasPort)
+			}
+			return
+		}
 		want := addr.String()
 		if hasPort {
 			want = netip.AddrPortFrom(addr, port).String()

@@ -61,20 +61,20 @@ type Answer struct {
 // error is a question that cannot be asked (a bad address, a port lookup
 // of an inside host or outside block mode).
 func (p *Plan) Lookup(query, egress string) ([]Answer, error) {
-	if a, err := netip.ParseAddr(query); err == nil && a.Is6() {
+	addr, port, hasPort, err := ParseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	if addr.Is6() {
 		if egress != "" {
 			if _, err := p.EgressNamed(egress); err != nil {
 				return nil, err
 			}
 		}
-		if answers := p.NPTAnswers(a, egress); len(answers) > 0 {
+		if answers := p.NPTAnswers(addr, egress); len(answers) > 0 {
 			return answers, nil
 		}
-		return []Answer{{Kind: NoMapping, Query: a, Reason: "in no private6 or pool6 prefix of the plan"}}, nil
-	}
-	addr, port, hasPort, err := ParseQuery(query)
-	if err != nil {
-		return nil, err
+		return []Answer{{Kind: NoMapping, Query: addr, Reason: "in no private6 or pool6 prefix of the plan"}}, nil
 	}
 	var firstErr error
 	reason := "neither an inside host nor a public address of the plan"
