@@ -279,4 +279,11 @@ func TestServicesLoadOnANodeOfACluster(t *testing.T) {
 	if chain := ns.MustRun("", "nft", "list", "chain", "ip", "natpool", compiler.ServiceChain); !strings.Contains(chain, "ip daddr 198.51.100.1 tcp dport 80 dnat to 100.64.0.80") {
 		t.Errorf("the services chain of node nat1:\n%s", chain)
 	}
+	// Their replies leave from the node that sent the connection on.
+	if chain := ns.MustRun("", "nft", "list", "chain", "ip", "natpool", compiler.SteerChain); !strings.Contains(strings.SplitN(chain, "\n", 5)[3], "ct direction reply accept") {
+		t.Errorf("the steer chain of node nat1 does not begin by leaving replies alone:\n%s", chain)
+	}
+	if text := must(t, 0, append([]string{"render"}, args[:4]...)...); !strings.Contains(text, "ct direction reply accept") {
+		t.Errorf("render --node:\n%s", text)
+	}
 }

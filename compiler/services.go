@@ -104,6 +104,12 @@ func (rs *Ruleset) ServiceComment(f Forward) string {
 	return fmt.Sprintf("%s%s service %s %s", stampPrefix, rs.Digest, f.Service, f.Egress)
 }
 
+// ServicesComment is the stamp on the steer chain's rule that leaves the
+// services' replies unsteered.
+func (rs *Ruleset) ServicesComment() string {
+	return fmt.Sprintf("%s%s service replies", stampPrefix, rs.Digest)
+}
+
 // HairpinComment is the stamp on a hairpin rule of the NAT chain.
 func (rs *Ruleset) HairpinComment(h Hairpin) string {
 	return fmt.Sprintf("%s%s hairpin %s", stampPrefix, rs.Digest, h.Service)

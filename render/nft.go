@@ -105,6 +105,9 @@ func NFT(w io.Writer, rs *compiler.Ruleset, version string) error {
 	if st != nil && len(st.Rules) > 0 {
 		s.str("\tchain ").str(compiler.SteerChain).str(" {").end()
 		s.str("\t\ttype filter hook prerouting priority mangle; policy accept;").end()
+		if len(rs.Forwards) > 0 {
+			s.str("\t\tct direction reply accept comment ").str(strconv.Quote(rs.ServicesComment())).end()
+		}
 		for _, r := range st.Rules {
 			s.sources(r.Sources).str(" meta mark set ").target(r.Target).str(" comment ").str(strconv.Quote(rs.Comment(r))).end()
 		}

@@ -498,6 +498,9 @@ func (m *machine) ct(e *expr.Ct) error {
 		binary.NativeEndian.PutUint32(m.rg.at(e.Register), m.p.CtStatus)
 	case expr.CtKeyLABELS:
 		copy(m.rg.at(e.Register), m.out.Labels[:])
+	case expr.CtKeyDIRECTION:
+		// The packets run are connections' first: the original direction.
+		m.rg.at(e.Register)[0] = 0
 	default:
 		return fmt.Errorf("cannot run ct key %s", ctNames[e.Key])
 	}

@@ -209,6 +209,13 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		// Marks are set before routing, which they steer: at mangle priority.
 		steer := &chainRules{chain: &nftables.Chain{Name: compiler.SteerChain, Table: o.table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}}
+		if len(rs.Forwards) > 0 {
+			// A service's replies leave from the node that sent its
+			// connection on: only that node knows it.
+			add(steer, []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
+				&expr.Verdict{Kind: expr.VerdictAccept}}, rs.ServicesComment())
+		}
 		for _, r := range st.Rules {
 			add(steer, o.steerExprs(r, named), rs.Comment(r))
 		}
