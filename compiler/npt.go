@@ -30,10 +30,7 @@ type Prefix6 struct {
 func prefixes6(p *pool.Plan, addrs map[string]netip.Addr) []Prefix6 {
 	var out []Prefix6
 	for _, e := range p.Egress {
-		for _, n := range e.NPT {
-			if a, ok := addrs[e.OIF]; ok && n.FromInterface {
-				n = n.WithPublic(a)
-			}
+		for _, n := range e.NPTWith(addrs) {
 			x := Prefix6{Egress: e.Name, OIF: e.OIF, Inside: n.Inside, Public: n.Public}
 			if u := p.Uplinks; u != nil {
 				if m := u.MemberNamed(e.Name); m >= 0 {

@@ -171,6 +171,15 @@ func (p PortRange) Contains(port uint16) bool { return p.Lo <= port && port <= p
 // String formats the range as "LO-HI".
 func (p PortRange) String() string { return fmt.Sprintf("%d-%d", p.Lo, p.Hi) }
 
+// Spec writes the range as a spec gives it: a single port alone, else
+// "LO-HI".
+func (p PortRange) Spec() string {
+	if p.Lo == p.Hi {
+		return strconv.Itoa(int(p.Lo))
+	}
+	return p.String()
+}
+
 // ParsePortRange parses "LO-HI" (or a single port) within 1-65535.
 func ParsePortRange(s string) (PortRange, error) {
 	lo, hi, ok := strings.Cut(s, "-")

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -59,6 +60,19 @@ func mapPrefix(a netip.Addr, to netip.Prefix) netip.Addr {
 func (n NPT) WithPublic(a netip.Addr) NPT {
 	n.Public = netip.PrefixFrom(a, n.Inside.Bits()).Masked()
 	return n
+}
+
+// NPTWith returns the entry's prefix translations with the public prefix
+// of a from-interface one taken from its uplink's global IPv6 address in
+// addrs (by interface), when there is one.
+func (e *Egress) NPTWith(addrs map[string]netip.Addr) []NPT {
+	out := slices.Clone(e.NPT)
+	for i, n := range out {
+		if a, ok := addrs[e.OIF]; ok && n.FromInterface {
+			out[i] = n.WithPublic(a)
+		}
+	}
+	return out
 }
 
 // setNPT checks the entry's IPv6 prefixes: private6, and pool6, a prefix

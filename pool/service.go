@@ -64,7 +64,7 @@ func newServices(specs []ServiceSpec, p *Plan) ([]Service, error) {
 				return nil, fmt.Errorf("service name %q is used twice", s.Name)
 			}
 			if pub, ok := o.clash(s); ok {
-				return nil, fmt.Errorf("services %s and %s both take %s %s:%s", o.Name, s.Name, s.Protocol, pub.Addr, portsText(pub.Ports))
+				return nil, fmt.Errorf("services %s and %s both take %s %s:%s", o.Name, s.Name, s.Protocol, pub.Addr, pub.Ports.Spec())
 			}
 		}
 		out = append(out, s)
@@ -149,7 +149,7 @@ func (s *Service) public(text string, p *Plan) (ServicePublic, error) {
 	}
 	if pub.Ports != s.Ports && (pub.Ports.Len() > 1 || s.Ports.Len() > 1) {
 		return pub, fmt.Errorf("public %q: ports %s reach inside ports %s: a range reaches the same ports; one port may reach another",
-			text, portsText(pub.Ports), portsText(s.Ports))
+			text, pub.Ports.Spec(), s.Ports.Spec())
 	}
 	for _, o := range p.Egress {
 		if o.Inside.Contains(pub.Addr) {
@@ -159,20 +159,12 @@ func (s *Service) public(text string, p *Plan) (ServicePublic, error) {
 	return pub, nil
 }
 
-// portsText writes a port range as a spec gives it: one port alone.
-func portsText(p PortRange) string {
-	if p.Lo == p.Hi {
-		return fmt.Sprint(p.Lo)
-	}
-	return p.String()
-}
-
 // Spec returns the service as a spec writes it, every public entry in
 // full: what a record keeps of it.
 func (s *Service) Spec() ServiceSpec {
-	ss := ServiceSpec{Name: s.Name, Protocol: s.Protocol, Inside: s.Inside.String() + ":" + portsText(s.Ports)}
+	ss := ServiceSpec{Name: s.Name, Protocol: s.Protocol, Inside: s.Inside.String() + ":" + s.Ports.Spec()}
 	for _, pub := range s.Public {
-		ss.Public = append(ss.Public, pub.Egress+"="+pub.Addr.String()+":"+portsText(pub.Ports))
+		ss.Public = append(ss.Public, pub.Egress+"="+pub.Addr.String()+":"+pub.Ports.Spec())
 	}
 	return ss
 }

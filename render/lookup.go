@@ -61,7 +61,7 @@ func LookupText(w io.Writer, answers []pool.Answer, o LookupOptions) error {
 		case pool.NoMapping:
 			fmt.Fprintf(w, "%s: no mapping: %s\n", a.Query, a.Reason)
 		case pool.ServiceAnswer:
-			fmt.Fprintf(w, "%s %s:%s -> %s:%s: service %s\n", a.Protocol, a.Public, portsText(a.PublicPorts), a.Private, portsText(a.Ports), a.Service)
+			fmt.Fprintf(w, "%s %s:%s -> %s:%s: service %s\n", a.Protocol, a.Public, a.PublicPorts.Spec(), a.Private, a.Ports.Spec(), a.Service)
 		case pool.PrefixAnswer:
 			fmt.Fprintf(w, "%s <-> %s (prefix %s <-> %s)\n", a.Private, publicText(a.Public), a.NPT.Inside, prefixText6(a.NPT, "the uplink"))
 		case pool.Reverse:
@@ -173,14 +173,6 @@ func prefixText6(n pool.NPT, uplink string) string {
 		return n.Public.String()
 	}
 	return "the prefix of " + uplink + "'s global address"
-}
-
-// portsText writes a port range, one port alone.
-func portsText(p pool.PortRange) string {
-	if p.Lo == p.Hi {
-		return fmt.Sprint(p.Lo)
-	}
-	return p.String()
 }
 
 // answerOwner is a port answer: its "private" is null when no host owns the port.
@@ -312,7 +304,7 @@ func answersJSON(answers []pool.Answer, o LookupOptions) []any {
 			}
 			out = append(out, ap)
 		case pool.ServiceAnswer:
-			out = append(out, answerService{egress, a.Service, a.Protocol, a.Public.String(), portsText(a.PublicPorts), a.Private.String(), portsText(a.Ports)})
+			out = append(out, answerService{egress, a.Service, a.Protocol, a.Public.String(), a.PublicPorts.Spec(), a.Private.String(), a.Ports.Spec()})
 		case pool.Reverse:
 			aj := answerJSON{Egress: egress, Public: a.Public.String(), Hosts: &a.Hosts, Ranges: []string{}, Nodes: a.Nodes}
 			for _, r := range a.Ranges {

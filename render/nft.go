@@ -287,11 +287,7 @@ func (s *stream) target(t compiler.Target) *stream {
 
 // servicePorts writes a service's match of protocol and ports.
 func (s *stream) servicePorts(protocol string, ports pool.PortRange) *stream {
-	s.str(" meta l4proto ").str(protocol).str(" th dport ").num(uint64(ports.Lo))
-	if ports.Hi != ports.Lo {
-		s.str("-").num(uint64(ports.Hi))
-	}
-	return s
+	return s.str(" meta l4proto ").str(protocol).str(" th dport ").str(ports.Spec())
 }
 
 // mark writes a packet mark as nft lists it.

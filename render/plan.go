@@ -57,12 +57,12 @@ func serviceSummary(w io.Writer, services []pool.Service) {
 	}
 	fmt.Fprintf(w, "\nservices:\n")
 	for _, s := range services {
-		fmt.Fprintf(w, "  %s (%s %s:%s): ", s.Name, s.Protocol, s.Inside, portsText(s.Ports))
+		fmt.Fprintf(w, "  %s (%s %s:%s): ", s.Name, s.Protocol, s.Inside, s.Ports.Spec())
 		for i, pub := range s.Public {
 			if i > 0 {
 				fmt.Fprint(w, ", ")
 			}
-			fmt.Fprintf(w, "%s:%s by %s", pub.Addr, portsText(pub.Ports), pub.Egress)
+			fmt.Fprintf(w, "%s:%s by %s", pub.Addr, pub.Ports.Spec(), pub.Egress)
 		}
 		fmt.Fprintln(w)
 	}

@@ -212,9 +212,7 @@ func buildObjects(rs *compiler.Ruleset) (*objects, error) {
 		if len(rs.Forwards) > 0 {
 			// A service's replies leave from the node that sent its
 			// connection on: only that node knows it.
-			add(steer, []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
-				&expr.Verdict{Kind: expr.VerdictAccept}}, rs.ServicesComment())
+			add(steer, append(isReply(), &expr.Verdict{Kind: expr.VerdictAccept}), rs.ServicesComment())
 		}
 		for _, r := range st.Rules {
 			add(steer, o.steerExprs(r, named), rs.Comment(r))
@@ -277,18 +275,14 @@ func (o *objects) prefixes6(rs *compiler.Ruleset, add func(*chainRules, []expr.A
 		if x.Public.IsValid() {
 			out := append(prefix6Match(8, x.Inside), oifExprs(x.OIF)...)
 			add(post, append(out, prefixNAT(expr.NATTypeSourceNAT, x.Public)...), rs.Prefix6Comment(x))
-			in := append(prefix6Match(24, x.Public), &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(x.OIF)})
+			in := append(prefix6Match(24, x.Public), ifnameExprs(expr.MetaKeyIIFNAME, x.OIF)...)
 			if x.Mark != 0 {
 				in = append(in, setCtMark(x.Mark)...)
 			}
 			add(pre, append(in, prefixNAT(expr.NATTypeDestNAT, x.Inside)...), rs.Prefix6Comment(x))
 		}
 		g := append(prefix6Match(8, x.Inside), oifExprs(x.OIF)...)
-		add(guard, append(g, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsSrcNAT), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
-			&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), rs.Guard6Comment(x))
+		add(guard, append(g, untranslatedDrop()...), rs.Guard6Comment(x))
 	}
 	o.chains = append(o.chains, *post, *pre, *guard)
 	if marks := rs.Marks6(); len(marks) > 0 {
@@ -311,11 +305,16 @@ func setCtMark(m uint32) []expr.Any {
 // replyMark marks the replies of the connections that keep mark m, as nft
 // encodes `ct direction reply ct mark M meta mark set M`.
 func replyMark(m uint32) []expr.Any {
-	return []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}},
-		&expr.Ct{Register: reg1, Key: expr.CtKeyMARK},
+	return append(isReply(), &expr.Ct{Register: reg1, Key: expr.CtKeyMARK},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)},
-		&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)}, setMark()}
+		&expr.Immediate{Register: reg1, Data: binaryutil.NativeEndian.PutUint32(m)}, setMark())
+}
+
+// isReply matches the replies of a connection, as nft encodes `ct
+// direction reply`.
+func isReply() []expr.Any {
+	return []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{replyDirection}}}
 }
 
 // prefix6Match matches the IPv6 address at offset (8: source, 24:
@@ -353,9 +352,7 @@ const replyDirection = 1
 // encodes `ip daddr PUBLIC meta l4proto PROTO th dport PORTS [ct mark set
 // MARK] dnat ip to INSIDE[:PORT]`.
 func forwardExprs(f compiler.Forward) []expr.Any {
-	x := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(f.Public.Addr)}}
-	x = append(x, servicePorts(f.Protocol, f.Public.Ports)...)
+	x := append(daddrIs(f.Public.Addr), servicePorts(f.Protocol, f.Public.Ports)...)
 	if f.Mark != 0 {
 		x = append(x, setCtMark(f.Mark)...)
 	}
@@ -389,13 +386,34 @@ func servicePorts(protocol string, ports pool.PortRange) []expr.Any {
 // PROTO th dport PORTS ct status dnat masquerade`.
 func (o *objects) hairpinExprs(h compiler.Hairpin) []expr.Any {
 	x := o.sourceExprs(compiler.Rule{Egress: "hairpin " + h.Service, Sources: h.Sources})
-	x = append(x, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(h.Inside.Addr)})
+	x = append(x, daddrIs(h.Inside.Addr)...)
 	x = append(x, servicePorts(h.Protocol, h.Inside.Ports)...)
-	return append(x, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
-		&expr.Masq{})
+	return append(append(x, ctStatus(ipsDstNAT, true)...), &expr.Masq{})
+}
+
+// daddrIs matches the destination address, as nft encodes `ip daddr
+// ADDR`.
+func daddrIs(a netip.Addr) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip4(a)}}
+}
+
+// ctStatus matches a conntrack status bit set, or not set, as nft encodes
+// `ct status BIT` and `ct status ! BIT`.
+func ctStatus(bit uint32, set bool) []expr.Any {
+	op := expr.CmpOpEq
+	if set {
+		op = expr.CmpOpNeq
+	}
+	return []expr.Any{&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: op, Register: reg1, Data: make([]byte, 4)}}
+}
+
+// untranslatedDrop counts and drops a packet of a connection no source NAT
+// translated, as nft encodes `ct status ! snat counter drop`.
+func untranslatedDrop() []expr.Any {
+	return append(ctStatus(ipsSrcNAT, false), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // ctStateNew matches a connection's first packet, as nft encodes `ct state
@@ -425,10 +443,7 @@ func (o *objects) guardExprs(g compiler.Guard, st *compiler.Steering) []expr.Any
 		l.Invert = true
 		x = append(x, &expr.Rt{Register: reg1, Key: expr.RtNexthop4}, l)
 	}
-	return append(x, &expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsSrcNAT), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
-		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+	return append(x, untranslatedDrop()...)
 }
 
 // ipsSrcNAT is the conntrack status bit of a source-NATed connection
@@ -439,8 +454,12 @@ const ipsSrcNAT = 1 << 4
 const ipsDstNAT = 1 << 5
 
 // oifExprs matches the output interface, as nft encodes `oifname NAME`.
-func oifExprs(oif string) []expr.Any {
-	return []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(oif)}}
+func oifExprs(oif string) []expr.Any { return ifnameExprs(expr.MetaKeyOIFNAME, oif) }
+
+// ifnameExprs matches an interface name (key: oifname or iifname), as nft
+// encodes `oifname NAME`.
+func ifnameExprs(key expr.MetaKey, name string) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(name)}}
 }
 
 // labelExprs marks the connection as natpool's, as nft encodes `ct label

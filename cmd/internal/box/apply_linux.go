@@ -142,24 +142,31 @@ func compileFor(r Routing, plan *pool.Plan, o Options) (*compiler.Ruleset, error
 			co.Uplinks = append(co.Uplinks, f)
 		}
 	}
-	for _, e := range plan.Egress {
-		for _, n := range e.NPT {
-			if !n.FromInterface {
-				continue
-			}
-			a, _, err := r.Uplink6(e.OIF)
-			if err != nil {
-				return nil, err
-			}
-			if a.IsValid() {
-				if co.Addrs6 == nil {
-					co.Addrs6 = map[string]netip.Addr{}
-				}
-				co.Addrs6[e.OIF] = a
-			}
-		}
+	var err error
+	if co.Addrs6, err = uplinkAddrs6(r, plan); err != nil {
+		return nil, err
 	}
 	return compiler.Compile(plan, co), nil
+}
+
+// uplinkAddrs6 returns the global IPv6 address of each uplink whose
+// prefix an entry's pool6 takes (from-interface) and that has one, by
+// interface.
+func uplinkAddrs6(r Routing, plan *pool.Plan) (map[string]netip.Addr, error) {
+	addrs := map[string]netip.Addr{}
+	for _, e := range plan.Egress {
+		if !slices.ContainsFunc(e.NPT, func(n pool.NPT) bool { return n.FromInterface }) {
+			continue
+		}
+		a, _, err := r.Uplink6(e.OIF)
+		if err != nil {
+			return nil, err
+		}
+		if a.IsValid() {
+			addrs[e.OIF] = a
+		}
+	}
+	return addrs, nil
 }
 
 // policy is natpool's policy routing of a ruleset: its rules and routes,
@@ -340,27 +347,22 @@ func (b *Box) Delete(table string, dryRun bool) (render.DeleteReport, error) {
 // holds them now; an uplink without a global IPv6 address leaves its
 // prefix unknown.
 func (b *Box) UplinkPrefixes(plan *pool.Plan) error {
-	var r Routing
+	if !slices.ContainsFunc(plan.Egress, func(e *pool.Egress) bool {
+		return slices.ContainsFunc(e.NPT, func(n pool.NPT) bool { return n.FromInterface })
+	}) {
+		return nil
+	}
+	r, err := b.Kernels(b.Netns).Routing()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	addrs, err := uplinkAddrs6(r, plan)
+	if err != nil {
+		return err
+	}
 	for _, e := range plan.Egress {
-		for i, n := range e.NPT {
-			if !n.FromInterface {
-				continue
-			}
-			if r == nil {
-				var err error
-				if r, err = b.Kernels(b.Netns).Routing(); err != nil {
-					return err
-				}
-				defer r.Close()
-			}
-			a, _, err := r.Uplink6(e.OIF)
-			if err != nil {
-				return err
-			}
-			if a.IsValid() {
-				e.NPT[i] = n.WithPublic(a)
-			}
-		}
+		e.NPT = e.NPTWith(addrs)
 	}
 	return nil
 }
